@@ -1,0 +1,53 @@
+//! # triage-classifier
+//!
+//! The fast path of triage: short messages in, labels with probabilities out, in about a
+//! microsecond per message on one core.
+//!
+//! The pipeline has one module per stage:
+//! - [`tokenize`]: lower-case, NFKC (with an ASCII fast path), word tokens that keep emoji,
+//!   URLs, @mentions, numbers and non-Latin scripts;
+//! - [`analyzer`]: optional Snowball stemming, word n-grams and character n-grams inside word
+//!   boundaries, hashed into two feature blocks;
+//! - [`model`]: TF-IDF with the IDF frozen at fit (sublinear tf, per-block L2 norm, `min_df`,
+//!   `max_features`), multinomial logistic regression, and the versioned model file;
+//! - [`logistic`]: the L2-regularised softmax objective of linfa-logistic, minimised by argmin's
+//!   L-BFGS over a sparse matrix;
+//! - [`metrics`]: accuracy, macro-F1, per-class scores, confusion and coverage tables.
+//!
+//! ```
+//! use triage_classifier::{Example, Model, NoProgress, TrainConfig};
+//!
+//! let ex = |text: &str, label: &str| Example { id: None, text: text.into(), label: label.into() };
+//! let data = vec![
+//!     ex("thank you so much, this is great", "positive"),
+//!     ex("love it, great work", "positive"),
+//!     ex("this is awful, I hate it", "negative"),
+//!     ex("terrible service, hate this", "negative"),
+//! ];
+//! let mut config = TrainConfig::default();
+//! config.tfidf.min_df = 1;
+//! let model = Model::train(&data, &config, &mut NoProgress).unwrap();
+//! let p = model.predict("great, thank you!");
+//! assert_eq!(p.label, "positive");
+//! assert!(p.confidence > 0.5);
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod analyzer;
+pub mod data;
+pub mod error;
+pub mod logistic;
+pub mod metrics;
+pub mod model;
+pub mod tokenize;
+
+pub use analyzer::{Analyzer, AnalyzerConfig, Scratch, StemLanguage};
+pub use data::{Example, read_jsonl, sha256_file};
+pub use error::{ClassifierError, Result};
+pub use logistic::{ClassWeight, FitReport, LogisticConfig};
+pub use metrics::{ClassMetrics, CoverageRow, EvalReport};
+pub use model::{
+    FORMAT_VERSION, Model, ModelHeader, NoProgress, Prediction, TfidfConfig, TrainConfig,
+    TrainProgress, TrainingInfo,
+};

@@ -1,0 +1,197 @@
+//! Thresholds and generative labels: what route a prediction should take.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::RouterError;
+
+/// Where a message's decision came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Route {
+    /// The fast classifier was confident enough: its label is published.
+    Fast,
+    /// The fast classifier was unsure: the second-opinion model (SLM) decides.
+    SecondOpinion,
+    /// The label is configured as generative: the generator (SLM) drafts a reply.
+    Generate,
+    /// The SLM was wanted but the budget was spent: the fast label is published.
+    OverBudget,
+    /// The SLM was wanted but failed or timed out: the fast label is published.
+    Degraded,
+}
+
+impl Route {
+    /// Whether this route asks the small language model.
+    pub fn uses_slm(self) -> bool {
+        matches!(self, Route::SecondOpinion | Route::Generate)
+    }
+
+    /// The route's name as written in records and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Route::Fast => "fast",
+            Route::SecondOpinion => "second_opinion",
+            Route::Generate => "generate",
+            Route::OverBudget => "over_budget",
+            Route::Degraded => "degraded",
+        }
+    }
+}
+
+/// The policy's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Confidence below which a prediction asks for a second opinion, unless the label has its
+    /// own threshold. 0 turns second opinions off.
+    pub default_threshold: f32,
+    /// Per-label thresholds, e.g. `{ neutral = 0.7 }`.
+    pub thresholds: BTreeMap<String, f32>,
+    /// Labels whose messages need a generated reply.
+    pub generative: Vec<String>,
+    /// Only draft a reply when the fast label is at least this confident (below it, a second
+    /// opinion is asked first).
+    pub generate_min_confidence: f32,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            default_threshold: 0.5,
+            thresholds: BTreeMap::new(),
+            generative: Vec::new(),
+            generate_min_confidence: 0.0,
+        }
+    }
+}
+
+/// What the policy wants for one prediction, before the budget is applied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// The route.
+    pub route: Route,
+    /// Why, in words (e.g. `confidence 0.41 < threshold 0.55 for neutral`).
+    pub reason: String,
+}
+
+/// The routing policy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    config: PolicyConfig,
+}
+
+impl Policy {
+    /// Validates the settings.
+    pub fn new(config: PolicyConfig) -> Result<Self, RouterError> {
+        let check = |name: &str, t: f32| {
+            if (0.0..=1.0).contains(&t) {
+                Ok(())
+            } else {
+                Err(RouterError::Config(format!(
+                    "{name} must be within 0..=1, got {t}"
+                )))
+            }
+        };
+        check("default_threshold", config.default_threshold)?;
+        check("generate_min_confidence", config.generate_min_confidence)?;
+        for (label, &t) in &config.thresholds {
+            check(&format!("thresholds.{label}"), t)?;
+        }
+        Ok(Self { config })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &PolicyConfig {
+        &self.config
+    }
+
+    /// The threshold that applies to `label`.
+    pub fn threshold(&self, label: &str) -> f32 {
+        self.config
+            .thresholds
+            .get(label)
+            .copied()
+            .unwrap_or(self.config.default_threshold)
+    }
+
+    /// Checks that every label the policy names is one the model knows.
+    pub fn check_labels(&self, labels: &[String]) -> Result<(), RouterError> {
+        for name in self.config.thresholds.keys().chain(&self.config.generative) {
+            if !labels.contains(name) {
+                return Err(RouterError::Config(format!(
+                    "the policy names label {name:?}, which the model does not have (it has: {})",
+                    labels.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The route for a fast prediction of `label` with `confidence`.
+    pub fn plan(&self, label: &str, confidence: f32) -> Plan {
+        let threshold = self.threshold(label);
+        if confidence < threshold {
+            return Plan {
+                route: Route::SecondOpinion,
+                reason: format!(
+                    "confidence {confidence:.3} < threshold {threshold:.3} for {label}"
+                ),
+            };
+        }
+        if self.config.generative.iter().any(|g| g == label)
+            && confidence >= self.config.generate_min_confidence
+        {
+            return Plan {
+                route: Route::Generate,
+                reason: format!("{label} is a generative label"),
+            };
+        }
+        Plan {
+            route: Route::Fast,
+            reason: format!("confidence {confidence:.3} >= threshold {threshold:.3} for {label}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_label_thresholds_override_the_default() {
+        let mut c = PolicyConfig::default();
+        c.thresholds.insert("neutral".into(), 0.8);
+        let p = Policy::new(c).unwrap();
+        assert_eq!(p.plan("neutral", 0.7).route, Route::SecondOpinion);
+        assert_eq!(p.plan("positive", 0.7).route, Route::Fast);
+        assert!(p.plan("neutral", 0.7).reason.contains("0.800"));
+    }
+
+    #[test]
+    fn unsure_generative_asks_second_opinion_first() {
+        let c = PolicyConfig {
+            generative: vec!["negative".into()],
+            ..Default::default()
+        };
+        let p = Policy::new(c).unwrap();
+        assert_eq!(p.plan("negative", 0.3).route, Route::SecondOpinion);
+        assert_eq!(p.plan("negative", 0.9).route, Route::Generate);
+    }
+
+    #[test]
+    fn rejects_out_of_range_and_unknown_labels() {
+        let c = PolicyConfig {
+            default_threshold: 1.5,
+            ..Default::default()
+        };
+        assert!(Policy::new(c).is_err());
+        let c = PolicyConfig {
+            generative: vec!["nope".into()],
+            ..Default::default()
+        };
+        let p = Policy::new(c).unwrap();
+        assert!(p.check_labels(&["a".into(), "b".into()]).is_err());
+    }
+}
