@@ -1,0 +1,177 @@
+//! Kafka settings. Any librdkafka property passes through `properties`; secrets never reach a
+//! log line or a config dump.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The `[kafka]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port[,host:port…]`.
+    pub brokers: String,
+    /// Consumer group id. Instances with the same group share the input partitions.
+    pub group_id: String,
+    /// Topics to consume.
+    pub input_topics: Vec<String>,
+    /// Where decisions are published.
+    pub output_topic: String,
+    /// Where malformed input goes, with the original bytes and headers and the reason.
+    pub dead_letter_topic: String,
+    /// Messages received but not yet acknowledged by the output, per partition. Above this the
+    /// partition is paused (polling goes on); it resumes below half.
+    pub max_in_flight_per_partition: usize,
+    /// How often stored offsets are committed, in milliseconds.
+    pub commit_interval_ms: u64,
+    /// On SIGTERM/SIGINT: how long to drain in-flight work before giving up, in milliseconds.
+    pub shutdown_timeout_ms: u64,
+    /// How often consumer lag is sampled for metrics, in milliseconds.
+    pub lag_interval_ms: u64,
+    /// Extra librdkafka properties for both clients (e.g. `security.protocol`, `sasl.*`,
+    /// `ssl.*`, `session.timeout.ms`).
+    pub properties: BTreeMap<String, String>,
+    /// Extra properties for the consumer only.
+    pub consumer_properties: BTreeMap<String, String>,
+    /// Extra properties for the producer only.
+    pub producer_properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            group_id: "triage".into(),
+            input_topics: vec!["triage.in".into()],
+            output_topic: "triage.out".into(),
+            dead_letter_topic: "triage.dlq".into(),
+            max_in_flight_per_partition: 10_000,
+            commit_interval_ms: 1000,
+            shutdown_timeout_ms: 30_000,
+            lag_interval_ms: 10_000,
+            properties: BTreeMap::new(),
+            consumer_properties: BTreeMap::new(),
+            producer_properties: BTreeMap::new(),
+        }
+    }
+}
+
+/// Whether a librdkafka property holds a secret.
+pub fn is_secret(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    k.contains("password")
+        || k.contains("secret")
+        || k.contains("sasl.jaas")
+        || k.contains("token")
+        || k.contains("ssl.key.pem")
+        || k.contains("ssl.keystore")
+        || k.ends_with(".key")
+        || k.contains("private")
+}
+
+/// A copy of the properties with secret values replaced by `***`.
+pub fn redact(props: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    props
+        .iter()
+        .map(|(k, v)| {
+            let v = if is_secret(k) {
+                "***".to_string()
+            } else {
+                v.clone()
+            };
+            (k.clone(), v)
+        })
+        .collect()
+}
+
+impl KafkaConfig {
+    /// Checks the settings that would otherwise fail late.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.brokers.trim().is_empty() {
+            return Err("kafka.brokers is empty".into());
+        }
+        if self.group_id.trim().is_empty() {
+            return Err("kafka.group_id is empty".into());
+        }
+        if self.input_topics.is_empty() || self.input_topics.iter().any(|t| t.is_empty()) {
+            return Err("kafka.input_topics must name at least one topic".into());
+        }
+        if self.output_topic.is_empty() || self.dead_letter_topic.is_empty() {
+            return Err("kafka.output_topic and kafka.dead_letter_topic must be set".into());
+        }
+        if self.input_topics.contains(&self.output_topic)
+            || self.input_topics.contains(&self.dead_letter_topic)
+        {
+            return Err("an input topic cannot also be the output or dead-letter topic".into());
+        }
+        if self.max_in_flight_per_partition == 0 {
+            return Err("kafka.max_in_flight_per_partition must be > 0".into());
+        }
+        for key in self
+            .properties
+            .keys()
+            .chain(self.consumer_properties.keys())
+            .chain(self.producer_properties.keys())
+        {
+            if matches!(
+                key.as_str(),
+                "enable.auto.offset.store" | "group.id" | "bootstrap.servers"
+            ) {
+                return Err(format!(
+                    "kafka property {key:?} is managed by triage; use the kafka section's own \
+                     settings instead"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The config as it may be logged: secrets redacted.
+    pub fn redacted(&self) -> KafkaConfig {
+        KafkaConfig {
+            properties: redact(&self.properties),
+            consumer_properties: redact(&self.consumer_properties),
+            producer_properties: redact(&self.producer_properties),
+            ..self.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_redacted() {
+        let mut c = KafkaConfig::default();
+        c.properties
+            .insert("sasl.password".into(), "hunter2".into());
+        c.properties
+            .insert("ssl.key.password".into(), "s3cret".into());
+        c.properties.insert("sasl.username".into(), "alice".into());
+        c.producer_properties
+            .insert("sasl.oauthbearer.client.secret".into(), "xyz".into());
+        let dump = format!(
+            "{:?} {}",
+            c.redacted(),
+            toml::to_string(&c.redacted()).unwrap()
+        );
+        for secret in ["hunter2", "s3cret", "xyz"] {
+            assert!(!dump.contains(secret), "{secret} leaked: {dump}");
+        }
+        assert!(dump.contains("alice"));
+    }
+
+    #[test]
+    fn managed_properties_are_refused() {
+        let mut c = KafkaConfig::default();
+        c.properties
+            .insert("enable.auto.offset.store".into(), "true".into());
+        assert!(c.validate().unwrap_err().contains("managed by triage"));
+        let c = KafkaConfig {
+            output_topic: "triage.in".into(),
+            ..Default::default()
+        };
+        assert!(c.validate().is_err());
+    }
+}

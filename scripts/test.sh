@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine: installs and starts what the tests need, then runs
+# them. This is the test command that README.md gives and .ci/run calls.
+#
+#   1. ONNX Runtime and the two small language models  (scripts/install-models.sh)
+#   2. a Kafka-protocol broker (tansu, in memory)       (scripts/broker.sh)
+#   3. cargo fmt --check, cargo clippy -D warnings, the release build
+#   4. cargo test --release --workspace: unit, property, doc, model and end-to-end tests
+#   5. docker-compose.yml parses (`docker-compose config`)
+#
+# Environment: TRIAGE_CACHE (default .cache/triage), TRIAGE_DATA (default ../shared/data; tests
+# that need it say loudly when it is absent), TRIAGE_BROKER (default 127.0.0.1:9092),
+# TRIAGE_SKIP_LINT=1 to skip fmt/clippy.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT="$PWD"
+export TRIAGE_CACHE="${TRIAGE_CACHE:-$ROOT/.cache/triage}"
+export TRIAGE_DATA="${TRIAGE_DATA:-$ROOT/../shared/data}"
+export TRIAGE_BROKER="${TRIAGE_BROKER:-127.0.0.1:9092}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+step() { printf '\n=== %s (%s)\n' "$*" "$(date +%H:%M:%S)"; }
+
+step "ONNX Runtime and models"
+scripts/install-models.sh
+
+step "Kafka-protocol broker at $TRIAGE_BROKER"
+scripts/broker.sh start
+trap 'scripts/broker.sh stop || true' EXIT
+
+if [ "${TRIAGE_SKIP_LINT:-0}" != 1 ]; then
+  step "cargo fmt --check"
+  cargo fmt --all -- --check
+  step "cargo clippy -D warnings"
+  cargo clippy --release --workspace --all-targets -- -D warnings
+fi
+
+step "build"
+cargo build --release --workspace --all-targets
+
+step "tests"
+cargo test --release --workspace -- --test-threads 2
+
+if [ -f docker-compose.yml ]; then
+  step "docker-compose.yml parses"
+  if ! command -v docker-compose >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose) >/dev/null 2>&1 ||
+        { echo "could not install docker-compose (Debian package)"; exit 1; }
+    else
+      echo "docker-compose is not installed: cannot check docker-compose.yml"; exit 1
+    fi
+  fi
+  docker-compose -f docker-compose.yml config -q
+  echo "docker-compose.yml: ok"
+fi
+
+step "all tests passed"

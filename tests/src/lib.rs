@@ -1,0 +1,620 @@
+//! Test harness for the end-to-end tests in `tests/tests/`: finds the `triage` binary, the data,
+//! and the broker; creates topics; produces and reads messages; runs triage as a subprocess.
+//!
+//! Nothing here mocks anything: the broker is a real Kafka-protocol broker (tansu, started by
+//! `scripts/test.sh`), and triage is the release binary.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::TopicPartitionList;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// The release `triage` binary (`TRIAGE_BIN` overrides). Panics with instructions if missing.
+pub fn triage_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("TRIAGE_BIN") {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"));
+    let p = target.join("release").join("triage");
+    assert!(
+        p.exists(),
+        "{} is missing: build it first with `cargo build --release -p triage-pipelines` \
+         (scripts/test.sh does)",
+        p.display()
+    );
+    p
+}
+
+/// The labelled data sets (`TRIAGE_DATA`, default `../shared/data` beside the workspace), or
+/// `None` after saying loudly why tests that need them did not run.
+pub fn data_dir(test: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("TRIAGE_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("../shared/data"));
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
+             !!! SKIPPED {test}: data directory {} not found.\n\
+             !!! Set TRIAGE_DATA to the labelled data sets to run it.\n\
+             !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n",
+            dir.display()
+        );
+        None
+    }
+}
+
+/// Runs triage to completion, returning stdout; panics with stderr on failure.
+pub fn triage(args: &[&str]) -> String {
+    let out = Command::new(triage_bin())
+        .args(args)
+        .current_dir(workspace())
+        .output()
+        .expect("run triage");
+    assert!(
+        out.status.success(),
+        "triage {args:?} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+// ------------------------------------------------------------------ broker
+
+/// The test broker's address (`TRIAGE_BROKER`, default 127.0.0.1:9092).
+pub fn broker() -> String {
+    std::env::var("TRIAGE_BROKER").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+/// Fails (never skips) when the broker is not reachable.
+pub fn require_broker(addr: &str) {
+    let ok = addr
+        .parse::<std::net::SocketAddr>()
+        .ok()
+        .and_then(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).ok())
+        .is_some();
+    assert!(
+        ok,
+        "no Kafka broker at {addr}: start one with `scripts/broker.sh start` (scripts/test.sh \
+         does this), or set TRIAGE_BROKER"
+    );
+}
+
+/// A unique name for this test run.
+pub fn unique(prefix: &str) -> String {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{prefix}-{}-{}", std::process::id(), n % 1_000_000_000)
+}
+
+/// Client settings that suit tansu: fast group joins.
+pub fn client(addr: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", addr);
+    c
+}
+
+/// Creates topics with `partitions` partitions each.
+pub fn create_topics(addr: &str, topics: &[&str], partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = client(addr).create().expect("admin client");
+    let new: Vec<NewTopic> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let res = block_on(admin.create_topics(&new, &AdminOptions::new())).expect("create topics");
+    for r in res {
+        r.expect("topic created");
+    }
+}
+
+/// A minimal executor for the admin future (rdkafka's admin futures are runtime-agnostic).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake, Waker};
+    struct ThreadWaker(std::thread::Thread);
+    impl Wake for ThreadWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut f = Box::pin(f);
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park_timeout(Duration::from_millis(50));
+    }
+}
+
+/// Produces `payloads` (key = index) to `topic` and waits until all are acknowledged. Returns
+/// where each payload landed: `(partition, offset)` by payload index.
+pub fn produce(
+    addr: &str,
+    topic: &str,
+    payloads: &[Vec<u8>],
+    headers: &[(&str, &str)],
+) -> Vec<(i32, i64)> {
+    produce_with(addr, topic, payloads, headers, 0)
+}
+
+fn produce_keyed(
+    addr: &str,
+    topic: &str,
+    payloads: &[Vec<u8>],
+    key_base: usize,
+) -> Vec<(i32, i64)> {
+    produce_with(addr, topic, payloads, &[], key_base)
+}
+
+fn produce_with(
+    addr: &str,
+    topic: &str,
+    payloads: &[Vec<u8>],
+    headers: &[(&str, &str)],
+    key_base: usize,
+) -> Vec<(i32, i64)> {
+    use std::sync::{Arc, Mutex};
+    struct Ctx(Arc<Mutex<Vec<(i32, i64)>>>);
+    impl rdkafka::ClientContext for Ctx {}
+    impl rdkafka::producer::ProducerContext for Ctx {
+        type DeliveryOpaque = usize;
+        fn delivery(&self, r: &rdkafka::producer::DeliveryResult<'_>, i: usize) {
+            match r {
+                Ok(m) => self.0.lock().unwrap()[i] = (m.partition(), m.offset()),
+                Err((e, _)) => panic!("test producer delivery failed: {e}"),
+            }
+        }
+    }
+    let placed = Arc::new(Mutex::new(vec![(-1, -1); payloads.len()]));
+    let producer: ThreadedProducer<Ctx> = client(addr)
+        .set("linger.ms", "5")
+        .set("acks", "all")
+        .create_with_context(Ctx(Arc::clone(&placed)))
+        .expect("producer");
+    for (i, p) in payloads.iter().enumerate() {
+        let key = (key_base + i).to_string();
+        let mut h = OwnedHeaders::new();
+        for (k, v) in headers {
+            h = h.insert(rdkafka::message::Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            });
+        }
+        let mut rec = BaseRecord::with_opaque_to(topic, i)
+            .payload(p.as_slice())
+            .key(key.as_str())
+            .headers(h);
+        loop {
+            match producer.send(rec) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    rec = back;
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(60)).expect("flush");
+    drop(producer);
+    let placed = placed.lock().unwrap().clone();
+    assert!(
+        placed.iter().all(|&(p, _)| p >= 0),
+        "some test messages were not acknowledged"
+    );
+    placed
+}
+
+/// Produces `payloads` from a background thread at about `rate` messages per second; the
+/// handle yields where each landed.
+pub fn produce_in_background(
+    addr: &str,
+    topic: &str,
+    payloads: Vec<Vec<u8>>,
+    rate: usize,
+) -> std::thread::JoinHandle<Vec<(i32, i64)>> {
+    let (addr, topic) = (addr.to_string(), topic.to_string());
+    std::thread::spawn(move || {
+        let start = Instant::now();
+        let mut placed = Vec::with_capacity(payloads.len());
+        let batch = (rate / 20).max(1);
+        for (i, chunk) in payloads.chunks(batch).enumerate() {
+            // Pace: chunk i may start at i / 20 seconds.
+            let due = Duration::from_secs_f64(i as f64 / 20.0);
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                std::thread::sleep(wait);
+            }
+            let base = i * batch;
+            let got = produce_keyed(&addr, &topic, chunk, base);
+            placed.extend(got);
+        }
+        placed
+    })
+}
+
+/// Reads a topic continuously in the background (from the beginning, with its own group).
+pub struct Reader {
+    records: std::sync::Arc<std::sync::Mutex<Vec<Record>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Reader {
+    /// Starts reading `topic`.
+    pub fn start(addr: &str, topic: &str) -> Reader {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let records = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let consumer: BaseConsumer = client(addr)
+            .set("group.id", unique("reader"))
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "1000")
+            .create()
+            .expect("consumer");
+        consumer.subscribe(&[topic]).expect("subscribe");
+        let (r, st) = (Arc::clone(&records), Arc::clone(&stop));
+        let handle = std::thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                    r.lock().unwrap().push(to_record(&m));
+                }
+            }
+        });
+        Reader {
+            records,
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    /// Records read so far.
+    pub fn count(&self) -> usize {
+        self.records.lock().unwrap().len()
+    }
+
+    /// A copy of the records read so far.
+    pub fn records(&self) -> Vec<Record> {
+        self.records.lock().unwrap().clone()
+    }
+
+    /// Waits until `done(records)` or the timeout; returns whether it was done.
+    pub fn wait_for(&self, timeout: Duration, done: impl Fn(&[Record]) -> bool) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if done(&self.records.lock().unwrap()) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        done(&self.records.lock().unwrap())
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn to_record(m: &rdkafka::message::BorrowedMessage<'_>) -> Record {
+    Record {
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(<[u8]>::to_vec),
+        headers: m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|x| (x.key.to_string(), x.value.unwrap_or_default().to_vec()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        payload: m.payload().unwrap_or_default().to_vec(),
+    }
+}
+
+/// A broker of the test's own (for tests that stop it), started with `scripts/broker.sh`.
+pub struct OwnBroker {
+    /// Its address.
+    pub addr: String,
+}
+
+impl OwnBroker {
+    /// Starts tansu on 127.0.0.1:`port`.
+    pub fn start(port: u16) -> OwnBroker {
+        let addr = format!("127.0.0.1:{port}");
+        let ok = Command::new(workspace().join("scripts/broker.sh"))
+            .arg("start")
+            .env("TRIAGE_BROKER", &addr)
+            .status()
+            .expect("scripts/broker.sh")
+            .success();
+        assert!(ok, "could not start a broker at {addr}");
+        OwnBroker { addr }
+    }
+
+    /// The broker's pid.
+    pub fn pid(&self) -> u32 {
+        let out = Command::new(workspace().join("scripts/broker.sh"))
+            .arg("status")
+            .env("TRIAGE_BROKER", &self.addr)
+            .output()
+            .expect("scripts/broker.sh status");
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split("pid ")
+            .nth(1)
+            .and_then(|t| t.split(')').next())
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no broker pid in {text:?}"))
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        let _ = Command::new(workspace().join("scripts/broker.sh"))
+            .arg("stop")
+            .env("TRIAGE_BROKER", &self.addr)
+            .status();
+    }
+}
+
+/// A record read back from a topic.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Key.
+    pub key: Option<Vec<u8>>,
+    /// Headers.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Payload.
+    pub payload: Vec<u8>,
+}
+
+impl Record {
+    /// A header's value as text.
+    pub fn header(&self, key: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
+    /// The payload as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.payload).expect("JSON payload")
+    }
+}
+
+/// Reads `topic` from the beginning with a fresh group until `done(&records)` or the timeout.
+pub fn read_until(
+    addr: &str,
+    topic: &str,
+    timeout: Duration,
+    done: impl Fn(&[Record]) -> bool,
+) -> Vec<Record> {
+    let consumer: BaseConsumer = client(addr)
+        .set("group.id", unique("reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "3000")
+        .set("heartbeat.interval.ms", "1000")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let start = Instant::now();
+    let mut out = Vec::new();
+    while start.elapsed() < timeout {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => out.push(to_record(&m)),
+            Some(Err(e)) => eprintln!("reader: {e}"),
+            None => {
+                if done(&out) {
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The group's committed offsets for `topic`'s partitions `0..partitions`.
+pub fn committed(addr: &str, group: &str, topic: &str, partitions: i32) -> HashMap<i32, i64> {
+    let consumer: BaseConsumer = client(addr)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let got = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("committed offsets");
+    got.elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            rdkafka::Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect()
+}
+
+// ------------------------------------------------------------------ triage as a service
+
+/// A running `triage run` process.
+pub struct Service {
+    /// The child process.
+    pub child: Child,
+    /// Where its stderr goes.
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// Settings for one `triage run`.
+pub struct ServiceConfig<'a> {
+    /// Broker.
+    pub broker: &'a str,
+    /// Consumer group.
+    pub group: &'a str,
+    /// Input topic.
+    pub input: &'a str,
+    /// Output topic.
+    pub output: &'a str,
+    /// Dead-letter topic.
+    pub dlq: &'a str,
+    /// Extra TOML appended to the config file.
+    pub extra: &'a str,
+}
+
+impl Service {
+    /// Starts `triage run` with a config file for these topics; `args` are extra CLI flags.
+    pub fn start(c: &ServiceConfig<'_>, args: &[&str]) -> Service {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = dir.path().join("triage.toml");
+        let log = dir.path().join("triage.log");
+        let mut f = std::fs::File::create(&cfg).expect("config");
+        write!(
+            f,
+            "[kafka]\nbrokers = \"{}\"\ngroup_id = \"{}\"\ninput_topics = [\"{}\"]\n\
+             output_topic = \"{}\"\ndead_letter_topic = \"{}\"\ncommit_interval_ms = 500\n\
+             shutdown_timeout_ms = 20000\n\
+             [kafka.properties]\n\"session.timeout.ms\" = \"3000\"\n\"heartbeat.interval.ms\" = \"1000\"\n\
+             [metrics]\nenabled = false\n{}\n",
+            c.broker, c.group, c.input, c.output, c.dlq, c.extra
+        )
+        .expect("write config");
+        let child = Command::new(triage_bin())
+            .arg("run")
+            .arg("--config")
+            .arg(&cfg)
+            .args(args)
+            .env("RUST_LOG", "info,librdkafka=warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("spawn triage run");
+        Service {
+            child,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// Sends a signal by name (`TERM`, `KILL`, `STOP`, `CONT`).
+    pub fn signal(&self, sig: &str) {
+        signal(self.child.id(), sig);
+    }
+
+    /// Waits for exit, up to `timeout`; returns the exit code (None if killed by a signal).
+    pub fn wait(&mut self, timeout: Duration) -> Option<i32> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            if start.elapsed() > timeout {
+                let _ = self.child.kill();
+                panic!(
+                    "triage did not exit within {timeout:?}; log:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Panics with the log if the process has exited.
+    pub fn assert_running(&mut self) {
+        if let Some(status) = self.child.try_wait().expect("try_wait") {
+            panic!("triage exited early ({status}); log:\n{}", self.log_text());
+        }
+    }
+
+    /// Its log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The JSON summary triage prints on a clean exit.
+    pub fn summary(&self) -> serde_json::Value {
+        let log = self.log_text();
+        let line = log
+            .lines()
+            .rev()
+            .find(|l| l.starts_with('{') && l.contains("\"consumed\""))
+            .unwrap_or_else(|| panic!("no summary in the log:\n{log}"));
+        serde_json::from_str(line).expect("summary JSON")
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends a signal to a process with `kill(1)`.
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "kill -{sig} {pid} failed");
+}
+
+/// A synthetic message log: `n` JSON messages with ids `m-0..`, texts cycling through real
+/// chat-like sentences.
+pub fn messages(n: usize) -> Vec<Vec<u8>> {
+    const TEXTS: &[&str] = &[
+        "thank you so much, this fixed it!",
+        "this is the worst service I have ever had",
+        "where can I download my invoice?",
+        "wait, so the discount is only for new customers?",
+        "love the new update 😍",
+        "my order arrived broken and nobody answers",
+        "can I change my delivery address?",
+        "not sure I understand how this works",
+    ];
+    (0..n)
+        .map(|i| {
+            serde_json::json!({"id": format!("m-{i}"), "text": TEXTS[i % TEXTS.len()], "seq": i})
+                .to_string()
+                .into_bytes()
+        })
+        .collect()
+}

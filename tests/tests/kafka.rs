@@ -1,0 +1,392 @@
+//! `triage run` against a real Kafka-protocol broker (tansu; `scripts/test.sh` starts it).
+//! Each test has its own topics and consumer group. Nothing here asserts on watermarks or lag,
+//! which tansu reports wrongly.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use triage_tests::{
+    OwnBroker, Reader, Record, Service, ServiceConfig, broker, committed, create_topics, messages,
+    produce, produce_in_background, require_broker, signal, unique,
+};
+
+/// Waits for the reader while checking that every service is still running.
+fn progress(
+    reader: &Reader,
+    services: &mut [&mut Service],
+    timeout: Duration,
+    done: impl Fn(&[Record]) -> bool,
+) {
+    let start = std::time::Instant::now();
+    while start.elapsed() < timeout {
+        if reader.wait_for(Duration::from_millis(500), &done) {
+            return;
+        }
+        for s in services.iter_mut() {
+            s.assert_running();
+        }
+    }
+    let logs: Vec<String> = services.iter().map(|s| s.log_text()).collect();
+    panic!(
+        "timed out after {timeout:?} with {} records; logs:\n{}",
+        reader.count(),
+        logs.join("\n----\n")
+    );
+}
+
+const PARTITIONS: i32 = 4;
+
+struct Topics {
+    input: String,
+    output: String,
+    dlq: String,
+    group: String,
+}
+
+fn topics(addr: &str, name: &str) -> Topics {
+    let t = Topics {
+        input: unique(&format!("{name}-in")),
+        output: unique(&format!("{name}-out")),
+        dlq: unique(&format!("{name}-dlq")),
+        group: unique(&format!("{name}-group")),
+    };
+    create_topics(addr, &[&t.input, &t.output, &t.dlq], PARTITIONS);
+    t
+}
+
+fn config<'a>(addr: &'a str, t: &'a Topics) -> ServiceConfig<'a> {
+    ServiceConfig {
+        broker: addr,
+        group: &t.group,
+        input: &t.input,
+        output: &t.output,
+        dlq: &t.dlq,
+        extra: "",
+    }
+}
+
+fn ids(records: &[Record]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| r.json()["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn all_ids_present(n: usize) -> impl Fn(&[Record]) -> bool {
+    move |recs: &[Record]| {
+        let seen: HashSet<String> = ids(recs).into_iter().collect();
+        (0..n).all(|i| seen.contains(&format!("m-{i}")))
+    }
+}
+
+/// Counts what a run delivered: (unique ids, duplicates). Panics listing any lost id.
+fn check_nothing_lost(records: &[Record], n: usize, what: &str) -> (usize, usize) {
+    let all = ids(records);
+    let unique: HashSet<&String> = all.iter().collect();
+    let lost: Vec<String> = (0..n)
+        .map(|i| format!("m-{i}"))
+        .filter(|id| !unique.contains(id))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{what}: {} of {n} ids lost, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(10)]
+    );
+    let dups = all.len() - unique.len();
+    eprintln!("{what}: {n} ids delivered, {dups} duplicates (at-least-once)");
+    (unique.len(), dups)
+}
+
+#[test]
+fn ten_thousand_messages_end_to_end() {
+    let addr = broker();
+    require_broker(&addr);
+    let t = topics(&addr, "e2e");
+    let n = 10_000;
+    let placed = produce(&addr, &t.input, &messages(n), &[("trace", "abc")]);
+    let reader = Reader::start(&addr, &t.output);
+    let mut svc = Service::start(&config(&addr, &t), &[]);
+    progress(
+        &reader,
+        &mut [&mut svc],
+        Duration::from_secs(120),
+        all_ids_present(n),
+    );
+    let records = reader.records();
+    check_nothing_lost(&records, n, "end to end");
+    let labels = ["ambiguous", "negative", "neutral", "positive"];
+    for r in &records {
+        let d = r.json();
+        let id = d["id"].as_str().unwrap();
+        let i: usize = id[2..].parse().unwrap();
+        // The key is kept (the producer keyed message i with "i"); headers kept and added.
+        assert_eq!(r.key.as_deref(), Some(i.to_string().as_bytes()));
+        assert_eq!(r.header("trace").as_deref(), Some("abc"));
+        let label = d["label"].as_str().unwrap();
+        assert!(labels.contains(&label));
+        assert_eq!(r.header("triage.label").as_deref(), Some(label));
+        assert_eq!(r.header("triage.route").as_deref(), d["route"].as_str());
+        let p: f64 = d["probabilities"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_f64().unwrap())
+            .sum();
+        assert!((p - 1.0).abs() < 1e-4);
+        assert!(d["confidence"].as_f64().unwrap() >= 0.25);
+        assert!(!d["reason"].as_str().unwrap().is_empty());
+        assert_eq!(d["model_version"].as_str().unwrap().len(), 12);
+        assert_eq!(d["fields"]["seq"], i);
+        // Decisions land in the output partition of the same key, so ordering per key holds.
+        assert!(placed[i].0 >= 0);
+    }
+    // Same text, same label: the classifier is deterministic across the stream.
+    let mut by_text: HashMap<usize, String> = HashMap::new();
+    for r in &records {
+        let seq = r.json()["fields"]["seq"].as_u64().unwrap() as usize;
+        let label = r.header("triage.label").unwrap();
+        assert_eq!(
+            by_text.entry(seq % 8).or_insert_with(|| label.clone()),
+            &label
+        );
+    }
+    svc.signal("TERM");
+    assert_eq!(svc.wait(Duration::from_secs(60)), Some(0));
+    let s = svc.summary();
+    assert_eq!(s["consumed"], n);
+    assert_eq!(s["abandoned"], 0);
+}
+
+#[test]
+fn poison_messages_go_to_the_dead_letter_topic() {
+    let addr = broker();
+    require_broker(&addr);
+    let t = topics(&addr, "poison");
+    let big = format!("{{\"id\":\"big\",\"text\":\"{}\"}}", "x".repeat(70_000));
+    let poison: Vec<(&str, Vec<u8>)> = vec![
+        ("not_json", b"this is not json".to_vec()),
+        ("not_utf8", b"{\"id\":\"u\",\"text\":\"\xff\xfe\"}".to_vec()),
+        ("missing_text", br#"{"id":"nt","body":"hello"}"#.to_vec()),
+        ("empty_text", br#"{"id":"et","text":"  "}"#.to_vec()),
+        ("too_large", big.into_bytes()),
+        ("wrong_type", br#"{"id":"wt","text":["a","b"]}"#.to_vec()),
+    ];
+    // Good messages around the poison ones.
+    let good = messages(200);
+    let mut payloads = good[..100].to_vec();
+    payloads.extend(poison.iter().map(|(_, p)| p.clone()));
+    payloads.extend(good[100..].iter().cloned());
+    produce(&addr, &t.input, &payloads, &[("origin", "poison-test")]);
+    let out = Reader::start(&addr, &t.output);
+    let dlq = Reader::start(&addr, &t.dlq);
+    let mut svc = Service::start(&config(&addr, &t), &[]);
+    assert!(
+        out.wait_for(Duration::from_secs(90), all_ids_present(200)),
+        "good messages were not all processed; log:\n{}",
+        svc.log_text()
+    );
+    assert!(dlq.wait_for(Duration::from_secs(30), |r| r.len() >= poison.len()));
+    let dead = dlq.records();
+    assert_eq!(
+        dead.len(),
+        poison.len(),
+        "exactly the poison messages are dead-lettered"
+    );
+    for (kind, bytes) in &poison {
+        let d = dead
+            .iter()
+            .find(|r| r.header("triage.error.kind").as_deref() == Some(*kind))
+            .unwrap_or_else(|| panic!("no dead letter of kind {kind}"));
+        // The original bytes and headers, plus the reason and where it came from.
+        assert_eq!(&d.payload, bytes, "{kind}: payload changed");
+        assert_eq!(d.header("origin").as_deref(), Some("poison-test"));
+        assert!(!d.header("triage.error").unwrap().is_empty());
+        assert!(d.header("triage.source").unwrap().starts_with(&t.input));
+    }
+    svc.signal("TERM");
+    assert_eq!(svc.wait(Duration::from_secs(60)), Some(0));
+    let s = svc.summary();
+    assert_eq!(s["dead_lettered"], poison.len());
+    assert_eq!(s["produced"], 200);
+}
+
+#[test]
+fn kill_9_mid_stream_then_restart_loses_nothing() {
+    let addr = broker();
+    require_broker(&addr);
+    let t = topics(&addr, "kill");
+    let n = 30_000;
+    // Messages keep arriving while triage runs, is killed, and restarts.
+    let producer = produce_in_background(&addr, &t.input, messages(n), 4_000);
+    let reader = Reader::start(&addr, &t.output);
+    let mut svc = Service::start(&config(&addr, &t), &[]);
+    progress(&reader, &mut [&mut svc], Duration::from_secs(90), |r| {
+        r.len() >= n / 5
+    });
+    svc.signal("KILL");
+    assert_eq!(
+        svc.wait(Duration::from_secs(10)),
+        None,
+        "killed by a signal"
+    );
+    let before = reader.count();
+    assert!(
+        before < n,
+        "the kill came too late to test anything ({before} of {n} done)"
+    );
+    let mut again = Service::start(&config(&addr, &t), &[]);
+    producer.join().expect("producer thread");
+    progress(
+        &reader,
+        &mut [&mut again],
+        Duration::from_secs(120),
+        all_ids_present(n),
+    );
+    let (_, dups) = check_nothing_lost(&reader.records(), n, "kill -9 and restart");
+    eprintln!("kill -9 after {before} outputs: {dups} duplicates re-published after the restart");
+    again.signal("TERM");
+    assert_eq!(again.wait(Duration::from_secs(60)), Some(0));
+}
+
+#[test]
+fn two_instances_share_partitions_and_survive_one_leaving() {
+    let addr = broker();
+    require_broker(&addr);
+    let t = topics(&addr, "pair");
+    let n = 40_000;
+    let producer = produce_in_background(&addr, &t.input, messages(n), 3_000);
+    let reader = Reader::start(&addr, &t.output);
+    let mut a = Service::start(&config(&addr, &t), &[]);
+    let mut b = Service::start(&config(&addr, &t), &[]);
+    // Let the group settle with both members and work for a while.
+    progress(
+        &reader,
+        &mut [&mut a, &mut b],
+        Duration::from_secs(90),
+        |r| r.len() >= n / 3,
+    );
+    a.signal("TERM");
+    assert_eq!(
+        a.wait(Duration::from_secs(60)),
+        Some(0),
+        "first instance exits cleanly"
+    );
+    producer.join().expect("producer thread");
+    progress(
+        &reader,
+        &mut [&mut b],
+        Duration::from_secs(180),
+        all_ids_present(n),
+    );
+    check_nothing_lost(&reader.records(), n, "two instances, one leaves");
+    b.signal("TERM");
+    assert_eq!(b.wait(Duration::from_secs(60)), Some(0));
+    let (sa, sb) = (a.summary(), b.summary());
+    let (ca, cb) = (
+        sa["consumed"].as_u64().unwrap(),
+        sb["consumed"].as_u64().unwrap(),
+    );
+    eprintln!("instance A consumed {ca}, instance B consumed {cb}");
+    assert!(ca > 0 && cb > 0, "partitions were not shared: {ca} / {cb}");
+    assert!(ca + cb >= n as u64);
+}
+
+#[test]
+fn broker_outage_then_recovery_loses_nothing() {
+    // A broker of our own: this test freezes it.
+    let own = OwnBroker::start(19_192);
+    let addr = own.addr.clone();
+    let t = topics(&addr, "outage");
+    let n = 20_000;
+    let producer = produce_in_background(&addr, &t.input, messages(n), 2_000);
+    let mut svc = Service::start(&config(&addr, &t), &[]);
+    let reader = Reader::start(&addr, &t.output);
+    progress(&reader, &mut [&mut svc], Duration::from_secs(90), |r| {
+        r.len() >= n / 5
+    });
+    // Unreachable for longer than the session timeout (3 s).
+    let pid = own.pid();
+    signal(pid, "STOP");
+    std::thread::sleep(Duration::from_secs(8));
+    signal(pid, "CONT");
+    producer.join().expect("producer thread");
+    progress(
+        &reader,
+        &mut [&mut svc],
+        Duration::from_secs(180),
+        all_ids_present(n),
+    );
+    check_nothing_lost(&reader.records(), n, "broker outage");
+    svc.signal("TERM");
+    assert_eq!(svc.wait(Duration::from_secs(60)), Some(0));
+}
+
+#[test]
+fn sigterm_drains_and_commits_exactly_what_was_delivered() {
+    let addr = broker();
+    require_broker(&addr);
+    let t = topics(&addr, "term");
+    let n = 30_000;
+    let producer = produce_in_background(&addr, &t.input, messages(n), 4_000);
+    let reader = Reader::start(&addr, &t.output);
+    let mut svc = Service::start(&config(&addr, &t), &[]);
+    progress(&reader, &mut [&mut svc], Duration::from_secs(90), |r| {
+        r.len() >= n / 5
+    });
+    svc.signal("TERM");
+    assert_eq!(
+        svc.wait(Duration::from_secs(60)),
+        Some(0),
+        "clean exit on SIGTERM"
+    );
+    let placed = producer.join().expect("producer thread");
+    let s = svc.summary();
+    assert_eq!(s["ended_by"], "SIGTERM");
+    assert_eq!(s["abandoned"], 0);
+    // Let the reader catch up with everything triage delivered before it exited.
+    let delivered = s["produced"].as_u64().unwrap() as usize;
+    assert!(
+        delivered < n,
+        "SIGTERM came after the end: nothing was tested mid-stream"
+    );
+    assert!(reader.wait_for(Duration::from_secs(30), |r| r.len() >= delivered));
+    let records = reader.records();
+    assert_eq!(
+        records.len(),
+        delivered,
+        "the reader saw what triage says it delivered"
+    );
+    // Per input partition: the highest input offset whose decision was delivered.
+    let mut top: HashMap<i32, i64> = HashMap::new();
+    for r in &records {
+        let seq = r.json()["fields"]["seq"].as_u64().unwrap() as usize;
+        let (p, o) = placed[seq];
+        let e = top.entry(p).or_insert(-1);
+        *e = (*e).max(o);
+    }
+    let commits = committed(&addr, &t.group, &t.input, PARTITIONS);
+    for p in 0..PARTITIONS {
+        let want = top.get(&p).map_or(-1, |o| o + 1);
+        let got = commits.get(&p).copied().unwrap_or(-1);
+        assert_eq!(
+            got,
+            want,
+            "partition {p}: committed {got}, but decisions were delivered up to offset {}",
+            want - 1
+        );
+    }
+    // Every input below a committed offset has its decision: nothing committed undelivered.
+    let delivered_seqs: HashSet<usize> = records
+        .iter()
+        .map(|r| r.json()["fields"]["seq"].as_u64().unwrap() as usize)
+        .collect();
+    for (seq, &(p, o)) in placed.iter().enumerate() {
+        if o < commits.get(&p).copied().unwrap_or(-1) {
+            assert!(
+                delivered_seqs.contains(&seq),
+                "m-{seq} committed but not delivered"
+            );
+        }
+    }
+}
