@@ -1,0 +1,167 @@
+//! The crate's one error type.
+
+use std::path::PathBuf;
+
+/// Shorthand for `Result<T, ModelsError>`.
+pub type Result<T, E = ModelsError> = std::result::Result<T, E>;
+
+/// Everything that can go wrong while loading or running the models.
+///
+/// Each message says what to do next. [`ModelsError::needs_install`] tells a caller that the installation is
+/// incomplete (so the second opinion should be switched off, not retried); [`ModelsError::retryable`] tells it that
+/// trying the same call again may succeed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ModelsError {
+    /// The ONNX Runtime shared library is not where we looked.
+    #[error(
+        "ONNX Runtime library not found at {path}: run scripts/install-models.sh, \
+         or set ORT_DYLIB_PATH (or `runtime_path`) to libonnxruntime.so.1.31.1"
+    )]
+    RuntimeNotFound {
+        /// Where we looked.
+        path: PathBuf,
+    },
+
+    /// The library exists but could not be loaded, or is the wrong version.
+    #[error(
+        "could not load ONNX Runtime from {path}: {reason}. It must be ONNX Runtime 1.31.x for this platform: \
+         re-run scripts/install-models.sh or point ORT_DYLIB_PATH at the right file"
+    )]
+    RuntimeLoad {
+        /// The library we tried.
+        path: PathBuf,
+        /// What the loader or ONNX Runtime said.
+        reason: String,
+    },
+
+    /// A model file (or a directory of them) does not exist.
+    #[error(
+        "model file {path} is missing: run scripts/install-models.sh \
+         (or fix `encoder_dir` / `generator_dir` in the models config)"
+    )]
+    ModelMissing {
+        /// The missing file or directory.
+        path: PathBuf,
+    },
+
+    /// A model file exists but cannot be parsed or loaded.
+    #[error(
+        "model file {path} is corrupt: {reason}. Delete it and re-run scripts/install-models.sh"
+    )]
+    ModelCorrupt {
+        /// The file that failed to load.
+        path: PathBuf,
+        /// What the parser or ONNX Runtime said.
+        reason: String,
+    },
+
+    /// A model file does not have the sha256 pinned in the manifest.
+    #[error(
+        "model file {path} does not match the manifest (sha256 {actual}, expected {expected}): \
+         it is corrupt or a different version. Delete it and re-run scripts/install-models.sh"
+    )]
+    ChecksumMismatch {
+        /// The file that was hashed.
+        path: PathBuf,
+        /// The hash pinned in the manifest.
+        expected: String,
+        /// The hash of the file on disk.
+        actual: String,
+    },
+
+    /// The checksum manifest cannot be read or has no entries for a model.
+    #[error("checksum manifest {path}: {reason}")]
+    Manifest {
+        /// The manifest (or `<built-in>`).
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A configuration value is invalid.
+    #[error("invalid models configuration: {0}")]
+    Config(String),
+
+    /// The caller passed something the model cannot take (wrong dimension, empty label set, ...).
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+
+    /// Tokenising or detokenising text failed.
+    #[error("tokenizer error: {0}")]
+    Tokenizer(String),
+
+    /// ONNX Runtime failed while running a loaded model.
+    #[error("inference failed in the {model} model: {reason}")]
+    Inference {
+        /// `encoder` or `generator`.
+        model: &'static str,
+        /// What ONNX Runtime said.
+        reason: String,
+    },
+
+    /// Training the classification head failed.
+    #[error("training the classification head failed: {0}")]
+    Training(String),
+
+    /// Reading or writing a file failed.
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        /// The file involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ModelsError {
+    /// True when the runtime or the model files need (re)installing with `scripts/install-models.sh`.
+    pub fn needs_install(&self) -> bool {
+        matches!(
+            self,
+            Self::RuntimeNotFound { .. }
+                | Self::RuntimeLoad { .. }
+                | Self::ModelMissing { .. }
+                | Self::ModelCorrupt { .. }
+                | Self::ChecksumMismatch { .. }
+        )
+    }
+
+    /// True when the same call may succeed if tried again (a transient I/O error or a failed inference run, e.g.
+    /// out of memory). Installation, configuration and input errors are not retryable.
+    pub fn retryable(&self) -> bool {
+        match self {
+            Self::Inference { .. } => true,
+            Self::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::Interrupted
+                    | std::io::ErrorKind::WouldBlock
+                    | std::io::ErrorKind::TimedOut
+                    | std::io::ErrorKind::ResourceBusy
+            ),
+            _ => false,
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn encoder(reason: impl std::fmt::Display) -> Self {
+        Self::Inference {
+            model: "encoder",
+            reason: reason.to_string(),
+        }
+    }
+
+    pub(crate) fn generator(reason: impl std::fmt::Display) -> Self {
+        Self::Inference {
+            model: "generator",
+            reason: reason.to_string(),
+        }
+    }
+}
