@@ -98,13 +98,15 @@ impl Default for LogisticConfig {
 
 /// How to weight classes in the loss.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum ClassWeight {
     /// Every sample counts once.
     #[default]
     None,
     /// Each class's weight is `n / (k · n_class)`, as scikit-learn's `"balanced"`.
     Balanced,
+    /// The square root of the balanced weight: a milder correction that keeps more accuracy.
+    BalancedSqrt,
     /// Explicit weights by label; labels not listed weigh 1.
     Explicit(std::collections::BTreeMap<String, f64>),
 }
@@ -376,7 +378,12 @@ pub fn sample_weights(
     let k = labels.len();
     let class_w: Vec<f64> = match config {
         ClassWeight::None => return Ok(None),
-        ClassWeight::Balanced => {
+        ClassWeight::Balanced | ClassWeight::BalancedSqrt => {
+            let power = if *config == ClassWeight::BalancedSqrt {
+                0.5
+            } else {
+                1.0
+            };
             let mut counts = vec![0usize; k];
             for &c in y {
                 counts[c as usize] += 1;
@@ -387,7 +394,7 @@ pub fn sample_weights(
                     if n == 0 {
                         0.0
                     } else {
-                        y.len() as f64 / (k as f64 * n as f64)
+                        (y.len() as f64 / (k as f64 * n as f64)).powf(power)
                     }
                 })
                 .collect()
@@ -540,6 +547,10 @@ mod tests {
             .unwrap();
         assert!((w[0] - 4.0 / 6.0).abs() < 1e-12);
         assert!((w[3] - 2.0).abs() < 1e-12);
+        let w = sample_weights(&ClassWeight::BalancedSqrt, &y, &labels)
+            .unwrap()
+            .unwrap();
+        assert!((w[3] - 2f64.sqrt()).abs() < 1e-12);
         let bad = ClassWeight::Explicit([("zzz".to_string(), 2.0)].into());
         assert!(sample_weights(&bad, &y, &labels).is_err());
     }
