@@ -47,9 +47,12 @@ pub fn triage_bin() -> PathBuf {
 /// The labelled data sets (`TRIAGE_DATA`, default `../shared/data` beside the workspace), or
 /// `None` after saying loudly why tests that need them did not run.
 pub fn data_dir(test: &str) -> Option<PathBuf> {
-    let dir = std::env::var_os("TRIAGE_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("../shared/data"));
+    // Relative paths are relative to the workspace root, as in scripts/test.sh.
+    let dir = workspace().join(
+        std::env::var_os("TRIAGE_DATA")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("../shared/data")),
+    );
     if dir.is_dir() {
         Some(dir)
     } else {
