@@ -72,6 +72,9 @@ pub struct GenerateOptions {
     /// Stop when the text contains any of these; the text is cut before it (default none). The eos ids of
     /// `genai_config.json` (`<|im_end|>`) always stop generation.
     pub stop_strings: Vec<String>,
+    /// Penalty on tokens already generated (1.0, the default, is none; 1.1–1.3 stops a small model from
+    /// looping on a phrase).
+    pub repetition_penalty: f32,
 }
 
 impl Default for GenerateOptions {
@@ -83,6 +86,7 @@ impl Default for GenerateOptions {
             top_k: 0,
             seed: 0,
             stop_strings: Vec::new(),
+            repetition_penalty: 1.0,
         }
     }
 }
@@ -413,6 +417,7 @@ impl Generator {
         let mut past_len = prompt_ids.len();
 
         let finish = loop {
+            penalise_repeats(&mut logits, &tokens, opts.repetition_penalty);
             let next = pick(&logits, opts, &mut rng);
             if self.eos.contains(&next) {
                 break FinishReason::Eos;
@@ -547,6 +552,23 @@ impl Generator {
     }
 }
 
+/// CTRL-style repetition penalty (as in Hugging Face transformers): the logit of every token
+/// already generated is divided by `penalty` when positive and multiplied by it when negative.
+/// Small greedy models otherwise loop on a phrase. `penalty <= 1` leaves the logits alone.
+fn penalise_repeats(logits: &mut [f32], generated: &[u32], penalty: f32) {
+    if penalty <= 1.0 {
+        return;
+    }
+    let mut seen = std::collections::HashSet::with_capacity(generated.len());
+    for &t in generated {
+        if seen.insert(t)
+            && let Some(l) = logits.get_mut(t as usize)
+        {
+            *l = if *l > 0.0 { *l / penalty } else { *l * penalty };
+        }
+    }
+}
+
 /// Picks the next token: argmax when `temperature == 0`, else a sample after temperature, top-k and top-p.
 fn pick(logits: &[f32], opts: &GenerateOptions, rng: &mut SplitMix64) -> u32 {
     let argmax = |l: &[f32]| {
@@ -629,6 +651,16 @@ mod tests {
             s,
             "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
         );
+    }
+
+    #[test]
+    fn repetition_penalty_lowers_repeated_tokens() {
+        let mut logits = vec![2.0, -1.0, 1.9];
+        penalise_repeats(&mut logits, &[0, 1, 0], 1.5);
+        assert_eq!(logits, vec![2.0 / 1.5, -1.5, 1.9]);
+        let mut same = vec![2.0, -1.0];
+        penalise_repeats(&mut same, &[0, 1], 1.0);
+        assert_eq!(same, vec![2.0, -1.0]);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use triage_classifier::{
     ClassWeight, EvalReport, Example, Model, Scratch, TrainConfig, read_jsonl, sha256_file,
 };
 use triage_pipelines::config::{Config, LogFormat};
-use triage_pipelines::decision::Processor;
+use triage_pipelines::decision::{Processor, SlmStage};
 use triage_pipelines::progress::{self, TrainBars};
 use triage_pipelines::replay::{ReplayOptions, replay as run_replay};
 
@@ -32,6 +32,18 @@ fn load_train_config(path: Option<&Path>) -> anyhow::Result<TrainConfig> {
     }
 }
 
+/// The processing path for a configuration: policy, budget, and the SLM stage.
+fn build_processor(model: Arc<Model>, config: &Config) -> anyhow::Result<Processor> {
+    let root = std::env::current_dir().context("current directory")?;
+    let slm = SlmStage::load(&config.slm, &model, &config.router, &root)?;
+    Ok(Processor::new(
+        model,
+        config.router.clone(),
+        config.budget.clone(),
+        slm,
+    )?)
+}
+
 /// Loads a model file, or the built-in default model when `path` is `None`.
 fn load_model(path: Option<&Path>) -> anyhow::Result<Model> {
     match path {
@@ -41,6 +53,11 @@ fn load_model(path: Option<&Path>) -> anyhow::Result<Model> {
 }
 
 fn evaluate(model: &Model, data: &[Example]) -> EvalReport {
+    evaluate_detailed(model, data).0
+}
+
+/// [`evaluate`], also returning each message's confidence and whether it was labelled right.
+fn evaluate_detailed(model: &Model, data: &[Example]) -> (EvalReport, Vec<f32>, Vec<bool>) {
     let labels = model.labels();
     let mut scratch = Scratch::default();
     let mut probs = Vec::new();
@@ -68,7 +85,12 @@ fn evaluate(model: &Model, data: &[Example]) -> EvalReport {
     }
     let unk = labels.len();
     let truth: Vec<usize> = truth.into_iter().map(|t| t.unwrap_or(unk)).collect();
-    EvalReport::new(&all_labels, &truth, &pred, &conf)
+    let correct = truth.iter().zip(&pred).map(|(t, p)| t == p).collect();
+    (
+        EvalReport::new(&all_labels, &truth, &pred, &conf),
+        conf,
+        correct,
+    )
 }
 
 // ---------------------------------------------------------------- train
@@ -198,12 +220,15 @@ pub struct EvalArgs {
     /// Exit with code 3 unless macro-F1 (0-1) is at least this.
     #[arg(long)]
     min_macro_f1: Option<f64>,
+    /// Also write an HTML report with charts (report.html and SVGs) into this directory.
+    #[arg(long)]
+    report: Option<PathBuf>,
 }
 
 pub fn eval(a: EvalArgs) -> CmdResult {
     let model = load_model(a.model.as_deref())?;
     let data = read_jsonl(&a.data)?;
-    let report = evaluate(&model, &data);
+    let (report, confidences, correct) = evaluate_detailed(&model, &data);
     if a.json {
         let mut v = serde_json::to_value(&report).map_err(anyhow::Error::from)?;
         v["model_version"] = json!(model.version());
@@ -216,6 +241,22 @@ pub fn eval(a: EvalArgs) -> CmdResult {
             a.data.display()
         );
         print!("{}", report.to_text());
+    }
+    if let Some(dir) = &a.report {
+        let input = triage_pipelines::report::ReportInput::new(
+            report.clone(),
+            model.version(),
+            a.data.display().to_string(),
+            confidences,
+            correct,
+        );
+        let html = triage_pipelines::report::write_report(dir, &input)?;
+        // Keep stdout pure JSON under --json.
+        if a.json {
+            eprintln!("report: {}", html.display());
+        } else {
+            println!("report: {}", html.display());
+        }
     }
     if let Some(min) = a.min_accuracy
         && report.accuracy < min
@@ -324,7 +365,7 @@ pub fn replay(a: ReplayArgs) -> CmdResult {
     let config = Config::load(a.config.as_deref())?;
     let model_path = a.model.clone().or(config.model.path.clone());
     let model = Arc::new(load_model(model_path.as_deref())?);
-    let processor = Processor::new(model, config.router.clone(), config.budget.clone())?;
+    let processor = build_processor(model, &config)?;
     let dead_letter = a.dead_letter.clone().unwrap_or_else(|| {
         if a.output == Path::new("-") {
             PathBuf::from("dead-letter.jsonl")
@@ -609,11 +650,7 @@ pub fn run(a: RunArgs) -> CmdResult {
         .map_err(|e| Failure::Usage(anyhow!("configuration: {e}")))?;
     let model = Arc::new(load_model(config.model.path.as_deref())?);
     tracing::info!(model = model.version(), labels = ?model.labels(), "model loaded");
-    let processor = Arc::new(Processor::new(
-        model,
-        config.router.clone(),
-        config.budget.clone(),
-    )?);
+    let processor = Arc::new(build_processor(model, &config)?);
     let from_timestamp = a
         .from_timestamp
         .as_deref()

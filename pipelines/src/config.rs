@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
-use triage_router::{BudgetConfig, PolicyConfig};
+use triage_router::{BudgetConfig, PolicyConfig, SlmConfig};
 
 use crate::error::{PipelineError, Result};
 use crate::kafka::config::KafkaConfig;
@@ -32,6 +32,8 @@ pub struct Config {
     pub kafka: KafkaConfig,
     /// The metrics and health endpoint.
     pub metrics: MetricsConfig,
+    /// The small language models: second opinion and drafted replies.
+    pub slm: SlmConfig,
 }
 
 /// Which fast model to load.

@@ -27,6 +27,10 @@ pub enum PipelineError {
         source: std::io::Error,
     },
 
+    /// The evaluation report could not be drawn, or its input is inconsistent.
+    #[error("report: {0}")]
+    Report(String),
+
     /// Kafka failed; `retryable` says whether the same operation may succeed later.
     #[error("kafka: {message}")]
     Kafka {

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod cmd_slm;
 mod commands;
 
 /// triage: classify and route chat messages. A fast TF-IDF + logistic classifier labels most
@@ -40,6 +41,29 @@ enum Command {
     Run(commands::RunArgs),
     /// Print the effective configuration (file + environment), secrets redacted.
     Config(commands::ConfigArgs),
+    /// The small language models: train the second-opinion head, or build a zero-shot one.
+    #[command(subcommand)]
+    Slm(cmd_slm::SlmCommand),
+    /// Pick the routing thresholds on a dev set for an SLM budget or a target accuracy, and write
+    /// them into a configuration file.
+    Calibrate(cmd_slm::CalibrateArgs),
+    /// (temporary) cascade evaluation
+    #[command(hide = true)]
+    EvalCascade(TmpCascade),
+}
+
+#[derive(clap::Args, Debug)]
+struct TmpCascade {
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    model: Option<PathBuf>,
+    #[arg(long)]
+    head: Option<PathBuf>,
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long)]
+    json: bool,
 }
 
 /// Where an error ends: its exit code.
@@ -80,6 +104,16 @@ fn main() -> ExitCode {
         Command::Bench(a) => commands::bench(a),
         Command::Run(a) => commands::run(a),
         Command::Config(a) => commands::config(a),
+        Command::Slm(c) => cmd_slm::slm(c),
+        Command::Calibrate(a) => cmd_slm::calibrate(a),
+        Command::EvalCascade(a) => cmd_slm::eval_cascade(
+            a.config.as_deref(),
+            a.model.as_deref(),
+            a.head.as_deref(),
+            &a.data,
+            a.json,
+        )
+        .map(|_| ()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

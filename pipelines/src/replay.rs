@@ -10,9 +10,9 @@ use std::time::Instant;
 use serde::Serialize;
 use triage_classifier::Scratch;
 
-use crate::decision::Processor;
+use crate::decision::{Decision, Processor};
 use crate::error::{PipelineError, Result};
-use crate::message::{InputConfig, decode};
+use crate::message::{DecodeError, InputConfig, decode};
 use crate::progress;
 
 /// Where replay reads and writes. `-` means stdin / stdout.
@@ -75,6 +75,17 @@ fn open_out(path: &Path) -> Result<Box<dyn Write>> {
     Ok(Box::new(BufWriter::with_capacity(1 << 16, f)))
 }
 
+/// Lines decided before the SLM calls among them are awaited together (so they batch) and the
+/// chunk is written out in input order.
+const CHUNK: usize = 256;
+
+/// One line's outcome within a chunk.
+enum Slot {
+    Decision(Box<Decision>),
+    Pending(usize),
+    Dead(u64, DecodeError, Vec<u8>),
+}
+
 /// Runs a replay to the end of the input.
 pub fn replay(processor: &Processor, opts: &ReplayOptions) -> Result<ReplaySummary> {
     let t0 = Instant::now();
@@ -85,84 +96,79 @@ pub fn replay(processor: &Processor, opts: &ReplayOptions) -> Result<ReplaySumma
         let len = f.metadata().map(|m| m.len()).unwrap_or(0);
         (Box::new(f), len)
     };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| PipelineError::io(&opts.input, e))?;
     let pb = progress::bytes_bar(total);
     pb.set_message("replay");
     let mut reader = BufReader::with_capacity(1 << 16, pb.wrap_read(reader));
-    let mut out = open_out(&opts.output)?;
-    let mut dlq: Option<Box<dyn Write>> = None;
+    let mut sink = Sink {
+        out: open_out(&opts.output)?,
+        dlq: None,
+        opts,
+        record: Vec::new(),
+    };
     let mut summary = ReplaySummary::default();
     let mut scratch = Scratch::default();
     let mut probs = Vec::new();
     let mut line = Vec::new();
-    let mut record = Vec::new();
     let mut classify_us = 0.0;
-    let out_err = |e| PipelineError::io(&opts.output, e);
-    loop {
-        line.clear();
-        let n = reader
-            .read_until(b'\n', &mut line)
-            .map_err(|e| PipelineError::io(&opts.input, e))?;
-        if n == 0 {
-            break;
-        }
-        summary.lines += 1;
-        let lineno = summary.lines;
-        while matches!(line.last(), Some(b'\n' | b'\r')) {
-            line.pop();
-        }
-        if line.iter().all(u8::is_ascii_whitespace) {
-            summary.blank += 1;
-            continue;
-        }
-        match decode(&line, &opts.input_config, || format!("line-{lineno}")) {
-            Ok(msg) => {
-                let d = processor.decide(msg, &mut scratch, &mut probs);
-                classify_us += d.timings_us.classify;
-                *summary
-                    .by_route
-                    .entry(d.route.as_str().to_string())
-                    .or_default() += 1;
-                if let Some(c) = summary.by_label.get_mut(&d.label) {
-                    *c += 1;
-                } else {
-                    summary.by_label.insert(d.label.clone(), 1);
-                }
-                record.clear();
-                serde_json::to_writer(&mut record, &d)
-                    .map_err(|e| out_err(std::io::Error::other(e)))?;
-                record.push(b'\n');
-                out.write_all(&record).map_err(out_err)?;
-                summary.decisions += 1;
+    let mut eof = false;
+    while !eof {
+        // Decide a chunk on the fast path; collect the SLM calls.
+        let mut slots = Vec::with_capacity(CHUNK);
+        let mut pending: Vec<(Decision, String)> = Vec::new();
+        while slots.len() < CHUNK {
+            line.clear();
+            let n = reader
+                .read_until(b'\n', &mut line)
+                .map_err(|e| PipelineError::io(&opts.input, e))?;
+            if n == 0 {
+                eof = true;
+                break;
             }
-            Err(err) => {
-                let raw_utf8 = std::str::from_utf8(&line).is_ok();
-                let dl = DeadLetter {
-                    line: lineno,
-                    error: err.kind(),
-                    reason: err.to_string(),
-                    raw: String::from_utf8_lossy(&line),
-                    raw_hex: (!raw_utf8).then(|| hex::encode(&line)),
-                };
-                if dlq.is_none() {
-                    dlq = Some(open_out(&opts.dead_letter)?);
+            summary.lines += 1;
+            let lineno = summary.lines;
+            while matches!(line.last(), Some(b'\n' | b'\r')) {
+                line.pop();
+            }
+            if line.iter().all(u8::is_ascii_whitespace) {
+                summary.blank += 1;
+                continue;
+            }
+            match decode(&line, &opts.input_config, || format!("line-{lineno}")) {
+                Ok(msg) => {
+                    let d = processor.decide(&msg, &mut scratch, &mut probs);
+                    classify_us += d.timings_us.classify;
+                    if d.route.uses_slm() {
+                        slots.push(Slot::Pending(pending.len()));
+                        pending.push((d, msg.text));
+                    } else {
+                        slots.push(Slot::Decision(Box::new(d)));
+                    }
                 }
-                if let Some(w) = dlq.as_mut() {
-                    let dl_err = |e| PipelineError::io(&opts.dead_letter, e);
-                    serde_json::to_writer(&mut *w, &dl)
-                        .map_err(|e| dl_err(std::io::Error::other(e)))?;
-                    w.write_all(b"\n").map_err(dl_err)?;
-                }
-                summary.dead_lettered += 1;
-                *summary
-                    .dead_letter_kinds
-                    .entry(err.kind().to_string())
-                    .or_default() += 1;
-                tracing::debug!(line = lineno, error = err.kind(), "dead-lettered");
+                Err(err) => slots.push(Slot::Dead(lineno, err, line.clone())),
+            }
+        }
+        // The SLM calls of the chunk, concurrently (the executor batches them).
+        let resolved: Vec<Decision> = runtime.block_on(futures::future::join_all(
+            pending
+                .iter()
+                .map(|(d, text)| processor.resolve(d.clone(), text)),
+        ));
+        for slot in slots {
+            match slot {
+                Slot::Decision(d) => sink.decision(&d, &mut summary)?,
+                Slot::Pending(i) => sink.decision(&resolved[i], &mut summary)?,
+                Slot::Dead(lineno, err, raw) => sink.dead(lineno, &err, &raw, &mut summary)?,
             }
         }
     }
-    out.flush().map_err(out_err)?;
-    if let Some(mut w) = dlq {
+    sink.out
+        .flush()
+        .map_err(|e| PipelineError::io(&opts.output, e))?;
+    if let Some(mut w) = sink.dlq {
         w.flush()
             .map_err(|e| PipelineError::io(&opts.dead_letter, e))?;
     }
@@ -174,6 +180,63 @@ pub fn replay(processor: &Processor, opts: &ReplayOptions) -> Result<ReplaySumma
         0.0
     };
     Ok(summary)
+}
+
+struct Sink<'a> {
+    out: Box<dyn Write>,
+    dlq: Option<Box<dyn Write>>,
+    opts: &'a ReplayOptions,
+    record: Vec<u8>,
+}
+
+impl Sink<'_> {
+    fn decision(&mut self, d: &Decision, summary: &mut ReplaySummary) -> Result<()> {
+        let out_err = |e| PipelineError::io(&self.opts.output, e);
+        *summary
+            .by_route
+            .entry(d.route.as_str().to_string())
+            .or_default() += 1;
+        *summary.by_label.entry(d.label.clone()).or_default() += 1;
+        self.record.clear();
+        serde_json::to_writer(&mut self.record, d)
+            .map_err(|e| out_err(std::io::Error::other(e)))?;
+        self.record.push(b'\n');
+        self.out.write_all(&self.record).map_err(out_err)?;
+        summary.decisions += 1;
+        Ok(())
+    }
+
+    fn dead(
+        &mut self,
+        line: u64,
+        err: &DecodeError,
+        raw: &[u8],
+        summary: &mut ReplaySummary,
+    ) -> Result<()> {
+        let raw_utf8 = std::str::from_utf8(raw).is_ok();
+        let dl = DeadLetter {
+            line,
+            error: err.kind(),
+            reason: err.to_string(),
+            raw: String::from_utf8_lossy(raw),
+            raw_hex: (!raw_utf8).then(|| hex::encode(raw)),
+        };
+        if self.dlq.is_none() {
+            self.dlq = Some(open_out(&self.opts.dead_letter)?);
+        }
+        if let Some(w) = self.dlq.as_mut() {
+            let dl_err = |e| PipelineError::io(&self.opts.dead_letter, e);
+            serde_json::to_writer(&mut *w, &dl).map_err(|e| dl_err(std::io::Error::other(e)))?;
+            w.write_all(b"\n").map_err(dl_err)?;
+        }
+        summary.dead_lettered += 1;
+        *summary
+            .dead_letter_kinds
+            .entry(err.kind().to_string())
+            .or_default() += 1;
+        tracing::debug!(line, error = err.kind(), "dead-lettered");
+        Ok(())
+    }
 }
 
 impl ReplaySummary {

@@ -21,10 +21,14 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod backend;
 mod budget;
+pub mod executor;
 mod policy;
 
+pub use backend::{Combine, FaultConfig, FaultyBackend, GenerateConfig, ModelsBackend, SlmConfig, SlmMode};
 pub use budget::{Budget, BudgetConfig};
+pub use executor::{Executor, ExecutorConfig, SlmBackend, SlmError, SlmRequest, SlmResponse};
 pub use policy::{Plan, Policy, PolicyConfig, Route};
 
 /// The router's one error type.
@@ -33,4 +37,8 @@ pub enum RouterError {
     /// A policy or budget setting is out of range.
     #[error("invalid router configuration: {0}")]
     Config(String),
+
+    /// The small language models could not be loaded.
+    #[error("small language models: {0}")]
+    Models(String),
 }

@@ -3,6 +3,7 @@
 //!
 //! Nothing here mocks anything: the broker is a real Kafka-protocol broker (tansu, started by
 //! `scripts/test.sh`), and triage is the release binary.
+#![forbid(unsafe_code)]
 
 use std::collections::HashMap;
 use std::io::Write;

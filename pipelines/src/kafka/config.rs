@@ -60,6 +60,8 @@ impl Default for KafkaConfig {
 pub fn is_secret(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
     k.contains("password")
+        || k.contains("passwd")
+        || k.contains("credential")
         || k.contains("secret")
         || k.contains("sasl.jaas")
         || k.contains("token")
@@ -82,6 +84,19 @@ pub fn redact(props: &BTreeMap<String, String>) -> BTreeMap<String, String> {
             (k.clone(), v)
         })
         .collect()
+}
+
+/// The message for a property that librdkafka refused (`KafkaError::ClientConfig`), without
+/// the property's value. rdkafka's own `Display` for that error ends with the value, which for
+/// `sasl.password` and the like is a secret that would then reach stderr and the logs.
+/// librdkafka's description is kept, with the value masked in it when the key holds a secret.
+pub fn client_config_error(description: &str, key: &str, value: &str) -> String {
+    let description = if is_secret(key) && !value.is_empty() {
+        description.replace(value, "***")
+    } else {
+        description.to_string()
+    };
+    format!("client config error for property {key:?}: {description}")
 }
 
 impl KafkaConfig {
@@ -149,6 +164,10 @@ mod tests {
         c.properties
             .insert("ssl.key.password".into(), "s3cret".into());
         c.properties.insert("sasl.username".into(), "alice".into());
+        // A typo of a secret key is still a secret (librdkafka refuses it, but the config is
+        // logged first).
+        c.consumer_properties
+            .insert("sasl.passwd".into(), "typo-pw".into());
         c.producer_properties
             .insert("sasl.oauthbearer.client.secret".into(), "xyz".into());
         let dump = format!(
@@ -156,10 +175,40 @@ mod tests {
             c.redacted(),
             toml::to_string(&c.redacted()).unwrap()
         );
-        for secret in ["hunter2", "s3cret", "xyz"] {
+        for secret in ["hunter2", "s3cret", "xyz", "typo-pw"] {
             assert!(!dump.contains(secret), "{secret} leaked: {dump}");
         }
         assert!(dump.contains("alice"));
+    }
+
+    #[test]
+    fn refused_property_errors_never_show_the_value() {
+        // What librdkafka says for a property this build does not support, and for an unknown
+        // one: the value is not in the message (rdkafka's Display would append it).
+        let m = client_config_error(
+            "Configuration property \"ssl.key.password\" not supported in this build",
+            "ssl.key.password",
+            "s3cret-value",
+        );
+        assert!(
+            !m.contains("s3cret-value") && m.contains("ssl.key.password"),
+            "{m}"
+        );
+        let m = client_config_error(
+            "No such configuration property: \"sasl.passwd\"",
+            "sasl.passwd",
+            "hunter2",
+        );
+        assert!(
+            !m.contains("hunter2") && m.contains("No such configuration property"),
+            "{m}"
+        );
+        // A description that quotes a secret value masks it.
+        let m = client_config_error("Invalid value \"hunter2\"", "sasl.password", "hunter2");
+        assert!(!m.contains("hunter2") && m.contains("***"), "{m}");
+        // A non-secret value may stay: it helps to fix a typo.
+        let m = client_config_error("Invalid value \"PLIAN\"", "sasl.mechanism", "PLIAN");
+        assert!(m.contains("PLIAN"), "{m}");
     }
 
     #[test]

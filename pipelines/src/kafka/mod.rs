@@ -26,7 +26,7 @@ use futures::{Future, StreamExt};
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::util::Timeout;
@@ -34,7 +34,7 @@ use rdkafka::{ClientConfig, ClientContext};
 use serde::Serialize;
 use triage_classifier::Scratch;
 
-use crate::decision::Processor;
+use crate::decision::{Decision, Processor};
 use crate::error::{PipelineError, Result};
 use crate::message::{InputConfig, decode};
 use crate::metrics::Health;
@@ -143,10 +143,14 @@ fn kafka_err(what: &str, e: KafkaError) -> PipelineError {
         e,
         KafkaError::ClientConfig(..) | KafkaError::ClientCreation(_)
     );
-    PipelineError::Kafka {
-        message: format!("{what}: {e}"),
-        retryable,
-    }
+    // Never rdkafka's Display of a refused property: it ends with the value (maybe a secret).
+    let message = match &e {
+        KafkaError::ClientConfig(_, desc, key, value) => {
+            format!("{what}: {}", config::client_config_error(desc, key, value))
+        }
+        _ => format!("{what}: {e}"),
+    };
+    PipelineError::Kafka { message, retryable }
 }
 
 fn client_config(k: &KafkaConfig, extra: &BTreeMap<String, String>) -> ClientConfig {
@@ -208,6 +212,16 @@ struct Meta {
     attempt: u32,
 }
 
+/// A decision waiting for the SLM, with what it needs to be published.
+struct SlmDone {
+    meta: Meta,
+    decision: Decision,
+    key: Option<Vec<u8>>,
+    headers: Option<OwnedHeaders>,
+}
+
+type SlmPending = FuturesUnordered<Pin<Box<dyn Future<Output = SlmDone> + Send>>>;
+
 type DeliveryOutcome = (
     Meta,
     std::result::Result<
@@ -224,6 +238,7 @@ struct Loop {
     producer: FutureProducer,
     tracker: OffsetTracker,
     pending: Pending,
+    slm_pending: SlmPending,
     scratch: Scratch,
     probs: Vec<f32>,
     summary: RunSummary,
@@ -231,20 +246,8 @@ struct Loop {
     last_message: Option<Instant>,
 }
 
-fn record_headers(
-    src: Option<&rdkafka::message::BorrowedHeaders>,
-    extra: &[(&str, &[u8])],
-) -> OwnedHeaders {
-    let n = src.map_or(0, |h| h.count()) + extra.len();
-    let mut out = OwnedHeaders::new_with_capacity(n);
-    if let Some(h) = src {
-        for hdr in h.iter() {
-            out = out.insert(Header {
-                key: hdr.key,
-                value: hdr.value,
-            });
-        }
-    }
+fn record_headers(base: Option<OwnedHeaders>, extra: &[(&str, &[u8])]) -> OwnedHeaders {
+    let mut out = base.unwrap_or_else(|| OwnedHeaders::new_with_capacity(extra.len()));
     for (k, v) in extra {
         out = out.insert(Header {
             key: k,
@@ -311,31 +314,37 @@ impl Loop {
             format!("{}/{}/{}", tp.0, tp.1, offset)
         }) {
             Ok(m) => {
-                let d = self.processor.decide(m, &mut self.scratch, &mut self.probs);
-                metrics::counter!("triage_routed_total", "route" => d.route.as_str(), "label" => d.label.clone())
-                    .increment(1);
-                let body = serde_json::to_vec(&d).map_err(|e| PipelineError::Kafka {
-                    message: format!("encoding a decision: {e}"),
-                    retryable: false,
-                })?;
-                let headers = record_headers(
-                    msg.headers(),
-                    &[
-                        ("triage.label", d.label.as_bytes()),
-                        ("triage.route", d.route.as_str().as_bytes()),
-                        ("triage.model", d.model_version.as_bytes()),
-                    ],
-                );
-                let topic = self.kafka.output_topic.clone();
-                self.enqueue(
-                    consumer,
-                    &topic,
-                    msg.key(),
-                    &body,
-                    headers,
-                    meta(Sink::Output),
-                )
-                .await
+                let d = self
+                    .processor
+                    .decide(&m, &mut self.scratch, &mut self.probs);
+                let key = msg.key().map(<[u8]>::to_vec);
+                let headers = msg.headers().map(|h| h.detach());
+                if d.route.uses_slm() {
+                    // Off the loop: the executor answers (or times out) while polling goes on.
+                    let processor = Arc::clone(&self.processor);
+                    let meta = meta(Sink::Output);
+                    self.slm_pending.push(Box::pin(async move {
+                        let decision = processor.resolve(d, &m.text).await;
+                        SlmDone {
+                            meta,
+                            decision,
+                            key,
+                            headers,
+                        }
+                    }));
+                    Ok(())
+                } else {
+                    self.publish(
+                        consumer,
+                        SlmDone {
+                            meta: meta(Sink::Output),
+                            decision: d,
+                            key,
+                            headers,
+                        },
+                    )
+                    .await
+                }
             }
             Err(err) => {
                 metrics::counter!("triage_dead_letter_total", "kind" => err.kind()).increment(1);
@@ -343,7 +352,7 @@ impl Loop {
                 let reason = err.to_string();
                 let source = format!("{}/{}/{}", tp.0, tp.1, offset);
                 let headers = record_headers(
-                    msg.headers(),
+                    msg.headers().map(|h| h.detach()),
                     &[
                         ("triage.error", reason.as_bytes()),
                         ("triage.error.kind", err.kind().as_bytes()),
@@ -362,6 +371,35 @@ impl Loop {
                 .await
             }
         }
+    }
+
+    /// Publishes a decision to the output topic.
+    async fn publish(&mut self, consumer: &Consumer_, done: SlmDone) -> Result<()> {
+        let d = &done.decision;
+        metrics::counter!("triage_routed_total", "route" => d.route.as_str(), "label" => d.label.clone())
+            .increment(1);
+        let body = serde_json::to_vec(d).map_err(|e| PipelineError::Kafka {
+            message: format!("encoding a decision: {e}"),
+            retryable: false,
+        })?;
+        let headers = record_headers(
+            done.headers,
+            &[
+                ("triage.label", d.label.as_bytes()),
+                ("triage.route", d.route.as_str().as_bytes()),
+                ("triage.model", d.model_version.as_bytes()),
+            ],
+        );
+        let topic = self.kafka.output_topic.clone();
+        self.enqueue(
+            consumer,
+            &topic,
+            done.key.as_deref(),
+            &body,
+            headers,
+            done.meta,
+        )
+        .await
     }
 
     fn pause(&mut self, consumer: &Consumer_, tp: &Tp, pause: bool) {
@@ -581,6 +619,7 @@ pub async fn run(
         producer,
         tracker: OffsetTracker::default(),
         pending: FuturesUnordered::new(),
+        slm_pending: FuturesUnordered::new(),
         scratch: Scratch::default(),
         probs: Vec::new(),
         summary: RunSummary::default(),
@@ -599,6 +638,9 @@ pub async fn run(
             Some(outcome) = lp.pending.next(), if !lp.pending.is_empty() => {
                 lp.delivered(&consumer, outcome);
             }
+            Some(done) = lp.slm_pending.next(), if !lp.slm_pending.is_empty() => {
+                lp.publish(&consumer, done).await?;
+            }
             msg = consumer.recv() => match msg {
                 Ok(m) => lp.handle(&consumer, &m).await?,
                 Err(e) => {
@@ -615,6 +657,7 @@ pub async fn run(
                 lp.apply_rebalances(&consumer);
                 if let Some(idle) = opts.exit_when_idle
                     && lp.pending.is_empty()
+                    && lp.slm_pending.is_empty()
                     && lp.last_message.is_some_and(|t| t.elapsed() >= idle)
                 {
                     break "idle".to_string();
@@ -622,19 +665,20 @@ pub async fn run(
             }
         }
     };
-    tracing::info!(reason = %ended_by, in_flight = lp.pending.len(), "stopping: draining in-flight work");
+    tracing::info!(reason = %ended_by, in_flight = lp.pending.len() + lp.slm_pending.len(), "stopping: draining in-flight work");
     // Stop fetching while we drain (the consumer still heartbeats in the background).
     if let Ok(assignment) = consumer.assignment() {
         let _ = consumer.pause(&assignment);
     }
     let deadline = Instant::now() + Duration::from_millis(lp.kafka.shutdown_timeout_ms);
-    while !lp.pending.is_empty() {
+    while !lp.pending.is_empty() || !lp.slm_pending.is_empty() {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             break;
         }
         tokio::select! {
-            Some(outcome) = lp.pending.next() => lp.delivered(&consumer, outcome),
+            Some(outcome) = lp.pending.next(), if !lp.pending.is_empty() => lp.delivered(&consumer, outcome),
+            Some(done) = lp.slm_pending.next(), if !lp.slm_pending.is_empty() => lp.publish(&consumer, done).await?,
             _ = tokio::time::sleep(left) => break,
         }
         lp.apply_rebalances(&consumer);

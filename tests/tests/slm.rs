@@ -1,0 +1,173 @@
+//! The small-language-model stage end to end, with the real ONNX Runtime and the real models
+//! (installed by `scripts/install-models.sh`, which `scripts/test.sh` runs). Missing models fail
+//! these tests; they never skip.
+
+use std::process::Command;
+
+use triage_tests::{triage_bin, workspace};
+
+fn models_installed() {
+    let cache = std::env::var_os("TRIAGE_CACHE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| workspace().join(".cache/triage"));
+    let cache = workspace().join(cache);
+    assert!(
+        cache.join("models/all-minilm-l6-v2-int8/model_int8.onnx").exists()
+            && cache.join("onnxruntime").exists(),
+        "the models are not installed in {}: run scripts/install-models.sh",
+        cache.display()
+    );
+}
+
+/// Runs `triage replay` on the sample log with this extra configuration; returns (exit code,
+/// decisions, stderr).
+fn replay(extra: &str) -> (Option<i32>, Vec<serde_json::Value>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("t.toml");
+    std::fs::write(&cfg, extra).unwrap();
+    let out = dir.path().join("out.jsonl");
+    let run = Command::new(triage_bin())
+        .current_dir(workspace())
+        .args(["replay", "--input", "examples/messages.jsonl", "--output"])
+        .arg(&out)
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let decisions = std::fs::read_to_string(&out)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (
+        run.status.code(),
+        decisions,
+        String::from_utf8_lossy(&run.stderr).into_owned(),
+    )
+}
+
+const POLICY: &str = "[router]\ndefault_threshold = 0.6\ngenerative = [\"negative\"]\n\
+                      generate_min_confidence = 0.6\n[budget]\nmax_share = 1.0\n";
+
+/// Generous timeouts: these tests check answers, not speed, on a busy 2-core machine.
+const PATIENT: &str = "[slm.executor]\ntimeout_ms = 60000\ngenerate_timeout_ms = 120000\n";
+
+fn routes(ds: &[serde_json::Value], route: &str) -> Vec<serde_json::Value> {
+    ds.iter().filter(|d| d["route"] == route).cloned().collect()
+}
+
+#[test]
+fn replay_asks_the_second_opinion_and_drafts_replies() {
+    models_installed();
+    let (code, ds, err) = replay(&format!("{POLICY}[slm]\nmode = \"on\"\n{PATIENT}"));
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(ds.len(), 70);
+    let second = routes(&ds, "second_opinion");
+    let generated = routes(&ds, "generate");
+    assert!(routes(&ds, "degraded").is_empty(), "{err}");
+    assert!(second.len() >= 10, "only {} second opinions", second.len());
+    assert!(!generated.is_empty(), "no drafted replies");
+    for d in &second {
+        // The second opinion is recorded beside the fast label, and both confidences are below
+        // the threshold or the published label changed.
+        let so = &d["second_opinion"];
+        assert!(so["label"].is_string() && so["confidence"].as_f64().unwrap() > 0.0);
+        assert!(d["fast"]["confidence"].as_f64().unwrap() < 0.6);
+        assert!(d["timings_us"]["slm"].as_f64().unwrap() > 0.0);
+        let p: f64 = d["probabilities"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_f64().unwrap())
+            .sum();
+        assert!((p - 1.0).abs() < 1e-3);
+    }
+    for d in &generated {
+        assert_eq!(d["label"], "negative");
+        let reply = d["reply"].as_str().unwrap();
+        assert!(reply.split_whitespace().count() >= 3, "reply too short: {reply:?}");
+    }
+    // Greedy decoding: the same replay drafts the same replies.
+    let (_, again, _) = replay(&format!("{POLICY}[slm]\nmode = \"on\"\n{PATIENT}"));
+    let replies = |ds: &[serde_json::Value]| -> Vec<String> {
+        ds.iter()
+            .filter_map(|d| d["reply"].as_str().map(String::from))
+            .collect()
+    };
+    assert_eq!(replies(&ds), replies(&again));
+}
+
+#[test]
+fn timeouts_degrade_to_the_fast_label_and_lose_nothing() {
+    models_installed();
+    let (code, ds, err) = replay(&format!(
+        "{POLICY}[slm]\nmode = \"on\"\n[slm.executor]\ntimeout_ms = 300\ngenerate_timeout_ms = 300\n[slm.fault]\ntimeout_share = 1.0\n"
+    ));
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(ds.len(), 70, "every message still gets a decision");
+    let degraded = routes(&ds, "degraded");
+    assert!(!degraded.is_empty());
+    assert!(routes(&ds, "second_opinion").is_empty() && routes(&ds, "generate").is_empty());
+    for d in &degraded {
+        assert_eq!(d["label"], d["fast"]["label"], "the fast label is published");
+        assert!(d["reason"].as_str().unwrap().contains("timed out"), "{d}");
+    }
+}
+
+#[test]
+fn model_errors_degrade_some_calls() {
+    models_installed();
+    let (code, ds, err) = replay(&format!(
+        "{POLICY}[slm]\nmode = \"on\"\n{PATIENT}[slm.fault]\nerror_share = 0.5\n"
+    ));
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(ds.len(), 70);
+    let degraded = routes(&ds, "degraded");
+    let answered = routes(&ds, "second_opinion").len() + routes(&ds, "generate").len();
+    assert!(!degraded.is_empty() && answered > 0, "{} degraded, {answered} answered", degraded.len());
+    for d in &degraded {
+        assert!(d["reason"].as_str().unwrap().contains("injected fault"), "{d}");
+    }
+}
+
+#[test]
+fn missing_or_corrupt_models_give_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    // Required but missing: refuse to start, and say what to do.
+    let (code, _, err) = replay(&format!(
+        "{POLICY}[slm]\nmode = \"on\"\n[slm.models]\nencoder_dir = \"{}\"\n",
+        dir.path().join("nope").display()
+    ));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("nope") && err.contains("install-models"), "{err}");
+
+    // A corrupt encoder file (copy of the real directory with garbage in the model).
+    models_installed();
+    let cache = workspace().join(
+        std::env::var_os("TRIAGE_CACHE")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| ".cache/triage".into()),
+    );
+    // Named like the real one, so the checksum manifest applies and catches the damage.
+    let enc = dir.path().join("all-minilm-l6-v2-int8");
+    std::fs::create_dir_all(&enc).unwrap();
+    let src = cache.join("models/all-minilm-l6-v2-int8");
+    std::fs::copy(src.join("tokenizer.json"), enc.join("tokenizer.json")).unwrap();
+    std::fs::write(enc.join("model_int8.onnx"), b"not an onnx model").unwrap();
+    let (code, _, err) = replay(&format!(
+        "{POLICY}[slm]\nmode = \"on\"\n[slm.models]\nencoder_dir = \"{}\"\n",
+        enc.display()
+    ));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("model_int8.onnx"), "{err}");
+
+    // In auto mode the same problem degrades SLM routes instead, with the reason on each.
+    let (code, ds, err) = replay(&format!(
+        "{POLICY}[slm]\nmode = \"auto\"\n[slm.models]\nencoder_dir = \"{}\"\n",
+        enc.display()
+    ));
+    assert_eq!(code, Some(0), "{err}");
+    let degraded = routes(&ds, "degraded");
+    assert!(!degraded.is_empty());
+    assert!(degraded[0]["reason"].as_str().unwrap().contains("SLM unavailable"));
+}
