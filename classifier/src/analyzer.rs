@@ -339,8 +339,7 @@ impl Analyzer {
     fn word_features(&self, s: &mut Scratch, nmin: usize, nmax: usize) {
         // The last (nmax - 1) token hashes, newest last.
         let mut prev = [0u64; 2];
-        let mut have = 0usize;
-        for i in 0..s.tokens.len() {
+        for (have, i) in (0..s.tokens.len()).enumerate() {
             let tok = s.tokens[i];
             let h = self.token_hash(&tok, s);
             if nmin <= 1 {
@@ -359,7 +358,6 @@ impl Analyzer {
             }
             prev[0] = prev[1];
             prev[1] = h;
-            have += 1;
         }
     }
 
@@ -394,9 +392,9 @@ impl Analyzer {
                 let mut emit = |c: u8, have: &mut usize| {
                     win = (win << 8) | c as u64;
                     *have += 1;
-                    for n in nmin..=nmax.min(*have) {
-                        let gram = win & MASKS[n];
-                        features.push(bucket(gram | ((n as u64) << 56)));
+                    let top = nmax.min(*have);
+                    for (n, mask) in MASKS.iter().enumerate().take(top + 1).skip(nmin) {
+                        features.push(bucket((win & mask) | ((n as u64) << 56)));
                     }
                 };
                 emit(b' ', &mut have);

@@ -138,6 +138,9 @@ pub struct Weights {
     pub k: usize,
 }
 
+/// Parameters with their cost and gradient.
+type Evaluation = (Array1<f64>, f64, Array1<f64>);
+
 /// The sparse problem handed to argmin.
 struct Problem<'a> {
     x: &'a Csr,
@@ -147,7 +150,7 @@ struct Problem<'a> {
     alpha: f64,
     /// The last evaluation: params, cost, gradient. More–Thuente asks for the cost and then the
     /// gradient at the same point, and L-BFGS asks for that gradient again.
-    cache: Mutex<Option<(Array1<f64>, f64, Array1<f64>)>>,
+    cache: Mutex<Option<Evaluation>>,
     evaluations: Arc<AtomicU64>,
 }
 
@@ -488,8 +491,8 @@ mod tests {
         for (i, row) in x.rows().into_iter().enumerate() {
             let mut h: Vec<f64> = wts.b.iter().map(|&b| b as f64).collect();
             for (j, &v) in row.iter().enumerate() {
-                for c in 0..3 {
-                    h[c] += v * wts.w[j * 3 + c] as f64;
+                for (c, hc) in h.iter_mut().enumerate() {
+                    *hc += v * wts.w[j * 3 + c] as f64;
                 }
             }
             let m = h.iter().copied().fold(f64::NEG_INFINITY, f64::max);

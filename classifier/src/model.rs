@@ -135,6 +135,14 @@ const MAGIC: &str = "TRIAGE-MODEL";
 /// The model file format this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
 const NONE: u32 = u32::MAX;
+/// Largest IDF a model file may hold. Training gives `1 + ln((1 + n) / (1 + df)) < 1 + ln(n)`,
+/// under 45 for any number of messages.
+const MAX_IDF: f32 = 1e3;
+/// Largest weight or intercept magnitude a model file may hold. Trained weights are
+/// L2-regularised and stay far below it (the default model's largest is about 10). With these
+/// bounds a score is at most (features) × 12 × 1e3 × 1e9: finite in f32 for any text up to
+/// terabytes.
+const MAX_WEIGHT: f32 = 1e9;
 
 /// A trained TF-IDF + logistic regression classifier.
 pub struct Model {
@@ -586,7 +594,7 @@ impl Model {
         }
         let header: ModelHeader =
             serde_json::from_str(&header_line).map_err(|e| bad(format!("invalid header: {e}")))?;
-        Self::from_parts(header, &body, actual).map_err(|reason| bad(reason))
+        Self::from_parts(header, &body, actual).map_err(bad)
     }
 
     fn from_parts(
@@ -633,6 +641,10 @@ impl Model {
             .collect();
         let weights: Vec<f32> = words(w_bytes).into_iter().map(f32::from_le_bytes).collect();
         let intercept: Vec<f32> = words(i_bytes).into_iter().map(f32::from_le_bytes).collect();
+        // Finite is not enough: values near f32::MAX overflow while scoring, and the
+        // probabilities come out NaN (found while writing the `model_body` fuzz target, whose
+        // assertion it trips). The bounds are far above what training produces and keep every
+        // score finite for any text.
         if idf
             .iter()
             .chain(&weights)
@@ -640,6 +652,21 @@ impl Model {
             .any(|v| !v.is_finite())
         {
             return Err("non-finite values in the weights".into());
+        }
+        if let Some(v) = idf.iter().find(|v| !(0.0..=MAX_IDF).contains(*v)) {
+            return Err(format!(
+                "IDF value {v} outside [0, {MAX_IDF}]: not a model that triage trained"
+            ));
+        }
+        if let Some(v) = weights
+            .iter()
+            .chain(&intercept)
+            .find(|v| v.abs() > MAX_WEIGHT)
+        {
+            return Err(format!(
+                "weight {v} outside [-{MAX_WEIGHT:e}, {MAX_WEIGHT:e}]: not a model that triage \
+                 trained"
+            ));
         }
         let n_buckets = header.analyzer.n_buckets();
         let split = analyzer.char_offset();
@@ -677,46 +704,24 @@ fn interleave(idf: &[f32], weights: &[f32], k: usize) -> Vec<f32> {
     table
 }
 
-/// `1 + ln(t)` for small counts, which are nearly all of them.
-const SUBLINEAR: [f32; 16] = {
-    // ln(t) for t = 2..15, to f32 precision.
-    const LN: [f32; 16] = [
-        0.0,
-        0.0,
-        0.693_147_2,
-        1.098_612_3,
-        1.386_294_4,
-        1.609_438,
-        1.791_759_5,
-        1.945_910_1,
-        2.079_441_5,
-        2.197_224_6,
-        2.302_585,
-        2.397_895_3,
-        2.484_906_7,
-        2.564_949_4,
-        2.639_057_4,
-        2.708_050_2,
-    ];
+/// `1 + ln(t)` for the counts below 16, which are nearly all of them.
+static SUBLINEAR: std::sync::LazyLock<[f32; 16]> = std::sync::LazyLock::new(|| {
     let mut t = [0.0f32; 16];
-    let mut i = 1;
-    while i < 16 {
-        t[i] = 1.0 + LN[i];
-        i += 1;
+    for (i, v) in t.iter_mut().enumerate().skip(1) {
+        *v = 1.0 + (i as f32).ln();
     }
     t
-};
+});
 
 #[inline]
 fn tf_weight(count: u16, sublinear: bool) -> f32 {
-    if count <= 1 {
-        count as f32
-    } else if !sublinear {
-        count as f32
-    } else if (count as usize) < SUBLINEAR.len() {
-        SUBLINEAR[count as usize]
+    if count > 1 && sublinear {
+        match SUBLINEAR.get(count as usize) {
+            Some(&v) => v,
+            None => 1.0 + (count as f32).ln(),
+        }
     } else {
-        1.0 + (count as f32).ln()
+        count as f32
     }
 }
 
@@ -729,5 +734,113 @@ fn softmax(v: &mut [f32]) {
     }
     for x in v.iter_mut() {
         *x /= sum;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> Model {
+        let ex = |t: &str, l: &str| Example {
+            id: None,
+            text: t.into(),
+            label: l.into(),
+        };
+        let data = [
+            ex("good great", "pos"),
+            ex("good nice", "pos"),
+            ex("bad awful", "neg"),
+            ex("bad terrible", "neg"),
+        ];
+        let mut config = TrainConfig::default();
+        config.tfidf.min_df = 1;
+        config.analyzer.hash_bits = 10;
+        Model::train(&data, &config, &mut NoProgress).unwrap()
+    }
+
+    /// The model file of `m` with its floats (IDF, then weights, then intercepts) rewritten by
+    /// `edit`, behind a correct checksum.
+    fn file_with(m: &Model, edit: impl Fn(&mut [f32], &mut [f32], &mut [f32])) -> Vec<u8> {
+        let k = m.labels().len();
+        let d = m.buckets.len();
+        let mut idf: Vec<f32> = m.table.iter().step_by(k + 1).copied().collect();
+        let mut w: Vec<f32> = m
+            .table
+            .chunks_exact(k + 1)
+            .flat_map(|r| r[1..].to_vec())
+            .collect();
+        let mut b = m.intercept.clone();
+        edit(&mut idf, &mut w, &mut b);
+        let mut body = Vec::new();
+        for &x in &m.buckets {
+            body.extend_from_slice(&x.to_le_bytes());
+        }
+        for &v in idf.iter().chain(&w).chain(&b) {
+            body.extend_from_slice(&v.to_le_bytes());
+        }
+        assert_eq!(body.len(), 4 * (d + d * (k + 1) + k));
+        let mut header = m.header.clone();
+        header.body_bytes = body.len();
+        let header = serde_json::to_string(&header).unwrap();
+        let mut h = Sha256::new();
+        h.update(header.as_bytes());
+        h.update(b"\n");
+        h.update(&body);
+        let mut f = format!(
+            "{MAGIC} {FORMAT_VERSION}\nsha256 {}\n{header}\n",
+            hex::encode(h.finalize())
+        )
+        .into_bytes();
+        f.extend_from_slice(&body);
+        f
+    }
+
+    fn load_err(bytes: &[u8]) -> String {
+        match Model::from_bytes(bytes, Path::new("m.triage")) {
+            Err(e @ ClassifierError::ModelFile { .. }) => e.to_string(),
+            Err(e) => panic!("expected a ModelFile error, got {e}"),
+            Ok(m) => panic!("loaded; predicts {:?}", m.predict("good bad great awful")),
+        }
+    }
+
+    /// Regression (found with the `model_body` fuzz target): finite but extreme IDF values or
+    /// weights behind a valid checksum loaded, and every prediction was NaN. They are refused at
+    /// load now.
+    #[test]
+    fn extreme_weights_are_refused_at_load() {
+        let m = tiny();
+        // Unchanged, the same construction loads and predicts a distribution.
+        let ok = Model::from_bytes(&file_with(&m, |_, _, _| {}), Path::new("m")).unwrap();
+        let p = ok.predict("good bad great awful");
+        assert!(p.probabilities.iter().all(|v| v.is_finite()), "{p:?}");
+
+        let e = load_err(&file_with(&m, |idf, _, _| idf.fill(3e38)));
+        assert!(e.contains("IDF value"), "{e}");
+        let e = load_err(&file_with(&m, |idf, _, _| idf[0] = -1.0));
+        assert!(e.contains("IDF value"), "{e}");
+        let e = load_err(&file_with(&m, |_, w, _| w[0] = -3e38));
+        assert!(e.contains("weight"), "{e}");
+        let e = load_err(&file_with(&m, |_, _, b| b[1] = 2e9));
+        assert!(e.contains("weight"), "{e}");
+        let e = load_err(&file_with(&m, |_, w, _| w[0] = f32::NAN));
+        assert!(e.contains("non-finite"), "{e}");
+
+        // At the bounds, scores stay finite even for a long text of repeated features.
+        let edge = file_with(&m, |idf, w, b| {
+            idf.fill(MAX_IDF);
+            for (i, x) in w.iter_mut().enumerate() {
+                *x = if i % 2 == 0 { MAX_WEIGHT } else { -MAX_WEIGHT };
+            }
+            b.fill(MAX_WEIGHT);
+        });
+        let edge = Model::from_bytes(&edge, Path::new("m")).unwrap();
+        let long = "good great bad awful nice terrible ".repeat(20_000);
+        for text in ["good", "bad awful", long.as_str()] {
+            let p = edge.predict(text);
+            assert!(p.probabilities.iter().all(|v| v.is_finite()), "{p:?}");
+            let sum: f32 = p.probabilities.iter().sum();
+            assert!((sum - 1.0).abs() < 1e-4, "{p:?}");
+        }
     }
 }

@@ -26,18 +26,7 @@ pub struct CascadeInputs<'a> {
     pub second: &'a Array2<f32>,
 }
 
-/// One line of the cascade table.
-#[derive(Debug, Clone, Serialize)]
-pub struct CascadeRow {
-    /// `fast only`, `second opinion only`, `cascade`...
-    pub name: String,
-    /// Accuracy.
-    pub accuracy: f64,
-    /// Macro-F1.
-    pub macro_f1: f64,
-    /// Share of messages sent to the SLM.
-    pub share_to_slm: f64,
-}
+pub use crate::report::CascadeRow;
 
 fn argmax(row: ndarray::ArrayView1<'_, f32>) -> (usize, f32) {
     row.iter()

@@ -2,7 +2,6 @@
 //! calibrating thresholds, and evaluating the cascade.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{Context, anyhow};
 use clap::{Args, Subcommand};
@@ -258,7 +257,14 @@ pub struct CalibrateArgs {
 
 /// Out-of-fold fast and head probabilities on `data`: for each fold, a fast model and a head are
 /// trained on the other folds and score the held-out one.
-fn out_of_fold(config: &Config, data: &Path, train_config: &Path, folds: usize, head_alpha: f64, labels: &[String]) -> anyhow::Result<Scored> {
+fn out_of_fold(
+    config: &Config,
+    data: &Path,
+    train_config: &Path,
+    folds: usize,
+    head_alpha: f64,
+    labels: &[String],
+) -> anyhow::Result<Scored> {
     let examples = read_jsonl(data)?;
     let text = std::fs::read_to_string(train_config)
         .with_context(|| format!("reading {}", train_config.display()))?;
@@ -278,14 +284,26 @@ fn out_of_fold(config: &Config, data: &Path, train_config: &Path, folds: usize, 
         let train_idx: Vec<usize> = (0..examples.len()).filter(|&i| fold_of(i) != f).collect();
         let held: Vec<usize> = (0..examples.len()).filter(|&i| fold_of(i) == f).collect();
         let train: Vec<Example> = train_idx.iter().map(|&i| examples[i].clone()).collect();
-        eprintln!("fold {}/{folds}: training on {} messages", f + 1, train.len());
+        eprintln!(
+            "fold {}/{folds}: training on {} messages",
+            f + 1,
+            train.len()
+        );
         let m = Model::train(&train, &tc, &mut triage_classifier::NoProgress)?;
         if m.labels() != labels {
             return Err(anyhow!("fold {f} lacks some labels; use fewer folds"));
         }
         let xs = x.select(ndarray::Axis(0), &train_idx);
         let ys: Vec<usize> = train_idx.iter().map(|&i| truth[i]).collect();
-        let head = Head::train(&xs, &ys, labels, &TrainOptions { alpha: head_alpha, ..TrainOptions::default() })?;
+        let head = Head::train(
+            &xs,
+            &ys,
+            labels,
+            &TrainOptions {
+                alpha: head_alpha,
+                ..TrainOptions::default()
+            },
+        )?;
         let hp = head.predict_proba(&x.select(ndarray::Axis(0), &held))?;
         let mut scratch = Scratch::default();
         let mut probs = Vec::new();
@@ -368,18 +386,26 @@ pub fn calibrate(a: CalibrateArgs) -> CmdResult {
 
 // ------------------------------------------------------------------ eval --cascade
 
-/// Evaluates the cascade on a labelled file and prints the table. Returns the rows for reports.
+/// The cascade on a labelled file: its rows, a JSON summary and a printable table.
+pub struct CascadeEval {
+    /// Fast only, second opinion only, both, the cascade, the cascade under the budget.
+    pub rows: Vec<cascade::CascadeRow>,
+    /// The same as JSON, with the out-of-scope figures when the labels have `oos`.
+    pub json: serde_json::Value,
+    /// The same as text.
+    pub text: String,
+}
+
+/// Evaluates the cascade with the thresholds, budget and combination rule of `config`.
 pub fn eval_cascade(
-    config_path: Option<&Path>,
-    model_path: Option<&Path>,
+    config: &Config,
+    model: &Model,
     head_path: Option<&Path>,
     data: &Path,
-    json: bool,
-) -> Result<Vec<cascade::CascadeRow>, Failure> {
-    let config = Config::load(config_path)?;
-    let model = Arc::new(load_model(model_path, &config)?);
-    let head = load_head(&config, head_path, &model)?;
-    let s = score(&config, &model, &head, data)?;
+) -> Result<CascadeEval, Failure> {
+    use std::fmt::Write as _;
+    let head = load_head(config, head_path, model)?;
+    let s = score(config, model, &head, data)?;
     let inputs = CascadeInputs {
         labels: &s.labels,
         truth: &s.truth,
@@ -414,23 +440,45 @@ pub fn eval_cascade(
         100.0 * config.budget.max_share
     );
     rows.push(with_budget);
+    let mut json = serde_json::json!({ "rows": rows, "messages": s.examples.len(),
+        "default_threshold": config.router.default_threshold,
+        "per_label_thresholds": config.router.thresholds.len() });
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "\ncascade ({} messages; threshold {:.3}, {} per-label; budget {:.0}%)",
+        s.examples.len(),
+        config.router.default_threshold,
+        config.router.thresholds.len(),
+        100.0 * config.budget.max_share
+    );
+    let _ = writeln!(
+        text,
+        "{:<42} {:>9} {:>9} {:>11}",
+        "", "accuracy", "macro-F1", "to the SLM"
+    );
+    for r in &rows {
+        let _ = writeln!(
+            text,
+            "{:<42} {:>8.2}% {:>9.4} {:>10.1}%",
+            r.name,
+            100.0 * r.accuracy,
+            r.macro_f1,
+            100.0 * r.share_to_slm
+        );
+    }
     // Out-of-scope queries (CLINC150's `oos`): how many the router sends to the SLM, and how many
     // end up labelled oos.
-    let oos = s.labels.iter().position(|l| l == "oos");
-    let oos_line = oos.map(|o| {
+    if let Some(o) = s.labels.iter().position(|l| l == "oos") {
         let n = s.truth.iter().filter(|&&t| t == o).count();
-        let routed_oos = s
-            .truth
-            .iter()
-            .zip(&routed)
-            .filter(|(t, r)| **t == o && **r)
-            .count();
-        let routed_oos_b = s
-            .truth
-            .iter()
-            .zip(&broutes)
-            .filter(|(t, r)| **t == o && **r)
-            .count();
+        let count = |flags: &[bool]| {
+            s.truth
+                .iter()
+                .zip(flags)
+                .filter(|(t, r)| **t == o && **r)
+                .count()
+        };
+        let (routed_oos, routed_oos_b) = (count(&routed), count(&broutes));
         let fast_oos = s
             .fast
             .rows()
@@ -443,44 +491,16 @@ pub fn eval_cascade(
             .zip(&s.truth)
             .filter(|(p, t)| **t == o && **p == o)
             .count();
-        (n, routed_oos, routed_oos_b, fast_oos, casc_oos)
-    });
-    if json {
-        let mut v = serde_json::json!({ "rows": rows, "messages": s.examples.len() });
-        if let Some((n, r, rb, f, c)) = oos_line {
-            v["oos"] = serde_json::json!({"queries": n, "routed": r, "routed_with_budget": rb,
-                "labelled_oos_fast": f, "labelled_oos_cascade": c});
-        }
-        println!("{v}");
-    } else {
-        println!(
-            "cascade on {} ({} messages); thresholds from the configuration (default {:.3}, {} per-label)",
-            data.display(),
-            s.examples.len(),
-            config.router.default_threshold,
-            config.router.thresholds.len()
+        json["oos"] = serde_json::json!({"queries": n, "routed": routed_oos,
+            "routed_with_budget": routed_oos_b, "labelled_oos_fast": fast_oos,
+            "labelled_oos_cascade": casc_oos});
+        let _ = writeln!(
+            text,
+            "out-of-scope (oos): {n} queries; routed to the SLM {routed_oos} ({routed_oos_b} with \
+             the budget); labelled oos by the fast path {fast_oos}, by the cascade {casc_oos}"
         );
-        println!(
-            "{:<42} {:>9} {:>9} {:>11}",
-            "", "accuracy", "macro-F1", "to the SLM"
-        );
-        for r in &rows {
-            println!(
-                "{:<42} {:>8.2}% {:>9.4} {:>10.1}%",
-                r.name,
-                100.0 * r.accuracy,
-                r.macro_f1,
-                100.0 * r.share_to_slm
-            );
-        }
-        if let Some((n, r, rb, f, c)) = oos_line {
-            println!(
-                "out-of-scope (oos): {n} queries; routed to the SLM {r} ({rb} with the budget); \
-                 labelled oos by the fast path {f}, by the cascade {c}"
-            );
-        }
     }
-    Ok(rows)
+    Ok(CascadeEval { rows, json, text })
 }
 
 fn cascade_argmax(r: &ndarray::ArrayView1<'_, f32>) -> usize {

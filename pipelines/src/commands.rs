@@ -223,15 +223,39 @@ pub struct EvalArgs {
     /// Also write an HTML report with charts (report.html and SVGs) into this directory.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Also evaluate the cascade: fast only, second opinion only, and the cascade at the
+    /// configured thresholds and budget (needs the small language models).
+    #[arg(long)]
+    cascade: bool,
+    /// Second-opinion head for --cascade (overrides the configuration).
+    #[arg(long)]
+    head: Option<PathBuf>,
+    /// Service configuration (model, thresholds, budget, `[slm]`), e.g. from `triage calibrate`.
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 pub fn eval(a: EvalArgs) -> CmdResult {
-    let model = load_model(a.model.as_deref())?;
+    let config = Config::load(a.config.as_deref())?;
+    let model = load_model(a.model.as_deref().or(config.model.path.as_deref()))?;
+    let cascade = if a.cascade {
+        Some(crate::cmd_slm::eval_cascade(
+            &config,
+            &model,
+            a.head.as_deref(),
+            &a.data,
+        )?)
+    } else {
+        None
+    };
     let data = read_jsonl(&a.data)?;
     let (report, confidences, correct) = evaluate_detailed(&model, &data);
     if a.json {
         let mut v = serde_json::to_value(&report).map_err(anyhow::Error::from)?;
         v["model_version"] = json!(model.version());
+        if let Some(c) = &cascade {
+            v["cascade"] = c.json.clone();
+        }
         println!("{v}");
     } else {
         println!(
@@ -241,6 +265,9 @@ pub fn eval(a: EvalArgs) -> CmdResult {
             a.data.display()
         );
         print!("{}", report.to_text());
+        if let Some(c) = &cascade {
+            print!("{}", c.text);
+        }
     }
     if let Some(dir) = &a.report {
         let input = triage_pipelines::report::ReportInput::new(
@@ -250,6 +277,16 @@ pub fn eval(a: EvalArgs) -> CmdResult {
             confidences,
             correct,
         );
+        let input = match &cascade {
+            Some(c) => triage_pipelines::report::ReportInput {
+                cascade: Some(c.rows.clone()),
+                operating_point: Some(triage_pipelines::report::OperatingPoint::Threshold(
+                    f64::from(config.router.default_threshold),
+                )),
+                ..input
+            },
+            None => input,
+        };
         let html = triage_pipelines::report::write_report(dir, &input)?;
         // Keep stdout pure JSON under --json.
         if a.json {

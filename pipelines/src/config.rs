@@ -108,6 +108,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own large error
     fn file_then_env_and_unknown_keys_rejected() {
         figment::Jail::expect_with(|jail| {
             jail.create_file(

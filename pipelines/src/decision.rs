@@ -156,8 +156,11 @@ impl SlmStage {
         let fault = &config.fault;
         let backend: Arc<dyn SlmBackend> = if fault.error_share > 0.0 || fault.timeout_share > 0.0 {
             tracing::warn!(?fault, "SLM fault injection is ON");
-            let longest = config.executor.timeout_ms.max(config.executor.generate_timeout_ms);
-            let hang = std::time::Duration::from_millis(longest * 2 + 100);
+            let past = |ms: u64| std::time::Duration::from_millis(ms + ms / 2 + 50);
+            let hang = (
+                past(config.executor.timeout_ms),
+                past(config.executor.generate_timeout_ms),
+            );
             Arc::new(FaultyBackend::new(backend, fault.clone(), hang))
         } else {
             Arc::new(backend)

@@ -47,23 +47,6 @@ enum Command {
     /// Pick the routing thresholds on a dev set for an SLM budget or a target accuracy, and write
     /// them into a configuration file.
     Calibrate(cmd_slm::CalibrateArgs),
-    /// (temporary) cascade evaluation
-    #[command(hide = true)]
-    EvalCascade(TmpCascade),
-}
-
-#[derive(clap::Args, Debug)]
-struct TmpCascade {
-    #[arg(long)]
-    config: Option<PathBuf>,
-    #[arg(long)]
-    model: Option<PathBuf>,
-    #[arg(long)]
-    head: Option<PathBuf>,
-    #[arg(long)]
-    data: PathBuf,
-    #[arg(long)]
-    json: bool,
 }
 
 /// Where an error ends: its exit code.
@@ -106,14 +89,6 @@ fn main() -> ExitCode {
         Command::Config(a) => commands::config(a),
         Command::Slm(c) => cmd_slm::slm(c),
         Command::Calibrate(a) => cmd_slm::calibrate(a),
-        Command::EvalCascade(a) => cmd_slm::eval_cascade(
-            a.config.as_deref(),
-            a.model.as_deref(),
-            a.head.as_deref(),
-            &a.data,
-            a.json,
-        )
-        .map(|_| ()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

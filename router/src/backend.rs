@@ -62,9 +62,10 @@ pub struct GenerateConfig {
 impl Default for GenerateConfig {
     fn default() -> Self {
         Self {
-            system: "You are a friendly customer-support agent. Reply to the customer's message in one \
+            system:
+                "You are a friendly customer-support agent. Reply to the customer's message in one \
                      or two short sentences: acknowledge the problem and say what happens next."
-                .into(),
+                    .into(),
             per_label: BTreeMap::new(),
             max_new_tokens: 48,
             temperature: 0.0,
@@ -138,7 +139,8 @@ impl ModelsBackend {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let encoder = Encoder::from_config(models).map_err(|e| RouterError::Models(e.to_string()))?;
+        let encoder =
+            Encoder::from_config(models).map_err(|e| RouterError::Models(e.to_string()))?;
         let generator = if with_generator {
             Some(Generator::from_config(models).map_err(|e| RouterError::Models(e.to_string()))?)
         } else {
@@ -183,7 +185,10 @@ impl SlmBackend for ModelsBackend {
             ..GenerateOptions::default()
         };
         let out = generator
-            .chat(&[ChatMessage::system(system.clone()), ChatMessage::user(text)], &opts)
+            .chat(
+                &[ChatMessage::system(system.clone()), ChatMessage::user(text)],
+                &opts,
+            )
             .map_err(|e| e.to_string())?;
         Ok(out.text.trim().to_string())
     }
@@ -193,13 +198,15 @@ impl SlmBackend for ModelsBackend {
 pub struct FaultyBackend<B> {
     inner: B,
     fault: FaultConfig,
-    hang: Duration,
+    /// How long a hanging second opinion and a hanging reply take.
+    hang: (Duration, Duration),
     calls: AtomicU64,
 }
 
 impl<B> FaultyBackend<B> {
-    /// `hang` should exceed the executor's timeout.
-    pub fn new(inner: B, fault: FaultConfig, hang: Duration) -> Self {
+    /// Hanging calls last `hang.0` (second opinions) or `hang.1` (replies): longer than the
+    /// executor's timeouts.
+    pub fn new(inner: B, fault: FaultConfig, hang: (Duration, Duration)) -> Self {
         Self {
             inner,
             fault,
@@ -215,13 +222,13 @@ impl<B> FaultyBackend<B> {
         (h >> 11) as f64 / (1u64 << 53) as f64
     }
 
-    fn inject(&self) -> Result<(), String> {
+    fn inject(&self, hang: Duration) -> Result<(), String> {
         let d = self.draw();
         if d < self.fault.error_share {
             return Err("injected fault".into());
         }
         if d < self.fault.error_share + self.fault.timeout_share {
-            std::thread::sleep(self.hang);
+            std::thread::sleep(hang);
         }
         Ok(())
     }
@@ -229,11 +236,11 @@ impl<B> FaultyBackend<B> {
 
 impl<B: SlmBackend> SlmBackend for FaultyBackend<B> {
     fn second_opinion(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
-        self.inject()?;
+        self.inject(self.hang.0)?;
         self.inner.second_opinion(texts)
     }
     fn generate(&self, text: &str, label: &str) -> Result<String, String> {
-        self.inject()?;
+        self.inject(self.hang.1)?;
         self.inner.generate(text, label)
     }
 }

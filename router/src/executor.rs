@@ -126,7 +126,10 @@ pub struct Executor {
 
 impl Executor {
     /// Starts the worker threads.
-    pub fn start(backend: Arc<dyn SlmBackend>, config: ExecutorConfig) -> Result<Self, RouterError> {
+    pub fn start(
+        backend: Arc<dyn SlmBackend>,
+        config: ExecutorConfig,
+    ) -> Result<Self, RouterError> {
         if config.threads == 0 || config.max_batch == 0 || config.max_concurrency == 0 {
             return Err(RouterError::Config(
                 "slm.executor threads, max_batch and max_concurrency must be > 0".into(),
@@ -161,11 +164,14 @@ impl Executor {
         let deadline = Instant::now() + timeout;
         let timeout_ms = timeout.as_millis() as u64;
         let tdeadline = tokio::time::Instant::from_std(deadline);
-        let _permit = match tokio::time::timeout_at(tdeadline, Arc::clone(&self.permits).acquire_owned()).await {
-            Ok(Ok(p)) => p,
-            Ok(Err(_)) => return Err(SlmError::Closed),
-            Err(_) => return Err(SlmError::Timeout(timeout_ms)),
-        };
+        let _permit =
+            match tokio::time::timeout_at(tdeadline, Arc::clone(&self.permits).acquire_owned())
+                .await
+            {
+                Ok(Ok(p)) => p,
+                Ok(Err(_)) => return Err(SlmError::Closed),
+                Err(_) => return Err(SlmError::Timeout(timeout_ms)),
+            };
         let (reply, rx) = oneshot::channel();
         let tx = self.tx.as_ref().ok_or(SlmError::Closed)?;
         match tx.try_send(Job {
@@ -214,7 +220,9 @@ fn worker(rx: &Mutex<Receiver<Job>>, backend: &dyn SlmBackend, config: &Executor
                 while batch.len() < config.max_batch {
                     let left = until.saturating_duration_since(Instant::now());
                     match rx.recv_timeout(left) {
-                        Ok(job) if matches!(job.request, SlmRequest::SecondOpinion(_)) => batch.push(job),
+                        Ok(job) if matches!(job.request, SlmRequest::SecondOpinion(_)) => {
+                            batch.push(job)
+                        }
                         Ok(job) => deferred.push(job),
                         Err(RecvTimeoutError::Timeout) => break,
                         Err(RecvTimeoutError::Disconnected) => break,
@@ -328,7 +336,10 @@ mod tests {
         for (i, r) in results.into_iter().enumerate() {
             assert_eq!(r.unwrap(), SlmResponse::Probabilities(vec![i as f32, 0.0]));
         }
-        assert!(fake.biggest_batch.load(Ordering::Relaxed) > 1, "no batching happened");
+        assert!(
+            fake.biggest_batch.load(Ordering::Relaxed) > 1,
+            "no batching happened"
+        );
         let reply = e
             .call(SlmRequest::Generate {
                 text: "hi".into(),

@@ -26,7 +26,9 @@ mod budget;
 pub mod executor;
 mod policy;
 
-pub use backend::{Combine, FaultConfig, FaultyBackend, GenerateConfig, ModelsBackend, SlmConfig, SlmMode};
+pub use backend::{
+    Combine, FaultConfig, FaultyBackend, GenerateConfig, ModelsBackend, SlmConfig, SlmMode,
+};
 pub use budget::{Budget, BudgetConfig};
 pub use executor::{Executor, ExecutorConfig, SlmBackend, SlmError, SlmRequest, SlmResponse};
 pub use policy::{Plan, Policy, PolicyConfig, Route};

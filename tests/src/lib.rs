@@ -520,6 +520,7 @@ impl Service {
         )
         .expect("write config");
         let child = Command::new(triage_bin())
+            .current_dir(workspace())
             .arg("run")
             .arg("--config")
             .arg(&cfg)
