@@ -7,6 +7,7 @@
 #   3. cargo fmt --check, cargo clippy -D warnings, the release build
 #   4. cargo test --release --workspace: unit, property, doc, model and end-to-end tests
 #   5. docker-compose.yml parses (`docker-compose config`)
+#   6. cargo deny (licenses, bans, sources; advisories where the database is available)
 #
 # Environment: TRIAGE_CACHE (default .cache/triage), TRIAGE_DATA (default ../shared/data; tests
 # that need it say loudly when it is absent), TRIAGE_BROKER (default 127.0.0.1:9092),
@@ -23,6 +24,16 @@ step() { printf '\n=== %s (%s)\n' "$*" "$(date +%H:%M:%S)"; }
 
 step "ONNX Runtime and models"
 scripts/install-models.sh
+
+step "Chromium (a test renders the HTML evaluation report)"
+if ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 ||
+      { echo "could not install chromium (Debian package)"; exit 1; }
+  else
+    echo "chromium is not installed (Debian package chromium); the report test will fail"
+  fi
+fi
 
 step "Kafka-protocol broker at $TRIAGE_BROKER"
 scripts/broker.sh start
@@ -53,6 +64,11 @@ if [ -f docker-compose.yml ]; then
   fi
   docker-compose -f docker-compose.yml config -q
   echo "docker-compose.yml: ok"
+fi
+
+if [ -x scripts/deny.sh ]; then
+  step "cargo deny"
+  scripts/deny.sh
 fi
 
 step "all tests passed"
