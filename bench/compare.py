@@ -269,8 +269,9 @@ def main():
     ap.add_argument("--cv-scoring", default="accuracy", help="sklearn scorer for --cv (default accuracy)")
     ap.add_argument("--max-iter", type=int, default=1000, help="LogisticRegression max_iter")
     ap.add_argument("--triage-bin", default="target/release/triage")
-    ap.add_argument("--triage-config", default="bench/configs/{dataset}.toml",
-                    help="triage train config; {dataset} is substituted; skipped when the file is absent")
+    ap.add_argument("--triage-config", default="configs/{dataset}.toml",
+                    help="triage train config (default: the tuned settings in configs/); {dataset} is "
+                         "substituted; skipped when the file is absent")
     ap.add_argument("--triage-repeat", type=int, default=3)
     ap.add_argument("--require-triage", action="store_true", help="fail instead of skipping an absent triage CLI")
     ap.add_argument("--keep-logs", metavar="DIR", help="copy triage's stderr logs here")

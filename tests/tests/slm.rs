@@ -12,7 +12,9 @@ fn models_installed() {
         .unwrap_or_else(|| workspace().join(".cache/triage"));
     let cache = workspace().join(cache);
     assert!(
-        cache.join("models/all-minilm-l6-v2-int8/model_int8.onnx").exists()
+        cache
+            .join("models/all-minilm-l6-v2-int8/model_int8.onnx")
+            .exists()
             && cache.join("onnxruntime").exists(),
         "the models are not installed in {}: run scripts/install-models.sh",
         cache.display()
@@ -85,7 +87,10 @@ fn replay_asks_the_second_opinion_and_drafts_replies() {
     for d in &generated {
         assert_eq!(d["label"], "negative");
         let reply = d["reply"].as_str().unwrap();
-        assert!(reply.split_whitespace().count() >= 3, "reply too short: {reply:?}");
+        assert!(
+            reply.split_whitespace().count() >= 3,
+            "reply too short: {reply:?}"
+        );
     }
     // Greedy decoding: the same replay drafts the same replies.
     let (_, again, _) = replay(&format!("{POLICY}[slm]\nmode = \"on\"\n{PATIENT}"));
@@ -109,7 +114,10 @@ fn timeouts_degrade_to_the_fast_label_and_lose_nothing() {
     assert!(!degraded.is_empty());
     assert!(routes(&ds, "second_opinion").is_empty() && routes(&ds, "generate").is_empty());
     for d in &degraded {
-        assert_eq!(d["label"], d["fast"]["label"], "the fast label is published");
+        assert_eq!(
+            d["label"], d["fast"]["label"],
+            "the fast label is published"
+        );
         assert!(d["reason"].as_str().unwrap().contains("timed out"), "{d}");
     }
 }
@@ -124,9 +132,16 @@ fn model_errors_degrade_some_calls() {
     assert_eq!(ds.len(), 70);
     let degraded = routes(&ds, "degraded");
     let answered = routes(&ds, "second_opinion").len() + routes(&ds, "generate").len();
-    assert!(!degraded.is_empty() && answered > 0, "{} degraded, {answered} answered", degraded.len());
+    assert!(
+        !degraded.is_empty() && answered > 0,
+        "{} degraded, {answered} answered",
+        degraded.len()
+    );
     for d in &degraded {
-        assert!(d["reason"].as_str().unwrap().contains("injected fault"), "{d}");
+        assert!(
+            d["reason"].as_str().unwrap().contains("injected fault"),
+            "{d}"
+        );
     }
 }
 
@@ -139,7 +154,10 @@ fn missing_or_corrupt_models_give_clear_errors() {
         dir.path().join("nope").display()
     ));
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("nope") && err.contains("install-models"), "{err}");
+    assert!(
+        err.contains("nope") && err.contains("install-models"),
+        "{err}"
+    );
 
     // A corrupt encoder file (copy of the real directory with garbage in the model).
     models_installed();
@@ -169,5 +187,10 @@ fn missing_or_corrupt_models_give_clear_errors() {
     assert_eq!(code, Some(0), "{err}");
     let degraded = routes(&ds, "degraded");
     assert!(!degraded.is_empty());
-    assert!(degraded[0]["reason"].as_str().unwrap().contains("SLM unavailable"));
+    assert!(
+        degraded[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("SLM unavailable")
+    );
 }

@@ -153,8 +153,19 @@ fn kafka_err(what: &str, e: KafkaError) -> PipelineError {
     PipelineError::Kafka { message, retryable }
 }
 
+/// librdkafka's log level: warnings, or everything when a `debug` property asks for contexts.
+/// (rdkafka would otherwise take it from the `log` crate, which triage does not use.)
+fn log_level(k: &KafkaConfig, extra: &BTreeMap<String, String>) -> RDKafkaLogLevel {
+    if k.properties.contains_key("debug") || extra.contains_key("debug") {
+        RDKafkaLogLevel::Debug
+    } else {
+        RDKafkaLogLevel::Warning
+    }
+}
+
 fn client_config(k: &KafkaConfig, extra: &BTreeMap<String, String>) -> ClientConfig {
     let mut c = ClientConfig::new();
+    c.set_log_level(log_level(k, extra));
     c.set("bootstrap.servers", &k.brokers);
     for (key, v) in k.properties.iter().chain(extra) {
         c.set(key, v);
@@ -164,6 +175,7 @@ fn client_config(k: &KafkaConfig, extra: &BTreeMap<String, String>) -> ClientCon
 
 fn make_consumer(k: &KafkaConfig, group: &str) -> Result<Arc<Consumer_>> {
     let mut c = ClientConfig::new();
+    c.set_log_level(log_level(k, &k.consumer_properties));
     c.set("bootstrap.servers", &k.brokers)
         .set("group.id", group)
         .set("enable.auto.commit", "true")
@@ -185,6 +197,7 @@ fn make_consumer(k: &KafkaConfig, group: &str) -> Result<Arc<Consumer_>> {
 
 fn make_producer(k: &KafkaConfig) -> Result<FutureProducer> {
     let mut c = client_config(k, &BTreeMap::new());
+    c.set_log_level(log_level(k, &k.producer_properties));
     c.set("acks", "all")
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
