@@ -7,6 +7,9 @@ use std::error::Error;
 
 use plotters::prelude::*;
 
+/// One panel: title, y-axis unit, the value plotted and its colour.
+type Panel = (&'static str, &'static str, fn(&Row) -> f64, RGBColor);
+
 struct Row {
     t: f64,
     rss_mib: f64,
@@ -44,9 +47,19 @@ fn main() -> Result<(), Box<dyn Error>> {
     let root = SVGBackend::new(&args[2], (900, 900)).into_drawing_area();
     root.fill(&WHITE)?;
     let panels = root.split_evenly((3, 1));
-    let series: [(&str, &str, fn(&Row) -> f64, RGBColor); 3] = [
-        ("resident memory of triage", "RSS (MiB)", |r| r.rss_mib, BLUE),
-        ("lag (messages produced - consumed)", "messages", |r| r.lag, RED),
+    let series: [Panel; 3] = [
+        (
+            "resident memory of triage",
+            "RSS (MiB)",
+            |r| r.rss_mib,
+            BLUE,
+        ),
+        (
+            "lag (messages produced - consumed)",
+            "messages",
+            |r| r.lag,
+            RED,
+        ),
         ("throughput", "messages/s", |r| r.rate, GREEN),
     ];
     for (panel, (title, unit, get, colour)) in panels.iter().zip(series) {
@@ -62,7 +75,10 @@ fn main() -> Result<(), Box<dyn Error>> {
             .x_desc("seconds")
             .y_desc(unit)
             .draw()?;
-        chart.draw_series(LineSeries::new(rows.iter().map(|r| (r.t, get(r))), colour.stroke_width(2)))?;
+        chart.draw_series(LineSeries::new(
+            rows.iter().map(|r| (r.t, get(r))),
+            colour.stroke_width(2),
+        ))?;
         chart.draw_series(std::iter::once(PathElement::new(
             vec![(warmup, 0.0), (warmup, y_max)],
             BLACK.mix(0.3),
@@ -82,6 +98,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     }
     let max_lag = rows.iter().map(|r| r.lag).fold(0.0f64, f64::max);
     let mean_rate = after.iter().map(|r| r.rate).sum::<f64>() / after.len().max(1) as f64;
-    println!("largest lag {max_lag:.0} messages; mean throughput after warm-up {mean_rate:.0} msg/s");
+    println!(
+        "largest lag {max_lag:.0} messages; mean throughput after warm-up {mean_rate:.0} msg/s"
+    );
     Ok(())
 }

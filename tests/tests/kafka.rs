@@ -401,18 +401,32 @@ fn replay_from_the_beginning_reclassifies_the_topic() {
     let reader = Reader::start(&addr, &t.output);
     // The normal group reads everything once and exits when idle.
     let mut first = Service::start(&config(&addr, &t), &["--exit-when-idle", "3"]);
-    assert_eq!(first.wait(Duration::from_secs(120)), Some(0), "{}", first.log_text());
+    assert_eq!(
+        first.wait(Duration::from_secs(120)),
+        Some(0),
+        "{}",
+        first.log_text()
+    );
     assert!(reader.wait_for(Duration::from_secs(30), |r| r.len() >= n));
     // Running the same group again finds nothing new...
     let mut again = Service::start(&config(&addr, &t), &["--exit-when-idle", "3"]);
     assert_eq!(again.wait(Duration::from_secs(120)), Some(0));
-    assert_eq!(again.summary()["consumed"], 0, "the committed group re-read messages");
+    assert_eq!(
+        again.summary()["consumed"],
+        0,
+        "the committed group re-read messages"
+    );
     // ...while --from-beginning re-reads the topic's history with a group of its own.
     let mut replay = Service::start(
         &config(&addr, &t),
         &["--from-beginning", "--exit-when-idle", "3"],
     );
-    assert_eq!(replay.wait(Duration::from_secs(120)), Some(0), "{}", replay.log_text());
+    assert_eq!(
+        replay.wait(Duration::from_secs(120)),
+        Some(0),
+        "{}",
+        replay.log_text()
+    );
     assert_eq!(replay.summary()["consumed"], n);
     assert!(reader.wait_for(Duration::from_secs(30), |r| r.len() >= 2 * n));
     let records = reader.records();
@@ -421,5 +435,8 @@ fn replay_from_the_beginning_reclassifies_the_topic() {
         *counts.entry(id).or_default() += 1;
     }
     assert_eq!(counts.len(), n);
-    assert!(counts.values().all(|&c| c == 2), "each message classified twice");
+    assert!(
+        counts.values().all(|&c| c == 2),
+        "each message classified twice"
+    );
 }
