@@ -623,3 +623,13 @@ pub fn messages(n: usize) -> Vec<Vec<u8>> {
         })
         .collect()
 }
+
+/// The sum of a decision record's `probabilities` (a label → probability object).
+pub fn probability_sum(decision: &serde_json::Value) -> f64 {
+    decision["probabilities"]
+        .as_object()
+        .expect("decision has a probabilities object")
+        .values()
+        .map(|v| v.as_f64().expect("a probability is a number"))
+        .sum()
+}

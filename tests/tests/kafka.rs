@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use triage_tests::{
     OwnBroker, Reader, Record, Service, ServiceConfig, broker, committed, create_topics, messages,
-    produce, produce_in_background, require_broker, signal, unique,
+    probability_sum, produce, produce_in_background, require_broker, signal, unique,
 };
 
 /// Waits for the reader while checking that every service is still running.
@@ -127,12 +127,7 @@ fn ten_thousand_messages_end_to_end() {
         assert!(labels.contains(&label));
         assert_eq!(r.header("triage.label").as_deref(), Some(label));
         assert_eq!(r.header("triage.route").as_deref(), d["route"].as_str());
-        let p: f64 = d["probabilities"]
-            .as_object()
-            .unwrap()
-            .values()
-            .map(|v| v.as_f64().unwrap())
-            .sum();
+        let p = probability_sum(&d);
         assert!((p - 1.0).abs() < 1e-4);
         assert!(d["confidence"].as_f64().unwrap() >= 0.25);
         assert!(!d["reason"].as_str().unwrap().is_empty());

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use triage_tests::{triage, workspace};
+use triage_tests::{probability_sum, triage, workspace};
 
 #[test]
 fn replays_the_sample_log_with_dead_letters() {
@@ -66,12 +66,7 @@ fn replays_the_sample_log_with_dead_letters() {
     assert_eq!(ids.len(), decisions.len());
     for d in &decisions {
         assert!(labels.contains(&d["label"].as_str().unwrap()), "{d}");
-        let p: f64 = d["probabilities"]
-            .as_object()
-            .unwrap()
-            .values()
-            .map(|v| v.as_f64().unwrap())
-            .sum();
+        let p = probability_sum(d);
         assert!((p - 1.0).abs() < 1e-4, "{d}");
         let conf = d["confidence"].as_f64().unwrap();
         assert_eq!(

@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use triage_tests::{triage_bin, workspace};
+use triage_tests::{probability_sum, triage_bin, workspace};
 
 fn models_installed() {
     let cache = std::env::var_os("TRIAGE_CACHE")
@@ -76,12 +76,7 @@ fn replay_asks_the_second_opinion_and_drafts_replies() {
         assert!(so["label"].is_string() && so["confidence"].as_f64().unwrap() > 0.0);
         assert!(d["fast"]["confidence"].as_f64().unwrap() < 0.6);
         assert!(d["timings_us"]["slm"].as_f64().unwrap() > 0.0);
-        let p: f64 = d["probabilities"]
-            .as_object()
-            .unwrap()
-            .values()
-            .map(|v| v.as_f64().unwrap())
-            .sum();
+        let p = probability_sum(d);
         assert!((p - 1.0).abs() < 1e-3);
     }
     for d in &generated {
