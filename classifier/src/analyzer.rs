@@ -393,8 +393,10 @@ impl Analyzer {
                     win = (win << 8) | c as u64;
                     *have += 1;
                     let top = nmax.min(*have);
-                    for (n, mask) in MASKS.iter().enumerate().take(top + 1).skip(nmin) {
-                        features.push(bucket((win & mask) | ((n as u64) << 56)));
+                    let mut n = nmin;
+                    while n <= top {
+                        features.push(bucket((win & MASKS[n]) | ((n as u64) << 56)));
+                        n += 1;
                     }
                 };
                 emit(b' ', &mut have);
