@@ -70,6 +70,12 @@ struct Args {
     /// first ~0.5 s of messages show up to 500 ms of extra latency.
     #[arg(long, default_value_t = 1000)]
     warmup_ms: u64,
+    /// Send to a new topic every N messages: message n goes to `<topic>.<n / N>`, each topic
+    /// created (with `--partitions`) one segment ahead. 0 (the default) sends everything to
+    /// `<topic>`. The soak uses it so that a broker which keeps every record in memory can drop
+    /// consumed segments (`tansu topic delete`); a consumer follows with a pattern subscription.
+    #[arg(long, default_value_t = 0)]
+    rotate_every: u64,
     /// Extra librdkafka producer settings, `key=value` (repeatable).
     #[arg(short = 'X', value_parser = parse_kv)]
     config: Vec<(String, String)>,
@@ -179,8 +185,14 @@ impl Tally {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let texts = load_texts(&args.data)?;
+    let segment_topic = |segment: u64| format!("{}.{segment}", args.topic);
+    let first_topic = if args.rotate_every > 0 {
+        segment_topic(0)
+    } else {
+        args.topic.clone()
+    };
     if args.partitions > 0 {
-        ensure_topic(&args.brokers, &args.topic, args.partitions).await?;
+        ensure_topic(&args.brokers, &first_topic, args.partitions).await?;
     }
 
     let mut cfg = ClientConfig::new();
@@ -203,7 +215,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     producer
         .client()
-        .fetch_metadata(Some(&args.topic), Duration::from_secs(10))?;
+        .fetch_metadata(Some(&first_topic), Duration::from_secs(10))?;
     tokio::time::sleep(Duration::from_millis(args.warmup_ms)).await;
 
     let mut inflight: VecDeque<DeliveryFuture> = VecDeque::with_capacity(args.max_in_flight);
@@ -211,8 +223,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
     let interval = (args.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / args.rate));
     let mut payload: Vec<u8> = Vec::with_capacity(512);
+    let mut topic = first_topic;
 
     for i in 0..args.count {
+        if args.rotate_every > 0 && i % args.rotate_every == 0 {
+            let segment = i / args.rotate_every;
+            topic = segment_topic(segment);
+            // The next segment's topic exists a whole segment before its first message, so a
+            // pattern subscriber has time to see it and join it.
+            if args.partitions > 0 {
+                ensure_topic(&args.brokers, &segment_topic(segment + 1), args.partitions).await?;
+            }
+            eprintln!("kafka_load: segment {segment} -> {topic} from message {i}");
+        }
         if let Some(interval) = interval {
             // Pace against the schedule, not the previous send, so the mean rate holds.
             let due = started + interval.mul_f64(i as f64);
@@ -238,7 +261,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             key: "sent_us",
             value: Some(&sent_str),
         });
-        let mut record = FutureRecord::to(&args.topic)
+        let mut record = FutureRecord::to(&topic)
             .key(&id)
             .payload(&payload)
             .headers(headers);
