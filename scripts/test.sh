@@ -6,8 +6,10 @@
 #   2. a Kafka-protocol broker (tansu, in memory)       (scripts/broker.sh)
 #   3. cargo fmt --check, cargo clippy -D warnings, the release build
 #   4. cargo test --release --workspace: unit, property, doc, model and end-to-end tests
-#   5. docker-compose.yml parses (`docker-compose config`)
-#   6. cargo deny (licenses, bans, sources; advisories where the database is available)
+#   5. a short soak (scripts/soak.sh, TRIAGE_CI_SOAK_S seconds, default 150, 0 skips it) on a
+#      broker of its own, which fails unless RSS stays within ±10% and the lag stays bounded
+#   6. docker-compose.yml parses (`docker-compose config`)
+#   7. cargo deny (licenses, bans, sources; advisories where the database is available)
 #
 # Environment: TRIAGE_CACHE (default .cache/triage), TRIAGE_DATA (default ../shared/data; tests
 # that need it say loudly when it is absent), TRIAGE_BROKER (default 127.0.0.1:9092),
@@ -51,6 +53,14 @@ cargo build --release --workspace --all-targets
 
 step "tests"
 cargo test --release --workspace -- --test-threads 2
+
+SOAK_S="${TRIAGE_CI_SOAK_S:-150}"
+if [ "$SOAK_S" != 0 ]; then
+  step "short soak (${SOAK_S} s at 2,000 msg/s)"
+  # Its own broker and port, so the test broker above is left alone.
+  TRIAGE_BROKER=127.0.0.1:19492 RATE=2000 ROTATE_S=60 LOAD_LINGER_MS=100 SOAK_CHECK=1 \
+    scripts/soak.sh "$SOAK_S" "$TRIAGE_CACHE/soak-ci"
+fi
 
 if [ -f docker-compose.yml ]; then
   step "docker-compose.yml parses"

@@ -1,7 +1,12 @@
 //! Plots a soak run's CSV (`scripts/soak.sh`) as one SVG with three panels: resident memory,
 //! lag, and throughput over time; prints the RSS drift after warm-up and the largest lag.
 //!
-//! `cargo run --release -p triage-pipelines --example soak_plot -- soak.csv soak.svg [warmup_s]`
+//! `cargo run --release -p triage-pipelines --example soak_plot -- soak.csv soak.svg [warmup_s] [--check]`
+//!
+//! With `--check` it fails (exit status 1) unless the soak's goals hold after warm-up: resident
+//! memory within ±10% of the middle of its range, and the lag bounded, i.e. the largest lag of the
+//! second half of the run is at most twice that of the first half plus one second of messages
+//! (a lag that keeps growing fails; a steady one with noise passes).
 
 use std::error::Error;
 
@@ -18,9 +23,11 @@ struct Row {
 }
 
 fn main() -> Result<(), Box<dyn Error>> {
-    let args: Vec<String> = std::env::args().collect();
+    let mut args: Vec<String> = std::env::args().collect();
+    let check = args.iter().any(|a| a == "--check");
+    args.retain(|a| a != "--check");
     if args.len() < 3 {
-        return Err("usage: soak_plot SOAK.csv OUT.svg [WARMUP_SECONDS]".into());
+        return Err("usage: soak_plot SOAK.csv OUT.svg [WARMUP_SECONDS] [--check]".into());
     }
     let warmup: f64 = args.get(3).map_or(Ok(60.0), |w| w.parse())?;
     let text = std::fs::read_to_string(&args[1])?;
@@ -86,14 +93,15 @@ fn main() -> Result<(), Box<dyn Error>> {
     }
     root.present()?;
     let after: Vec<&Row> = rows.iter().filter(|r| r.t >= warmup).collect();
+    let mut drift = 0.0;
     if let (Some(min), Some(max)) = (
         after.iter().map(|r| r.rss_mib).reduce(f64::min),
         after.iter().map(|r| r.rss_mib).reduce(f64::max),
     ) {
         let mid = (min + max) / 2.0;
+        drift = 100.0 * (max - min) / 2.0 / mid;
         println!(
-            "RSS after {warmup:.0}s warm-up: {min:.1}–{max:.1} MiB (±{:.1}% around {mid:.1})",
-            100.0 * (max - min) / 2.0 / mid
+            "RSS after {warmup:.0}s warm-up: {min:.1}–{max:.1} MiB (±{drift:.1}% around {mid:.1})"
         );
     }
     let max_lag = rows.iter().map(|r| r.lag).fold(0.0f64, f64::max);
@@ -101,5 +109,27 @@ fn main() -> Result<(), Box<dyn Error>> {
     println!(
         "largest lag {max_lag:.0} messages; mean throughput after warm-up {mean_rate:.0} msg/s"
     );
+    let (first, second) = after.split_at(after.len() / 2);
+    let peak = |rows: &[&Row]| rows.iter().map(|r| r.lag).fold(0.0f64, f64::max);
+    let (lag1, lag2) = (peak(first), peak(second));
+    println!("largest lag after warm-up: first half {lag1:.0}, second half {lag2:.0}");
+    if check {
+        if after.len() < 4 {
+            return Err(format!("--check: only {} samples after warm-up", after.len()).into());
+        }
+        let mut failed = Vec::new();
+        if drift > 10.0 {
+            failed.push(format!("RSS moved ±{drift:.1}% after warm-up (goal ±10%)"));
+        }
+        if lag2 > 2.0 * lag1 + mean_rate {
+            failed.push(format!(
+                "lag grew: {lag2:.0} in the second half against {lag1:.0} in the first"
+            ));
+        }
+        if !failed.is_empty() {
+            return Err(format!("soak goals missed: {}", failed.join("; ")).into());
+        }
+        println!("soak goals met: RSS within ±10%, lag bounded");
+    }
     Ok(())
 }
