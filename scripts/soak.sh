@@ -123,6 +123,6 @@ echo "consumed ${consumed:-0} of $total messages sent" | tee "$OUT/summary.txt"
 [ "${consumed:-0}" -ge "$total" ] || { echo "soak: triage did not consume every message"; exit 1; }
 check=()
 [ "${SOAK_CHECK:-0}" = 1 ] && check=(--check)
+# (pipefail: a failed check fails the script)
 target/release/examples/soak_plot "$OUT/soak.csv" "$OUT/soak.svg" 60 "${check[@]}" | tee -a "$OUT/summary.txt"
-[ "${PIPESTATUS[0]}" = 0 ] || exit 1
 echo "wrote $OUT/soak.csv and $OUT/soak.svg"

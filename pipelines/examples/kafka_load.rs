@@ -72,8 +72,8 @@ struct Args {
     warmup_ms: u64,
     /// Send to a new topic every N messages: message n goes to `<topic>.<n / N>`, each topic
     /// created (with `--partitions`) one segment ahead. 0 (the default) sends everything to
-    /// `<topic>`. The soak uses it so that a broker which keeps every record in memory can drop
-    /// consumed segments (`tansu topic delete`); a consumer follows with a pattern subscription.
+    /// `<topic>`. The soak uses it to keep the batches per partition bounded on tansu, whose fetch
+    /// cost grows with them (docs/kafka.md); the consumer lists every segment's topic.
     #[arg(long, default_value_t = 0)]
     rotate_every: u64,
     /// Extra librdkafka producer settings, `key=value` (repeatable).

@@ -15,8 +15,8 @@ pub struct KafkaConfig {
     pub group_id: String,
     /// Topics to consume. An entry that starts with `^` is a regular expression (librdkafka's
     /// pattern subscription): topics that match are joined as they appear, at the next metadata
-    /// refresh (`topic.metadata.refresh.interval.ms`, 5 min by
-    /// default: set it lower in `[kafka.properties]` for fast-rotating topics).
+    /// refresh (`topic.metadata.refresh.interval.ms`, 5 min by default: set it lower in
+    /// `[kafka.properties]` for fast-rotating topics).
     pub input_topics: Vec<String>,
     /// Where decisions are published.
     pub output_topic: String,
