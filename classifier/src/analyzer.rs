@@ -159,52 +159,112 @@ impl fmt::Debug for Analyzer {
 /// Reusable per-thread buffers for analysis and scoring.
 #[derive(Default)]
 pub struct Scratch {
-    pub(crate) normalised: String,
-    pub(crate) tokens: Vec<Token>,
-    pub(crate) chars: Vec<u32>,
+    pub(crate) text: TextBufs,
+    /// Feature ids of the last [`Analyzer::features`] call, with repeats.
     pub(crate) features: Vec<u32>,
-    stems: FxHashMap<Box<str>, u64>,
     pub(crate) counter: Counter,
+    /// Distinct known features of a message: (table row, tf weight).
+    pub(crate) rows: Vec<(u32, f32)>,
     pub(crate) logits: Vec<f32>,
 }
 
-/// Counts repeated feature ids within one message: a small open-addressing table that stays in
-/// L1 cache and is reset by clearing only the slots it used.
+/// The analyser's own buffers: the normalised text, its tokens and the stem memo.
 #[derive(Default)]
-pub(crate) struct Counter {
-    /// (key, count) slots.
-    slots: Vec<(u32, u16)>,
-    used: Vec<u32>,
+pub(crate) struct TextBufs {
+    pub(crate) normalised: String,
+    pub(crate) tokens: Vec<Token>,
+    chars: Vec<u32>,
+    stems: FxHashMap<Box<str>, u64>,
 }
+
+/// Counts repeated feature ids within one message, keeping the distinct ids in first-seen
+/// order.
+///
+/// Nearly every feature of a chat message is distinct, so a message of up to [`SMALL`] features
+/// first asks a 4,096-bit filter (512 bytes, in L1): a clear bit proves the id new, and only a
+/// set bit (a repeat, or one chance in 16 or less of a collision) looks back through the ids
+/// seen so far. Longer messages use an open-addressing table, reset by clearing only the slots
+/// it used.
+pub(crate) struct Counter {
+    /// The distinct ids with their counts, in first-seen order.
+    items: Vec<(u32, u16)>,
+    /// Small messages: the filter bits of the ids seen.
+    seen: [u64; 64],
+    /// Large messages: slots of (id, index into `items`), `EMPTY` when free.
+    slots: Vec<(u32, u32)>,
+    /// The slots in use, to clear them.
+    used: Vec<u32>,
+    large: bool,
+}
+
+/// Messages with at most this many features use the filter.
+const SMALL: usize = 256;
 
 const EMPTY: u32 = u32::MAX;
 
+impl Default for Counter {
+    fn default() -> Self {
+        Self {
+            items: Vec::new(),
+            seen: [0; 64],
+            slots: Vec::new(),
+            used: Vec::new(),
+            large: false,
+        }
+    }
+}
+
 impl Counter {
-    /// Empties the table and makes room for `n` distinct keys at load ≤ 1/2.
+    /// Empties the counter, for a message of at most `n` feature ids.
     pub(crate) fn reset(&mut self, n: usize) {
-        let want = (2 * n).next_power_of_two().max(64);
-        if self.slots.len() < want {
-            self.slots = vec![(EMPTY, 0); want];
-        } else {
+        self.items.clear();
+        if self.large {
             for &slot in &self.used {
                 self.slots[slot as usize].0 = EMPTY;
             }
+            self.used.clear();
         }
-        self.used.clear();
+        self.large = n > SMALL;
+        if self.large {
+            // Load at most 1/2.
+            let want = (2 * n).next_power_of_two();
+            if self.slots.len() < want {
+                self.slots = vec![(EMPTY, 0); want];
+            }
+        } else {
+            self.seen = [0; 64];
+        }
     }
 
     #[inline]
     pub(crate) fn add(&mut self, key: u32) {
+        let h = key.wrapping_mul(0x9e37_79b9);
+        if !self.large {
+            let bit = (h >> 20) as usize;
+            let (word, mask) = (bit >> 6, 1u64 << (bit & 63));
+            if self.seen[word] & mask == 0 {
+                self.seen[word] |= mask;
+                self.items.push((key, 1));
+                return;
+            }
+            match self.items.iter_mut().rev().find(|item| item.0 == key) {
+                Some(item) => item.1 = item.1.saturating_add(1),
+                None => self.items.push((key, 1)),
+            }
+            return;
+        }
         let mask = self.slots.len() - 1;
-        let mut i = (key.wrapping_mul(0x9e37_79b9) >> 7) as usize & mask;
+        let mut i = (h >> 7) as usize & mask;
         loop {
-            let slot = &mut self.slots[i];
+            let slot = self.slots[i];
             if slot.0 == key {
-                slot.1 = slot.1.saturating_add(1);
+                let item = &mut self.items[slot.1 as usize];
+                item.1 = item.1.saturating_add(1);
                 return;
             }
             if slot.0 == EMPTY {
-                *slot = (key, 1);
+                self.slots[i] = (key, self.items.len() as u32);
+                self.items.push((key, 1));
                 self.used.push(i as u32);
                 return;
             }
@@ -214,7 +274,7 @@ impl Counter {
 
     /// The distinct keys with their counts, in first-seen order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, u16)> + '_ {
-        self.used.iter().map(|&slot| self.slots[slot as usize])
+        self.items.iter().copied()
     }
 }
 
@@ -274,14 +334,18 @@ impl Analyzer {
 
     /// Normalises and tokenises `text` into the scratch buffers, returning the tokens' count.
     pub fn tokenize(&self, text: &str, s: &mut Scratch) -> usize {
+        self.tokenize_into(text, &mut s.text)
+    }
+
+    pub(crate) fn tokenize_into(&self, text: &str, t: &mut TextBufs) -> usize {
         tokenize::normalise(
             text,
             self.config.lowercase,
             self.config.nfkc,
-            &mut s.normalised,
+            &mut t.normalised,
         );
-        tokenize::tokenize(&s.normalised, &mut s.tokens);
-        s.tokens.len()
+        tokenize::tokenize(&t.normalised, &mut t.tokens);
+        t.tokens.len()
     }
 
     /// The tokens of `text` as strings (for inspection and tests; the hot path never builds
@@ -289,31 +353,63 @@ impl Analyzer {
     pub fn tokens(&self, text: &str) -> Vec<String> {
         let mut s = Scratch::default();
         self.tokenize(text, &mut s);
-        s.tokens
+        let t = &s.text;
+        t.tokens
             .iter()
-            .map(|t| match t.kind {
+            .map(|tok| match tok.kind {
                 TokenKind::Url => "<url>".to_string(),
                 TokenKind::Mention => "<mention>".to_string(),
-                _ => t.text(&s.normalised).to_string(),
+                _ => tok.text(&t.normalised).to_string(),
             })
             .collect()
     }
 
     /// Analyses `text` and leaves its feature ids (with repeats) in `s.features`.
     pub fn features(&self, text: &str, s: &mut Scratch) {
-        self.tokenize(text, s);
+        self.tokenize_into(text, &mut s.text);
         s.features.clear();
+        s.features.reserve(self.max_features(&s.text));
+        let features = &mut s.features;
+        self.emit_features(&mut s.text, |f| features.push(f));
+    }
+
+    /// An upper bound on the feature ids that [`Self::emit_features`] emits for the tokens in `t`.
+    pub(crate) fn max_features(&self, t: &TextBufs) -> usize {
+        let [wmin, wmax] = self.config.word_ngrams;
+        let [cmin, cmax] = self.config.char_ngrams;
+        let words = if wmax > 0 {
+            t.tokens.len() * (wmax - wmin + 1) as usize
+        } else {
+            0
+        };
+        let chars = if cmax > 0 {
+            let span: usize = t
+                .tokens
+                .iter()
+                .map(|t| (t.end - t.start) as usize + 2)
+                .sum();
+            span * (cmax - cmin + 1) as usize
+        } else {
+            0
+        };
+        words + chars
+    }
+
+    /// Hands each feature id of the tokens in `t` (with repeats) to `sink`: all word features
+    /// first, then all character features.
+    #[inline]
+    pub(crate) fn emit_features(&self, t: &mut TextBufs, mut sink: impl FnMut(u32)) {
         let [wmin, wmax] = self.config.word_ngrams;
         if wmax > 0 {
-            self.word_features(s, wmin as usize, wmax as usize);
+            self.word_features(t, wmin as usize, wmax as usize, &mut sink);
         }
         let [cmin, cmax] = self.config.char_ngrams;
         if cmax > 0 {
-            self.char_features(s, cmin as usize, cmax as usize);
+            self.char_features(t, cmin as usize, cmax as usize, &mut sink);
         }
     }
 
-    fn token_hash(&self, tok: &Token, s: &mut Scratch) -> u64 {
+    fn token_hash(&self, tok: &Token, s: &mut TextBufs) -> u64 {
         let text = match tok.kind {
             TokenKind::Url => return hash_bytes(SEED_WORD, URL_TOKEN.as_bytes()),
             TokenKind::Mention => return hash_bytes(SEED_WORD, MENTION_TOKEN.as_bytes()),
@@ -336,14 +432,21 @@ impl Analyzer {
         }
     }
 
-    fn word_features(&self, s: &mut Scratch, nmin: usize, nmax: usize) {
+    #[inline]
+    fn word_features(
+        &self,
+        s: &mut TextBufs,
+        nmin: usize,
+        nmax: usize,
+        sink: &mut impl FnMut(u32),
+    ) {
         // The last (nmax - 1) token hashes, newest last.
         let mut prev = [0u64; 2];
         for (have, i) in (0..s.tokens.len()).enumerate() {
             let tok = s.tokens[i];
             let h = self.token_hash(&tok, s);
             if nmin <= 1 {
-                s.features.push(self.bucket(mix(h, 1)));
+                sink(self.bucket(mix(h, 1)));
             }
             // n-grams ending here: (prev[..], h)
             let mut g = h;
@@ -353,7 +456,7 @@ impl Analyzer {
                 }
                 g = mix(prev[2 - (n - 1)], g);
                 if n >= nmin {
-                    s.features.push(self.bucket(mix(g, n as u64)));
+                    sink(self.bucket(mix(g, n as u64)));
                 }
             }
             prev[0] = prev[1];
@@ -365,20 +468,23 @@ impl Analyzer {
     /// ASCII n-grams of up to 7 bytes are packed into a `u64` (their bytes plus the length), so
     /// the common case costs one multiply per n-gram; longer or non-ASCII n-grams are hashed
     /// character by character.
-    fn char_features(&self, s: &mut Scratch, nmin: usize, nmax: usize) {
+    #[inline]
+    fn char_features(
+        &self,
+        s: &mut TextBufs,
+        nmin: usize,
+        nmax: usize,
+        sink: &mut impl FnMut(u32),
+    ) {
         let off = self.char_offset;
         let shift = self.shift;
         let bucket = |h: u64| off + (h.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> shift) as u32;
-        let Scratch {
+        let TextBufs {
             normalised,
             tokens,
             chars,
-            features,
             ..
         } = s;
-        // Upper bound on what follows, so the pushes below never reallocate.
-        let span: usize = tokens.iter().map(|t| (t.end - t.start) as usize + 2).sum();
-        features.reserve(span * (nmax - nmin + 1));
         for tok in tokens.iter() {
             if matches!(tok.kind, TokenKind::Url | TokenKind::Mention) {
                 continue;
@@ -395,7 +501,7 @@ impl Analyzer {
                     let top = nmax.min(*have);
                     let mut n = nmin;
                     while n <= top {
-                        features.push(bucket((win & MASKS[n]) | ((n as u64) << 56)));
+                        sink(bucket((win & MASKS[n]) | ((n as u64) << 56)));
                         n += 1;
                     }
                 };
@@ -415,7 +521,7 @@ impl Analyzer {
                 let end = (start + nmax).min(p.len());
                 let window = &p[start..end];
                 for n in nmin..=window.len() {
-                    features.push(bucket(char_gram_hash(&window[..n])));
+                    sink(bucket(char_gram_hash(&window[..n])));
                 }
             }
         }
@@ -533,6 +639,35 @@ mod tests {
             ..cfg
         };
         assert_ne!(feats(plain.clone(), "running"), feats(plain, "run"));
+    }
+
+    proptest::proptest! {
+        /// Both ways of counting (filter for small messages, table for large) give each
+        /// distinct id once, in first-seen order, with its count; a reused counter gives what a
+        /// fresh one gives.
+        #[test]
+        fn counter_counts_in_first_seen_order(
+            before in proptest::collection::vec(0u32..600, 0..700),
+            keys in proptest::collection::vec(0u32..600, 0..700),
+        ) {
+            let mut want: Vec<(u32, u16)> = Vec::new();
+            for &k in &keys {
+                match want.iter_mut().find(|(x, _)| *x == k) {
+                    Some(w) => w.1 += 1,
+                    None => want.push((k, 1)),
+                }
+            }
+            let mut c = Counter::default();
+            c.reset(before.len());
+            for &k in &before {
+                c.add(k);
+            }
+            c.reset(keys.len());
+            for &k in &keys {
+                c.add(k);
+            }
+            proptest::prop_assert_eq!(c.iter().collect::<Vec<_>>(), want);
+        }
     }
 
     #[test]

@@ -148,16 +148,14 @@ const MAX_WEIGHT: f32 = 1e9;
 pub struct Model {
     header: ModelHeader,
     analyzer: Analyzer,
-    /// bucket -> row (or NONE)
+    /// bucket -> row; buckets the model does not know map to the all-zero row after the last.
     index: Vec<u32>,
     /// Bucket id of each row (kept to write the model back).
     buckets: Vec<u32>,
-    /// Row-major `rows × (1 + k)`: each feature's IDF followed by its `k` weights, so scoring a
-    /// feature touches one cache line.
+    /// Row-major `(rows + 1) × (1 + k)`: each feature's IDF followed by its `k` weights, so
+    /// scoring a feature touches one cache line; then one row of zeros for unknown buckets.
     table: Vec<f32>,
     intercept: Vec<f32>,
-    /// Rows below this are word features.
-    n_word: u32,
     sha256: String,
 }
 
@@ -348,11 +346,10 @@ impl Model {
         let mut model = Model {
             header,
             analyzer,
-            index,
-            buckets,
+            index: point_unknown_at_zero_row(index, buckets.len()),
             table: interleave(&idf, &weights.w, weights.k),
+            buckets,
             intercept: weights.b,
-            n_word: n_word as u32,
             sha256: String::new(),
         };
         model.header.body_bytes = model.body().len();
@@ -398,68 +395,93 @@ impl Model {
         for &b in &s.features {
             s.counter.add(b);
         }
+        // Each distinct feature's table row, looked up in a loop without branches (a feature
+        // the model does not know reads the all-zero row and adds nothing), so that the cache
+        // misses of the lookups overlap. The analyser emits word features before character
+        // features and the counter keeps first-seen order, so the word block comes first.
+        let sublinear = self.header.tfidf.sublinear_tf;
+        let char_offset = self.analyzer.char_offset();
+        let mut n_word = 0;
+        s.rows.clear();
+        for (b, t) in s.counter.iter() {
+            s.rows
+                .push((self.index[b as usize], tf_weight(t, sublinear)));
+            n_word += (b < char_offset) as usize;
+        }
+        let (word, char) = s.rows.split_at(n_word);
         out.clear();
         out.extend_from_slice(&self.intercept);
         match out.len() {
-            2 => self.score::<2>(s, out),
-            3 => self.score::<3>(s, out),
-            4 => self.score::<4>(s, out),
-            5 => self.score::<5>(s, out),
-            6 => self.score::<6>(s, out),
-            _ => self.score::<0>(s, out),
+            2 => self.score::<2>(word, char, out),
+            3 => self.score::<3>(word, char, out),
+            4 => self.score::<4>(word, char, out),
+            5 => self.score::<5>(word, char, out),
+            6 => self.score::<6>(word, char, out),
+            _ => self.score_dyn(word, char, out),
         }
         softmax(out);
     }
 
-    /// Adds the normalised TF-IDF vector times the weights to `out`, in one pass over the
-    /// message's distinct features: each block's partial score and squared norm are summed
-    /// separately and combined at the end (per-block L2 normalisation is a per-block scale).
-    /// `K` is the label count when known at compile time, 0 otherwise.
+    /// Adds the normalised TF-IDF vector times the weights to `out`: each block's partial score
+    /// and squared norm are summed separately and combined at the end (per-block L2
+    /// normalisation is a per-block scale). `K` is the label count.
     #[inline]
-    fn score<const K: usize>(&self, s: &Scratch, out: &mut [f32]) {
-        let k = if K == 0 { out.len() } else { K };
-        let stride = k + 1;
-        let sublinear = self.header.tfidf.sublinear_tf;
-        let mut norm2 = [0.0f32; 2];
-        // Partial scores: word block, then char block.
-        let mut part = [[0.0f32; 8]; 2];
-        let mut part_dyn: [Vec<f32>; 2] = if K == 0 {
-            [vec![0.0; k], vec![0.0; k]]
-        } else {
-            [Vec::new(), Vec::new()]
-        };
-        for (b, t) in s.counter.iter() {
-            let row = self.index[b as usize];
-            if row == NONE {
-                continue;
+    fn score<const K: usize>(&self, word: &[(u32, f32)], char: &[(u32, f32)], out: &mut [f32]) {
+        let block = |rows: &[(u32, f32)]| {
+            // Accumulators in registers, no dependence between rows but the sums.
+            let mut part = [0.0f32; K];
+            let mut norm2 = 0.0f32;
+            for &(row, tf) in rows {
+                let start = row as usize * (K + 1);
+                let r = &self.table[start..start + K + 1];
+                let v = tf * r[0];
+                norm2 += v * v;
+                for c in 0..K {
+                    part[c] += v * r[1 + c];
+                }
             }
-            let start = row as usize * stride;
-            let r = &self.table[start..start + stride];
-            let v = tf_weight(t, sublinear) * r[0];
-            let blk = (row >= self.n_word) as usize;
-            norm2[blk] += v * v;
-            if K == 0 {
-                for (p, &w) in part_dyn[blk].iter_mut().zip(&r[1..]) {
+            (part, self.inv_norm(norm2))
+        };
+        let (w, wi) = block(word);
+        let (ch, ci) = block(char);
+        for c in 0..K {
+            out[c] += w[c] * wi + ch[c] * ci;
+        }
+    }
+
+    /// [`Self::score`] for any label count.
+    fn score_dyn(&self, word: &[(u32, f32)], char: &[(u32, f32)], out: &mut [f32]) {
+        let k = out.len();
+        let block = |rows: &[(u32, f32)]| {
+            let mut part = vec![0.0f32; k];
+            let mut norm2 = 0.0f32;
+            for &(row, tf) in rows {
+                let start = row as usize * (k + 1);
+                let r = &self.table[start..start + k + 1];
+                let v = tf * r[0];
+                norm2 += v * v;
+                for (p, &w) in part.iter_mut().zip(&r[1..]) {
                     *p += v * w;
                 }
-            } else {
-                for c in 0..K {
-                    part[blk][c] += v * r[1 + c];
-                }
             }
-        }
-        let inv = if self.header.tfidf.l2_norm {
-            norm2.map(|n2| if n2 > 0.0 { 1.0 / n2.sqrt() } else { 0.0 })
-        } else {
-            [1.0, 1.0]
+            (part, self.inv_norm(norm2))
         };
+        let (w, wi) = block(word);
+        let (ch, ci) = block(char);
         for (c, o) in out.iter_mut().enumerate() {
-            let (w, ch) = if K == 0 {
-                (part_dyn[0][c], part_dyn[1][c])
-            } else {
-                (part[0][c], part[1][c])
-            };
-            *o += w * inv[0] + ch * inv[1];
+            *o += w[c] * wi + ch[c] * ci;
+        }
+    }
+
+    /// The factor that L2-normalises a block with squared norm `norm2` (1 without L2 norm).
+    #[inline]
+    fn inv_norm(&self, norm2: f32) -> f32 {
+        if !self.header.tfidf.l2_norm {
+            1.0
+        } else if norm2 > 0.0 {
+            1.0 / norm2.sqrt()
+        } else {
+            0.0
         }
     }
 
@@ -489,17 +511,20 @@ impl Model {
         }
     }
 
+    /// The table's feature rows, without the all-zero row at the end.
+    fn rows(&self) -> &[f32] {
+        &self.table[..self.buckets.len() * (self.header.labels.len() + 1)]
+    }
+
     fn body(&self) -> Vec<u8> {
         let k = self.header.labels.len();
         let mut body = Vec::with_capacity(4 * (self.buckets.len() + self.table.len() + k));
         for &b in &self.buckets {
             body.extend_from_slice(&b.to_le_bytes());
         }
-        let idf = self.table.iter().step_by(k + 1);
-        let weights = self
-            .table
-            .chunks_exact(k + 1)
-            .flat_map(|row| row[1..].iter());
+        let rows = self.rows();
+        let idf = rows.iter().step_by(k + 1);
+        let weights = rows.chunks_exact(k + 1).flat_map(|row| row[1..].iter());
         for &v in idf.chain(weights).chain(&self.intercept) {
             body.extend_from_slice(&v.to_le_bytes());
         }
@@ -682,10 +707,9 @@ impl Model {
             index[b as usize] = row as u32;
         }
         Ok(Model {
-            n_word: n_word as u32,
             header,
             analyzer,
-            index,
+            index: point_unknown_at_zero_row(index, buckets.len()),
             buckets,
             table: interleave(&idf, &weights, k),
             intercept,
@@ -694,14 +718,25 @@ impl Model {
     }
 }
 
-/// Builds the `[idf, w_0 .. w_k-1]` row table.
+/// Builds the `[idf, w_0 .. w_k-1]` row table, with the all-zero row at the end.
 fn interleave(idf: &[f32], weights: &[f32], k: usize) -> Vec<f32> {
-    let mut table = Vec::with_capacity(idf.len() * (k + 1));
+    let mut table = Vec::with_capacity((idf.len() + 1) * (k + 1));
     for (i, &v) in idf.iter().enumerate() {
         table.push(v);
         table.extend_from_slice(&weights[i * k..(i + 1) * k]);
     }
+    table.resize(table.len() + k + 1, 0.0);
     table
+}
+
+/// Points the buckets that have no row (`NONE`) at the all-zero row `rows`.
+fn point_unknown_at_zero_row(mut index: Vec<u32>, rows: usize) -> Vec<u32> {
+    for row in &mut index {
+        if *row == NONE {
+            *row = rows as u32;
+        }
+    }
+    index
 }
 
 /// `1 + ln(t)` for the counts below 16, which are nearly all of them.
@@ -764,9 +799,9 @@ mod tests {
     fn file_with(m: &Model, edit: impl Fn(&mut [f32], &mut [f32], &mut [f32])) -> Vec<u8> {
         let k = m.labels().len();
         let d = m.buckets.len();
-        let mut idf: Vec<f32> = m.table.iter().step_by(k + 1).copied().collect();
+        let mut idf: Vec<f32> = m.rows().iter().step_by(k + 1).copied().collect();
         let mut w: Vec<f32> = m
-            .table
+            .rows()
             .chunks_exact(k + 1)
             .flat_map(|r| r[1..].to_vec())
             .collect();
