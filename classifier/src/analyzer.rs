@@ -490,9 +490,24 @@ impl Analyzer {
                 continue;
             }
             let text = &normalised[tok.start as usize..tok.end as usize];
+            let bytes = text.as_bytes();
+            if nmin == nmax && nmin >= 2 && nmax <= 7 && bytes.len() + 2 >= nmin && text.is_ascii()
+            {
+                // One n-gram length (the default model's 4): after the first n - 1 bytes of
+                // " word ", each byte ends one n-gram: a loop with no branch but its own.
+                let (n, mask, tag) = (nmin, MASKS[nmin], (nmin as u64) << 56);
+                let (head, rest) = bytes.split_at(n - 2);
+                let mut win = head.iter().fold(b' ' as u64, |w, &c| (w << 8) | c as u64);
+                for &c in rest {
+                    win = (win << 8) | c as u64;
+                    sink(bucket((win & mask) | tag));
+                }
+                win = (win << 8) | b' ' as u64;
+                sink(bucket((win & mask) | tag));
+                continue;
+            }
             if text.is_ascii() && nmax <= 7 {
                 // Sliding window over " word ": `win` holds the last bytes, newest lowest.
-                let bytes = text.as_bytes();
                 let mut win: u64 = 0;
                 let mut have = 0usize;
                 let mut emit = |c: u8, have: &mut usize| {
@@ -642,6 +657,35 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// Character n-grams of one length (the path taken by the default model) are those of
+        /// the general definition: every n characters of each padded word, hashed by
+        /// `char_gram_hash`.
+        #[test]
+        fn single_length_char_grams_match_definition(
+            text in "[a-zA-Z0-9 '!?.é]{0,40}",
+            n in 2u8..=7,
+        ) {
+            let cfg = AnalyzerConfig {
+                word_ngrams: [0, 0],
+                char_ngrams: [n, n],
+                ..Default::default()
+            };
+            let a = Analyzer::new(cfg.clone()).unwrap();
+            let mut s = Scratch::default();
+            a.tokenize(&text, &mut s);
+            let t = &s.text;
+            let mut want = Vec::new();
+            for tok in t.tokens.iter() {
+                let mut p = vec![b' ' as u32];
+                p.extend(tok.text(&t.normalised).chars().map(u32::from));
+                p.push(b' ' as u32);
+                for w in p.windows(n as usize) {
+                    want.push(a.char_offset() + a.bucket(char_gram_hash(w)));
+                }
+            }
+            proptest::prop_assert_eq!(feats(cfg, &text), want);
+        }
+
         /// Both ways of counting (filter for small messages, table for large) give each
         /// distinct id once, in first-seen order, with its count; a reused counter gives what a
         /// fresh one gives.
