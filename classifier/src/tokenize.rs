@@ -57,18 +57,33 @@ pub fn normalise(text: &str, lowercase: bool, nfkc: bool, out: &mut String) {
         return;
     }
     // Most non-ASCII chat text (emoji, curly quotes, accented letters) is already in NFKC: the
-    // quick check says so without running the (costly) normalisation.
+    // quick check says so without running the (costly) normalisation. It looks at the non-ASCII
+    // characters only: an ASCII character is in NFKC and has combining class 0, so leaving it
+    // out can turn a "yes" into a "maybe" (then the text is normalised, to the same result),
+    // never the other way round.
     let normalised = !nfkc
-        || unicode_normalization::is_nfkc_quick(text.chars())
+        || unicode_normalization::is_nfkc_quick(text.chars().filter(|c| !c.is_ascii()))
             == unicode_normalization::IsNormalized::Yes;
     if !normalised {
         for c in text.nfkc() {
             push_char(out, c, lowercase);
         }
-    } else {
-        for c in text.chars() {
+        return;
+    }
+    // Copy ASCII runs whole, lower-case the other characters one by one, then the ASCII letters
+    // in one pass (a lower-cased character is never an upper-case ASCII letter).
+    let mut rest = text;
+    while let Some(k) = rest.bytes().position(|b| !b.is_ascii()) {
+        out.push_str(&rest[..k]);
+        let mut chars = rest[k..].chars();
+        if let Some(c) = chars.next() {
             push_char(out, c, lowercase);
         }
+        rest = chars.as_str();
+    }
+    out.push_str(rest);
+    if lowercase {
+        out.make_ascii_lowercase();
     }
 }
 
@@ -412,6 +427,23 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// Normalisation gives NFKC then lower case, char by char, whichever path it takes:
+        /// ASCII, already-NFKC text (the quick check over non-ASCII characters only), or the
+        /// full NFKC.
+        #[test]
+        fn normalise_is_nfkc_then_lowercase(
+            text in "([a-zA-Z '!]|\u{301}|\u{316}|\u{2019}|\u{212A}|\u{130}|Ａ|ﬁ|é|É|😂|\u{3000}|\u{1E9E}){0,30}",
+            lowercase: bool,
+        ) {
+            let mut got = String::new();
+            normalise(&text, lowercase, true, &mut got);
+            let mut want = String::new();
+            for c in text.nfkc() {
+                push_char(&mut want, c, lowercase);
+            }
+            proptest::prop_assert_eq!(got, want);
+        }
+
         /// The one-pass ASCII tokeniser finds exactly the tokens of the chunk-by-chunk one, on
         /// text made of the bytes that matter to either (specials, marks, apostrophes, blanks).
         #[test]
