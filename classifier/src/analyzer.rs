@@ -172,6 +172,8 @@ pub struct Scratch {
 #[derive(Default)]
 pub(crate) struct TextBufs {
     pub(crate) normalised: String,
+    /// `normalised` is all ASCII.
+    ascii: bool,
     pub(crate) tokens: Vec<Token>,
     chars: Vec<u32>,
     stems: FxHashMap<Box<str>, u64>,
@@ -304,6 +306,37 @@ fn hash_bytes(seed: u64, bytes: &[u8]) -> u64 {
     mix(h, bytes.len() as u64)
 }
 
+/// [`hash_bytes`] of `text[start..end]`, without a branch on the length of a short token: the
+/// bytes after the last full eight (and whatever follows them in `text`) are all mixed in, and
+/// the chain is read after the token's own. Falls back to [`hash_bytes`]'s loop within eight
+/// bytes of the end of `text`.
+#[inline]
+fn hash_span(seed: u64, text: &[u8], start: usize, end: usize) -> u64 {
+    let bytes = &text[start..end];
+    let mut h = seed;
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        h = mix(h, u64::from_le_bytes(c.try_into().unwrap_or_default()));
+    }
+    let rest = chunks.remainder();
+    let at = end - rest.len();
+    match text.get(at..at + 8) {
+        Some(next) => {
+            let mut chain = [h; 8];
+            for k in 0..7 {
+                chain[k + 1] = mix(chain[k], next[k] as u64);
+            }
+            h = chain[rest.len() & 7];
+        }
+        None => {
+            for &b in rest {
+                h = mix(h, b as u64);
+            }
+        }
+    }
+    mix(h, bytes.len() as u64)
+}
+
 impl Analyzer {
     /// Builds an analyser, validating the configuration.
     pub fn new(config: AnalyzerConfig) -> Result<Self> {
@@ -344,6 +377,7 @@ impl Analyzer {
             self.config.nfkc,
             &mut t.normalised,
         );
+        t.ascii = t.normalised.is_ascii();
         tokenize::tokenize(&t.normalised, &mut t.tokens);
         t.tokens.len()
     }
@@ -368,9 +402,10 @@ impl Analyzer {
     pub fn features(&self, text: &str, s: &mut Scratch) {
         self.tokenize_into(text, &mut s.text);
         s.features.clear();
-        s.features.reserve(self.max_features(&s.text));
-        let features = &mut s.features;
-        self.emit_features(&mut s.text, |f| features.push(f));
+        // Room for every feature and the 7 slots of the last short word's n-gram writes, so
+        // that no write below reallocates.
+        s.features.reserve(self.max_features(&s.text) + 7);
+        self.emit_features(&mut s.text, &mut s.features);
     }
 
     /// An upper bound on the feature ids that [`Self::emit_features`] emits for the tokens in `t`.
@@ -395,17 +430,17 @@ impl Analyzer {
         words + chars
     }
 
-    /// Hands each feature id of the tokens in `t` (with repeats) to `sink`: all word features
+    /// Appends each feature id of the tokens in `t` (with repeats) to `features`: all word features
     /// first, then all character features.
     #[inline]
-    pub(crate) fn emit_features(&self, t: &mut TextBufs, mut sink: impl FnMut(u32)) {
+    pub(crate) fn emit_features(&self, t: &mut TextBufs, features: &mut Vec<u32>) {
         let [wmin, wmax] = self.config.word_ngrams;
         if wmax > 0 {
-            self.word_features(t, wmin as usize, wmax as usize, &mut sink);
+            self.word_features(t, wmin as usize, wmax as usize, features);
         }
         let [cmin, cmax] = self.config.char_ngrams;
         if cmax > 0 {
-            self.char_features(t, cmin as usize, cmax as usize, &mut sink);
+            self.char_features(t, cmin as usize, cmax as usize, features);
         }
     }
 
@@ -428,25 +463,24 @@ impl Analyzer {
                 s.stems.insert(text.into(), h);
                 h
             }
-            _ => hash_bytes(SEED_WORD, text.as_bytes()),
+            _ => hash_span(
+                SEED_WORD,
+                s.normalised.as_bytes(),
+                tok.start as usize,
+                tok.end as usize,
+            ),
         }
     }
 
     #[inline]
-    fn word_features(
-        &self,
-        s: &mut TextBufs,
-        nmin: usize,
-        nmax: usize,
-        sink: &mut impl FnMut(u32),
-    ) {
+    fn word_features(&self, s: &mut TextBufs, nmin: usize, nmax: usize, features: &mut Vec<u32>) {
         // The last (nmax - 1) token hashes, newest last.
         let mut prev = [0u64; 2];
         for (have, i) in (0..s.tokens.len()).enumerate() {
             let tok = s.tokens[i];
             let h = self.token_hash(&tok, s);
             if nmin <= 1 {
-                sink(self.bucket(mix(h, 1)));
+                features.push(self.bucket(mix(h, 1)));
             }
             // n-grams ending here: (prev[..], h)
             let mut g = h;
@@ -456,7 +490,7 @@ impl Analyzer {
                 }
                 g = mix(prev[2 - (n - 1)], g);
                 if n >= nmin {
-                    sink(self.bucket(mix(g, n as u64)));
+                    features.push(self.bucket(mix(g, n as u64)));
                 }
             }
             prev[0] = prev[1];
@@ -469,18 +503,13 @@ impl Analyzer {
     /// the common case costs one multiply per n-gram; longer or non-ASCII n-grams are hashed
     /// character by character.
     #[inline]
-    fn char_features(
-        &self,
-        s: &mut TextBufs,
-        nmin: usize,
-        nmax: usize,
-        sink: &mut impl FnMut(u32),
-    ) {
+    fn char_features(&self, s: &mut TextBufs, nmin: usize, nmax: usize, features: &mut Vec<u32>) {
         let off = self.char_offset;
         let shift = self.shift;
         let bucket = |h: u64| off + (h.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> shift) as u32;
         let TextBufs {
             normalised,
+            ascii,
             tokens,
             chars,
             ..
@@ -491,19 +520,43 @@ impl Analyzer {
             }
             let text = &normalised[tok.start as usize..tok.end as usize];
             let bytes = text.as_bytes();
-            if nmin == nmax && nmin >= 2 && nmax <= 7 && bytes.len() + 2 >= nmin && text.is_ascii()
-            {
+            let ascii = *ascii || text.is_ascii();
+            if nmin == nmax && nmin >= 2 && nmax <= 7 && bytes.len() + 2 >= nmin && ascii {
+                let (n, mask, tag) = (nmin, MASKS[nmin], (nmin as u64) << 56);
+                let start = tok.start as usize;
+                if let (true, Some(next)) = (
+                    bytes.len() <= 6,
+                    normalised.as_bytes().get(start..start + 8),
+                ) {
+                    // A word of up to 6 bytes: " word " fits a u64 (first byte highest), and
+                    // its `count` n-grams are its windows from the left. All 7 windows are
+                    // hashed and written, and the vector cut back to the real ones: no branch
+                    // on the word's length.
+                    let l = bytes.len();
+                    let word =
+                        u64::from_be_bytes(next.try_into().unwrap_or_default()) >> (64 - 8 * l);
+                    let padded = (0x20u64 << (8 * (l + 1))) | (word << 8) | 0x20;
+                    let count = l + 3 - n;
+                    let mut grams = [0u32; 7];
+                    for (g, slot) in grams.iter_mut().enumerate() {
+                        let shift = 8 * (count.wrapping_sub(1 + g) & 7);
+                        *slot = bucket(((padded >> shift) & mask) | tag);
+                    }
+                    let len = features.len();
+                    features.extend_from_slice(&grams);
+                    features.truncate(len + count);
+                    continue;
+                }
                 // One n-gram length (the default model's 4): after the first n - 1 bytes of
                 // " word ", each byte ends one n-gram: a loop with no branch but its own.
-                let (n, mask, tag) = (nmin, MASKS[nmin], (nmin as u64) << 56);
                 let (head, rest) = bytes.split_at(n - 2);
                 let mut win = head.iter().fold(b' ' as u64, |w, &c| (w << 8) | c as u64);
                 for &c in rest {
                     win = (win << 8) | c as u64;
-                    sink(bucket((win & mask) | tag));
+                    features.push(bucket((win & mask) | tag));
                 }
                 win = (win << 8) | b' ' as u64;
-                sink(bucket((win & mask) | tag));
+                features.push(bucket((win & mask) | tag));
                 continue;
             }
             if text.is_ascii() && nmax <= 7 {
@@ -516,7 +569,7 @@ impl Analyzer {
                     let top = nmax.min(*have);
                     let mut n = nmin;
                     while n <= top {
-                        sink(bucket((win & MASKS[n]) | ((n as u64) << 56)));
+                        features.push(bucket((win & MASKS[n]) | ((n as u64) << 56)));
                         n += 1;
                     }
                 };
@@ -536,7 +589,7 @@ impl Analyzer {
                 let end = (start + nmax).min(p.len());
                 let window = &p[start..end];
                 for n in nmin..=window.len() {
-                    sink(bucket(char_gram_hash(&window[..n])));
+                    features.push(bucket(char_gram_hash(&window[..n])));
                 }
             }
         }
@@ -657,6 +710,21 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// The word hash without a length branch is the plain one, for every span of the text,
+        /// near its end or not.
+        #[test]
+        fn hash_span_is_hash_bytes(
+            text in proptest::collection::vec(proptest::num::u8::ANY, 0..40),
+            a in 0usize..40,
+            b in 0usize..40,
+        ) {
+            let (start, end) = (a.min(b).min(text.len()), a.max(b).min(text.len()));
+            proptest::prop_assert_eq!(
+                hash_span(SEED_WORD, &text, start, end),
+                hash_bytes(SEED_WORD, &text[start..end])
+            );
+        }
+
         /// Character n-grams of one length (the path taken by the default model) are those of
         /// the general definition: every n characters of each padded word, hashed by
         /// `char_gram_hash`.
