@@ -424,53 +424,54 @@ impl Model {
 
     /// Adds the normalised TF-IDF vector times the weights to `out`: each block's partial score
     /// and squared norm are summed separately and combined at the end (per-block L2
-    /// normalisation is a per-block scale). `K` is the label count.
+    /// normalisation is a per-block scale). `K` is the label count, known at compile time so
+    /// that the accumulators stay in registers.
     #[inline]
     fn score<const K: usize>(&self, word: &[(u32, f32)], char: &[(u32, f32)], out: &mut [f32]) {
-        let block = |rows: &[(u32, f32)]| {
-            // Accumulators in registers, no dependence between rows but the sums.
-            let mut part = [0.0f32; K];
-            let mut norm2 = 0.0f32;
-            for &(row, tf) in rows {
-                let start = row as usize * (K + 1);
-                let r = &self.table[start..start + K + 1];
-                let v = tf * r[0];
-                norm2 += v * v;
-                for c in 0..K {
-                    part[c] += v * r[1 + c];
-                }
-            }
-            (part, self.inv_norm(norm2))
-        };
-        let (w, wi) = block(word);
-        let (ch, ci) = block(char);
-        for c in 0..K {
-            out[c] += w[c] * wi + ch[c] * ci;
-        }
+        let (mut w, mut ch) = ([0.0f32; K], [0.0f32; K]);
+        self.combine(word, char, &mut w, &mut ch, out);
     }
 
     /// [`Self::score`] for any label count.
     fn score_dyn(&self, word: &[(u32, f32)], char: &[(u32, f32)], out: &mut [f32]) {
-        let k = out.len();
-        let block = |rows: &[(u32, f32)]| {
-            let mut part = vec![0.0f32; k];
-            let mut norm2 = 0.0f32;
-            for &(row, tf) in rows {
-                let start = row as usize * (k + 1);
-                let r = &self.table[start..start + k + 1];
-                let v = tf * r[0];
-                norm2 += v * v;
-                for (p, &w) in part.iter_mut().zip(&r[1..]) {
-                    *p += v * w;
-                }
-            }
-            (part, self.inv_norm(norm2))
-        };
-        let (w, wi) = block(word);
-        let (ch, ci) = block(char);
-        for (c, o) in out.iter_mut().enumerate() {
-            *o += w[c] * wi + ch[c] * ci;
+        let (mut w, mut ch) = (vec![0.0f32; out.len()], vec![0.0f32; out.len()]);
+        self.combine(word, char, &mut w, &mut ch, out);
+    }
+
+    /// Scores both blocks into `w` and `ch` (zeroed, one slot per label) and adds their
+    /// normalised sum to `out`.
+    #[inline(always)]
+    fn combine(
+        &self,
+        word: &[(u32, f32)],
+        char: &[(u32, f32)],
+        w: &mut [f32],
+        ch: &mut [f32],
+        out: &mut [f32],
+    ) {
+        let wi = self.block(word, w);
+        let ci = self.block(char, ch);
+        for ((o, &w), &ch) in out.iter_mut().zip(w.iter()).zip(ch.iter()) {
+            *o += w * wi + ch * ci;
         }
+    }
+
+    /// Adds each row's TF-IDF value times its weights to `part` (one slot per label); returns
+    /// the block's L2 normalisation factor.
+    #[inline(always)]
+    fn block(&self, rows: &[(u32, f32)], part: &mut [f32]) -> f32 {
+        let stride = part.len() + 1;
+        let mut norm2 = 0.0f32;
+        for &(row, tf) in rows {
+            let start = row as usize * stride;
+            let r = &self.table[start..start + stride];
+            let v = tf * r[0];
+            norm2 += v * v;
+            for (p, &wt) in part.iter_mut().zip(&r[1..]) {
+                *p += v * wt;
+            }
+        }
+        self.inv_norm(norm2)
     }
 
     /// The factor that L2-normalises a block with squared norm `norm2` (1 without L2 norm).
