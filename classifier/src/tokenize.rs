@@ -109,7 +109,7 @@ const EMOTICONS: &[&str] = &[
 pub fn tokenize(text: &str, out: &mut Vec<Token>) {
     out.clear();
     if text.is_ascii() {
-        ascii_text(text, out);
+        ascii_text(text, 0, out);
         return;
     }
     let bytes = text.as_bytes();
@@ -126,7 +126,7 @@ pub fn tokenize(text: &str, out: &mut Vec<Token>) {
         }
         let chunk = &text[start..i];
         if chunk.is_ascii() {
-            ascii_chunk(chunk, start, out);
+            ascii_text(chunk, start, out);
         } else {
             // Non-ASCII white space (e.g. U+3000) also separates chunks.
             let mut offset = start;
@@ -206,10 +206,11 @@ fn is_word_byte(b: u8) -> bool {
     WORD_BYTE[b as usize]
 }
 
-/// Tokenises all-ASCII text in one pass over its bytes: the same tokens as splitting it into
-/// chunks at white space and calling [`ascii_chunk`] on each, but each token costs one
-/// hard-to-predict branch (where it ends) instead of several.
-fn ascii_text(text: &str, out: &mut Vec<Token>) {
+/// Tokenises all-ASCII text (a whole message, or one chunk of a message that is not all ASCII,
+/// starting at byte `base` of it) in one pass over its bytes: the same tokens as splitting it at
+/// white space and reading each chunk alone, but each token costs one hard-to-predict branch
+/// (where it ends) instead of several.
+fn ascii_text(text: &str, base: usize, out: &mut Vec<Token>) {
     let b = text.as_bytes();
     let n = b.len();
     let mut i = 0;
@@ -224,7 +225,7 @@ fn ascii_text(text: &str, out: &mut Vec<Token>) {
                     .iter()
                     .position(u8::is_ascii_whitespace)
                     .map_or(n, |p| i + p);
-                if special_chunk(&text[i..end], i, out) {
+                if special_chunk(&text[i..end], base + i, out) {
                     i = end;
                     continue;
                 }
@@ -236,14 +237,14 @@ fn ascii_text(text: &str, out: &mut Vec<Token>) {
             while i + 1 < n && b[i] == b'\'' && is_word_byte(b[i + 1]) {
                 i = word_end(b, i + 2);
             }
-            push(out, s, i, TokenKind::Word);
+            push(out, base + s, base + i, TokenKind::Word);
         } else if c == b'!' || c == b'?' {
             let s = i;
             while i < n && b[i] == c {
                 i += 1;
             }
             // A run of the same mark is one token of one mark.
-            push(out, s, s + 1, TokenKind::Symbol);
+            push(out, base + s, base + s + 1, TokenKind::Symbol);
         } else {
             chunk_start = c.is_ascii_whitespace();
             i += 1;
@@ -270,40 +271,6 @@ fn word_end(b: &[u8], mut i: usize) -> usize {
         i += 1;
     }
     i
-}
-
-fn ascii_chunk(chunk: &str, base: usize, out: &mut Vec<Token>) {
-    if special_chunk(chunk, base, out) {
-        return;
-    }
-    let b = chunk.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        let c = b[i];
-        if is_word_byte(c) {
-            let s = i;
-            i += 1;
-            while i < b.len() {
-                if is_word_byte(b[i]) {
-                    i += 1;
-                } else if b[i] == b'\'' && i + 1 < b.len() && is_word_byte(b[i + 1]) {
-                    i += 2;
-                } else {
-                    break;
-                }
-            }
-            push(out, base + s, base + i, TokenKind::Word);
-        } else if c == b'!' || c == b'?' {
-            let s = i;
-            while i < b.len() && b[i] == c {
-                i += 1;
-            }
-            // A run of the same mark is one token of one mark.
-            push(out, base + s, base + s + 1, TokenKind::Symbol);
-        } else {
-            i += 1;
-        }
-    }
 }
 
 fn unicode_chunk(chunk: &str, base: usize, out: &mut Vec<Token>) {
@@ -413,13 +380,48 @@ mod tests {
         assert_eq!(words("ＨＥＬＬＯ ﬁne"), ["hello", "fine"]);
     }
 
-    /// The tokens of ASCII text the plain way: white-space chunks, each through `ascii_chunk`.
+    /// The reference for [`ascii_text`]: one white-space chunk, byte by byte.
+    fn ascii_chunk_bytewise(chunk: &str, base: usize, out: &mut Vec<Token>) {
+        if special_chunk(chunk, base, out) {
+            return;
+        }
+        let b = chunk.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            let c = b[i];
+            if is_word_byte(c) {
+                let s = i;
+                i += 1;
+                while i < b.len() {
+                    if is_word_byte(b[i]) {
+                        i += 1;
+                    } else if b[i] == b'\'' && i + 1 < b.len() && is_word_byte(b[i + 1]) {
+                        i += 2;
+                    } else {
+                        break;
+                    }
+                }
+                push(out, base + s, base + i, TokenKind::Word);
+            } else if c == b'!' || c == b'?' {
+                let s = i;
+                while i < b.len() && b[i] == c {
+                    i += 1;
+                }
+                // A run of the same mark is one token of one mark.
+                push(out, base + s, base + s + 1, TokenKind::Symbol);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// The tokens of ASCII text the plain way: white-space chunks, each read byte by byte.
     fn chunked(text: &str) -> Vec<Token> {
         let mut out = Vec::new();
         let mut i = 0;
         for chunk in text.split(|c: char| c.is_ascii_whitespace()) {
             if !chunk.is_empty() {
-                ascii_chunk(chunk, i, &mut out);
+                ascii_chunk_bytewise(chunk, i, &mut out);
             }
             i += chunk.len() + 1;
         }
@@ -453,6 +455,21 @@ mod tests {
             let mut fast = Vec::new();
             tokenize(&text, &mut fast);
             proptest::prop_assert_eq!(fast, chunked(&text));
+        }
+
+        /// In text that is not all ASCII, the ASCII chunks get the same tokens, at their place.
+        #[test]
+        fn ascii_chunks_of_mixed_text_match(
+            text in "([a-z0-9_'!?@:;<^()/.\\-]|http://|https://|www\\.|xd|d:| |\t|\n|\r|\x0b|\x0c){0,60}"
+        ) {
+            let mut mixed = Vec::new();
+            tokenize(&format!("日 {text}"), &mut mixed);
+            // "日 " is 4 bytes and one token.
+            let shifted: Vec<Token> = chunked(&text)
+                .into_iter()
+                .map(|t| Token { start: t.start + 4, end: t.end + 4, kind: t.kind })
+                .collect();
+            proptest::prop_assert_eq!(&mixed[1..], &shifted[..]);
         }
     }
 
