@@ -367,10 +367,7 @@ impl Analyzer {
 
     /// Normalises and tokenises `text` into the scratch buffers, returning the tokens' count.
     pub fn tokenize(&self, text: &str, s: &mut Scratch) -> usize {
-        self.tokenize_into(text, &mut s.text)
-    }
-
-    pub(crate) fn tokenize_into(&self, text: &str, t: &mut TextBufs) -> usize {
+        let t = &mut s.text;
         tokenize::normalise(
             text,
             self.config.lowercase,
@@ -398,18 +395,26 @@ impl Analyzer {
             .collect()
     }
 
-    /// Analyses `text` and leaves its feature ids (with repeats) in `s.features`.
+    /// Analyses `text` and leaves its feature ids (with repeats) in `s.features`: all word
+    /// features first, then all character features.
     pub fn features(&self, text: &str, s: &mut Scratch) {
-        self.tokenize_into(text, &mut s.text);
+        self.tokenize(text, s);
         s.features.clear();
         // Room for every feature and the 7 slots of the last short word's n-gram writes, so
         // that no write below reallocates.
         s.features.reserve(self.max_features(&s.text) + 7);
-        self.emit_features(&mut s.text, &mut s.features);
+        let [wmin, wmax] = self.config.word_ngrams;
+        if wmax > 0 {
+            self.word_features(&mut s.text, wmin as usize, wmax as usize, &mut s.features);
+        }
+        let [cmin, cmax] = self.config.char_ngrams;
+        if cmax > 0 {
+            self.char_features(&mut s.text, cmin as usize, cmax as usize, &mut s.features);
+        }
     }
 
-    /// An upper bound on the feature ids that [`Self::emit_features`] emits for the tokens in `t`.
-    pub(crate) fn max_features(&self, t: &TextBufs) -> usize {
+    /// An upper bound on the feature ids of the tokens in `t`.
+    fn max_features(&self, t: &TextBufs) -> usize {
         let [wmin, wmax] = self.config.word_ngrams;
         let [cmin, cmax] = self.config.char_ngrams;
         let words = if wmax > 0 {
@@ -428,20 +433,6 @@ impl Analyzer {
             0
         };
         words + chars
-    }
-
-    /// Appends each feature id of the tokens in `t` (with repeats) to `features`: all word features
-    /// first, then all character features.
-    #[inline]
-    pub(crate) fn emit_features(&self, t: &mut TextBufs, features: &mut Vec<u32>) {
-        let [wmin, wmax] = self.config.word_ngrams;
-        if wmax > 0 {
-            self.word_features(t, wmin as usize, wmax as usize, features);
-        }
-        let [cmin, cmax] = self.config.char_ngrams;
-        if cmax > 0 {
-            self.char_features(t, cmin as usize, cmax as usize, features);
-        }
     }
 
     fn token_hash(&self, tok: &Token, s: &mut TextBufs) -> u64 {
@@ -524,10 +515,9 @@ impl Analyzer {
             if nmin == nmax && nmin >= 2 && nmax <= 7 && bytes.len() + 2 >= nmin && ascii {
                 let (n, mask, tag) = (nmin, MASKS[nmin], (nmin as u64) << 56);
                 let start = tok.start as usize;
-                if let (true, Some(next)) = (
-                    bytes.len() <= 6,
-                    normalised.as_bytes().get(start..start + 8),
-                ) {
+                if bytes.len() <= 6
+                    && let Some(next) = normalised.as_bytes().get(start..start + 8)
+                {
                     // A word of up to 6 bytes: " word " fits a u64 (first byte highest), and
                     // its `count` n-grams are its windows from the left. All 7 windows are
                     // hashed and written, and the vector cut back to the real ones: no branch
@@ -559,7 +549,7 @@ impl Analyzer {
                 features.push(bucket((win & mask) | tag));
                 continue;
             }
-            if text.is_ascii() && nmax <= 7 {
+            if ascii && nmax <= 7 {
                 // Sliding window over " word ": `win` holds the last bytes, newest lowest.
                 let mut win: u64 = 0;
                 let mut have = 0usize;

@@ -519,11 +519,11 @@ impl Model {
 
     fn body(&self) -> Vec<u8> {
         let k = self.header.labels.len();
-        let mut body = Vec::with_capacity(4 * (self.buckets.len() + self.table.len() + k));
+        let rows = self.rows();
+        let mut body = Vec::with_capacity(4 * (self.buckets.len() + rows.len() + k));
         for &b in &self.buckets {
             body.extend_from_slice(&b.to_le_bytes());
         }
-        let rows = self.rows();
         let idf = rows.iter().step_by(k + 1);
         let weights = rows.chunks_exact(k + 1).flat_map(|row| row[1..].iter());
         for &v in idf.chain(weights).chain(&self.intercept) {
