@@ -89,6 +89,10 @@ for _ in $(seq 1 100); do curl -fs "http://$METRICS/health" >/dev/null 2>&1 && b
 target/release/examples/kafka_load "${load_topic[@]}" --count "$total" --rate "$RATE" --data "$DATA" \
   -X "linger.ms=$LOAD_LINGER_MS" >"$OUT/load.log" 2>&1 &
 PIDS+=("$!")
+# Messages triage has consumed so far (empty if /metrics does not answer).
+consumed_now() {
+  curl -fs "http://$METRICS/metrics" | awk '/^triage_consumed_total/ {print $2}'
+}
 start=$(date +%s.%N)
 BROKER_PID=$(scripts/broker.sh status | sed -n 's/.*pid \([0-9]*\).*/\1/p')
 echo "t_s,rss_kb,lag,msgs_per_s,broker_rss_kb" >"$OUT/soak.csv"
@@ -98,7 +102,7 @@ while :; do
   now=$(date +%s.%N)
   t=$(echo "$now - $start" | bc)
   rss=$(awk '/VmRSS/ {print $2}' "/proc/$TRIAGE/status")
-  consumed=$(curl -fs "http://$METRICS/metrics" | awk '/^triage_consumed_total/ {print $2}')
+  consumed=$(consumed_now)
   consumed=${consumed:-0}
   produced=$(echo "r = $RATE * $t; if (r > $total) r = $total; r" | bc)
   lag=$(echo "$produced - $consumed" | bc | sed 's/\..*//')
@@ -112,7 +116,7 @@ done
 # Every message sent must be consumed before the stop.
 consumed=0
 for _ in $(seq 1 120); do
-  consumed=$(curl -fs "http://$METRICS/metrics" | awk '/^triage_consumed_total/ {print $2}')
+  consumed=$(consumed_now)
   consumed=${consumed%.*}
   [ "${consumed:-0}" -ge "$total" ] && break
   sleep 1
