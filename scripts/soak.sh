@@ -37,7 +37,11 @@ METRICS="127.0.0.1:19899"
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 DATA="${TRIAGE_DATA:-../shared/data}/goemotions_sentiment4/test.jsonl"
-[ -f "$DATA" ] || DATA=examples/messages.jsonl
+if [ ! -f "$DATA" ]; then
+  # A user's clone has no ../shared: the sample log's texts (kafka_load skips its malformed lines).
+  echo "soak: $DATA not found; texts from examples/messages.jsonl instead"
+  DATA=examples/messages.jsonl
+fi
 
 cargo build --release -q -p triage-pipelines --bin triage --example kafka_load --example soak_plot
 scripts/broker.sh start
@@ -88,7 +92,22 @@ PIDS+=("$TRIAGE")
 for _ in $(seq 1 100); do curl -fs "http://$METRICS/health" >/dev/null 2>&1 && break; sleep 0.2; done
 target/release/examples/kafka_load "${load_topic[@]}" --count "$total" --rate "$RATE" --data "$DATA" \
   -X "linger.ms=$LOAD_LINGER_MS" >"$OUT/load.log" 2>&1 &
-PIDS+=("$!")
+LOAD=$!
+PIDS+=("$LOAD")
+LOAD_DONE=0
+# Fails the soak at once when the load generator has exited with an error (a soak whose load
+# died would otherwise only notice at the end, after waiting for messages never sent).
+check_load() {
+  [ "$LOAD_DONE" = 1 ] && return 0
+  kill -0 "$LOAD" 2>/dev/null && return 0
+  if wait "$LOAD"; then
+    LOAD_DONE=1
+  else
+    echo "soak: the load generator failed; its log ($OUT/load.log):"
+    tail -n 20 "$OUT/load.log"
+    exit 1
+  fi
+}
 # Messages triage has consumed so far (empty if /metrics does not answer).
 consumed_now() {
   curl -fs "http://$METRICS/metrics" | awk '/^triage_consumed_total/ {print $2}'
@@ -111,9 +130,17 @@ while :; do
   brss=$(awk '/VmRSS/ {print $2}' "/proc/$BROKER_PID/status" 2>/dev/null || echo 0)
   printf '%.0f,%s,%s,%s,%s\n' "$t" "$rss" "${lag#-}" "$rate" "${brss:-0}" >>"$OUT/soak.csv"
   printf 't=%4.0fs rss=%6s kB lag=%8s rate=%6s msg/s broker rss=%8s kB\n' "$t" "$rss" "$lag" "$rate" "${brss:-0}"
+  check_load
   if [ "$(echo "$t >= $DURATION" | bc)" = 1 ]; then break; fi
 done
-# Every message sent must be consumed before the stop.
+# The load must have finished cleanly, and every message sent must be consumed before the stop.
+for _ in $(seq 1 120); do
+  check_load
+  [ "$LOAD_DONE" = 1 ] && break
+  sleep 1
+done
+[ "$LOAD_DONE" = 1 ] || { echo "soak: the load generator is still sending 120 s after the end"; exit 1; }
+grep -h 'kafka_load:' "$OUT/load.log" | tail -n 3 || true
 consumed=0
 for _ in $(seq 1 120); do
   consumed=$(consumed_now)

@@ -1,7 +1,8 @@
 //! Load generator for the Kafka benchmarks: produces N JSON messages
 //! `{"id":"m-<n>","text":"...","sent_us":<unix µs>}` to a topic.
 //!
-//! Texts are drawn round-robin from a JSONL file (one `{"text": ...}` object per line). The send
+//! Texts are drawn round-robin from a JSONL file (one `{"text": ...}` object per line; other lines
+//! are skipped and counted, so a message log with malformed lines drives it too). The send
 //! time is embedded twice, so that `kafka_latency` can compute end-to-end latency whatever the
 //! stage in between keeps: as the `sent_us` header (ASCII decimal µs since the Unix epoch) and, unless
 //! `--no-json-ts`, as the `sent_us` JSON field. The record key is the message id.
@@ -94,6 +95,9 @@ fn now_us() -> u64 {
         .as_micros() as u64
 }
 
+/// The texts of a JSONL file's `{"text": ...}` lines. Lines that are not JSON objects with a
+/// string `text` (a message log's deliberately malformed lines, say) are skipped and counted, so
+/// that any log can drive the load; the first few are named on stderr.
 fn load_texts(path: &PathBuf) -> Result<Vec<String>, Box<dyn std::error::Error>> {
     let raw = std::fs::read_to_string(path).map_err(|e| {
         format!(
@@ -102,15 +106,34 @@ fn load_texts(path: &PathBuf) -> Result<Vec<String>, Box<dyn std::error::Error>>
         )
     })?;
     let mut texts = Vec::new();
+    let mut skipped = 0usize;
     for (i, line) in raw.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        let v: serde_json::Value = serde_json::from_str(line)
-            .map_err(|e| format!("{}:{}: not JSON: {e}", path.display(), i + 1))?;
-        if let Some(t) = v.get("text").and_then(|t| t.as_str()) {
-            texts.push(t.to_owned());
+        let text = match serde_json::from_str::<serde_json::Value>(line) {
+            Ok(v) => match v.get("text").and_then(|t| t.as_str()) {
+                Some(t) if !t.trim().is_empty() => Ok(t.to_owned()),
+                _ => Err("no non-empty string \"text\" field".to_string()),
+            },
+            Err(e) => Err(format!("not JSON: {e}")),
+        };
+        match text {
+            Ok(t) => texts.push(t),
+            Err(why) => {
+                skipped += 1;
+                if skipped <= 5 {
+                    eprintln!("kafka_load: skipping {}:{}: {why}", path.display(), i + 1);
+                }
+            }
         }
+    }
+    if skipped > 0 {
+        eprintln!(
+            "kafka_load: {} usable texts from {}, {skipped} malformed line(s) skipped",
+            texts.len(),
+            path.display()
+        );
     }
     if texts.is_empty() {
         return Err(format!("{} holds no {{\"text\": ...}} lines", path.display()).into());
