@@ -12,8 +12,9 @@
 #   7. cargo deny (licenses, bans, sources; advisories where the database is available)
 #
 # Environment: TRIAGE_CACHE (default .cache/triage), TRIAGE_DATA (default ../shared/data; tests
-# that need it say loudly when it is absent), TRIAGE_BROKER (default 127.0.0.1:9092),
-# TRIAGE_SKIP_LINT=1 to skip fmt/clippy.
+# that need it are reported "ignored" when it is absent, and the last lines of the output list
+# them with the reason), TRIAGE_BROKER (default 127.0.0.1:9092), TRIAGE_SKIP_LINT=1 to skip
+# fmt/clippy, TRIAGE_SKIP_LOG (default $TRIAGE_CACHE/skipped-tests.txt: the skips' list).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT="$PWD"
@@ -21,8 +22,22 @@ export TRIAGE_CACHE="${TRIAGE_CACHE:-$ROOT/.cache/triage}"
 export TRIAGE_DATA="${TRIAGE_DATA:-$ROOT/../shared/data}"
 export TRIAGE_BROKER="${TRIAGE_BROKER:-127.0.0.1:9092}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# Tests that cannot run (no labelled data) write "<test>: <reason>" here; listed at the end.
+export TRIAGE_SKIP_LOG="${TRIAGE_SKIP_LOG:-$TRIAGE_CACHE/skipped-tests.txt}"
+mkdir -p "$(dirname "$TRIAGE_SKIP_LOG")"
+: >"$TRIAGE_SKIP_LOG"
 
 step() { printf '\n=== %s (%s)\n' "$*" "$(date +%H:%M:%S)"; }
+
+# What did not run, and why: printed last, whether the suite passed or failed.
+skipped_summary() {
+  if [ -s "$TRIAGE_SKIP_LOG" ]; then
+    printf '\n=== NOT RUN (%s test(s); they are reported "ignored" above):\n' "$(sort -u "$TRIAGE_SKIP_LOG" | wc -l)"
+    sort -u "$TRIAGE_SKIP_LOG" | sed 's/^/  - /'
+  else
+    printf '\n=== every test ran (none skipped for lack of data)\n'
+  fi
+}
 
 step "ONNX Runtime and models"
 scripts/install-models.sh
@@ -39,7 +54,7 @@ fi
 
 step "Kafka-protocol broker at $TRIAGE_BROKER"
 scripts/broker.sh start
-trap 'scripts/broker.sh stop || true' EXIT
+trap 'scripts/broker.sh stop || true; skipped_summary' EXIT
 
 if [ "${TRIAGE_SKIP_LINT:-0}" != 1 ]; then
   step "cargo fmt --check"

@@ -45,26 +45,53 @@ pub fn triage_bin() -> PathBuf {
     p
 }
 
-/// The labelled data sets (`TRIAGE_DATA`, default `../shared/data` beside the workspace), or
-/// `None` after saying loudly why tests that need them did not run.
-pub fn data_dir(test: &str) -> Option<PathBuf> {
-    // Relative paths are relative to the workspace root, as in scripts/test.sh.
-    let dir = workspace().join(
+/// The labelled data sets: `TRIAGE_DATA` (relative paths are relative to the workspace root, as
+/// in scripts/test.sh), default `../shared/data` beside the workspace.
+pub fn data_root() -> PathBuf {
+    workspace().join(
         std::env::var_os("TRIAGE_DATA")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("../shared/data")),
+    )
+}
+
+/// The labelled data sets' root when every file in `needs` (paths relative to it) is there, or
+/// why a test that needs them cannot run (the reason of its skip).
+pub fn data_dir(needs: &[&str]) -> Result<PathBuf, String> {
+    let dir = data_root();
+    match needs.iter().find(|f| !dir.join(f).is_file()) {
+        None => Ok(dir),
+        Some(missing) => Err(format!(
+            "{} not found (set TRIAGE_DATA to the labelled data sets)",
+            dir.join(missing).display()
+        )),
+    }
+}
+
+/// Records that `test` did not run, and why, where a reader of the test command's output sees
+/// it: on stdout, which a test harness of our own (`harness = false`) does not capture, and as a
+/// line `<test>: <reason>` in the file `$TRIAGE_SKIP_LOG`, which `scripts/test.sh` lists in its
+/// final summary. A test that calls this must also not report `ok`: see
+/// `tests/tests/accuracy.rs`, which marks such tests `ignored`.
+pub fn record_skip(test: &str, reason: &str) {
+    println!(
+        "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
+         !!! SKIPPED {test}: {reason}\n\
+         !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
     );
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
-             !!! SKIPPED {test}: data directory {} not found.\n\
-             !!! Set TRIAGE_DATA to the labelled data sets to run it.\n\
-             !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n",
-            dir.display()
-        );
-        None
+    if let Some(log) = std::env::var_os("TRIAGE_SKIP_LOG") {
+        let line = format!("{test}: {reason}\n");
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+        if let Err(e) = written {
+            panic!(
+                "cannot record the skip of {test} in {}: {e}",
+                Path::new(&log).display()
+            );
+        }
     }
 }
 

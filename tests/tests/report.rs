@@ -137,11 +137,9 @@ fn eval_report_renders() {
 fn render_in_browser(report_dir: &Path, png: &Path) {
     if !on_path("chromium") {
         if std::env::var("TRIAGE_SKIP_BROWSER").as_deref() == Ok("1") {
-            eprintln!(
-                "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
-                 !!! SKIPPED rendering report.html in a browser: chromium is not on PATH\n\
-                 !!! and TRIAGE_SKIP_BROWSER=1. The report's files were checked.\n\
-                 !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
+            triage_tests::record_skip(
+                "report_renders_in_a_browser",
+                "chromium is not on PATH and TRIAGE_SKIP_BROWSER=1 (the report's files were checked)",
             );
             return;
         }
