@@ -29,7 +29,7 @@ RUN python3 -m pip install --no-cache-dir --no-deps --only-binary=:all: \
 WORKDIR /src
 COPY . .
 # models/: keep the model files, drop the Rust crate that lives beside them.
-RUN cargo build --release --locked -p triage-pipelines \
+RUN cargo build --release --locked -p triage \
  && cp target/release/triage /out/triage \
  && mkdir -p /out/models \
  && cp -r models/. /out/models/ \

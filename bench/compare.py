@@ -158,7 +158,7 @@ def run_fasttext(dataset, workdir, train, test):
 def triage_available(binary):
     """None when usable, else the reason it is not."""
     if not Path(binary).is_file():
-        return f"{binary} not found (cargo build --release -p triage-pipelines)"
+        return f"{binary} not found (cargo build --release -p triage)"
     try:
         out = subprocess.run([binary, "--help"], capture_output=True, text=True, timeout=30)
     except OSError as e:

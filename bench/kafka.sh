@@ -36,7 +36,7 @@
 #                        goemotions_sentiment4/test.jsonl, else examples/messages.jsonl
 #   BENCH_KAFKA_BROKER   where the benchmark's own tansu listens (default 127.0.0.1:19392); the
 #                        script refuses to run if a broker already runs there, and stops its own
-#   BENCH_SKIP_BUILD=1   skip `cargo build --release -p triage-pipelines --bins --examples`
+#   BENCH_SKIP_BUILD=1   skip `cargo build --release -p triage --bins --examples`
 #   TRIAGE_CACHE         as for scripts/broker.sh
 set -euo pipefail
 
@@ -83,12 +83,12 @@ if [[ ! -f "$TEXTS" ]]; then
 fi
 
 if [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then
-    cargo build --release -p triage-pipelines --bins --examples
+    cargo build --release -p triage --bins --examples
 fi
 E="$ROOT/target/release/examples"
 TRIAGE="$ROOT/target/release/triage"
 for b in "$E/kafka_load" "$E/kafka_passthrough" "$E/kafka_latency" "$TRIAGE"; do
-    [[ -x "$b" ]] || die "$b is missing: cargo build --release -p triage-pipelines --bins --examples"
+    [[ -x "$b" ]] || die "$b is missing: cargo build --release -p triage --bins --examples"
 done
 
 export TRIAGE_BROKER="${BENCH_KAFKA_BROKER:-127.0.0.1:19392}"

@@ -22,7 +22,7 @@ fi
 
 # 2. triage itself.
 if [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then
-    cargo build --release -p triage-pipelines
+    cargo build --release -p triage
 fi
 
 # 3. One core, one BLAS/OpenMP thread for every process (children inherit the affinity).

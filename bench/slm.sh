@@ -76,11 +76,11 @@ scripts/install-models.sh --verify-only >/dev/null ||
 
 if [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then
     cargo build --release -p triage-models --example slm_bench
-    cargo build --release -p triage-pipelines --bins
+    cargo build --release -p triage --bins
 fi
 SLM_BENCH="$ROOT/target/release/examples/slm_bench"
 TRIAGE="$ROOT/target/release/triage"
-[[ -x "$SLM_BENCH" && -x "$TRIAGE" ]] || die "build first: cargo build --release -p triage-models --example slm_bench && cargo build --release -p triage-pipelines"
+[[ -x "$SLM_BENCH" && -x "$TRIAGE" ]] || die "build first: cargo build --release -p triage-models --example slm_bench && cargo build --release -p triage"
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/triage-bench-slm.XXXXXX")"
 cleanup() {

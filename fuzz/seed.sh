@@ -7,7 +7,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT="$PWD"
 C="$ROOT/fuzz/corpus"
 TRIAGE="${TRIAGE_BIN:-$ROOT/target/release/triage}"
-[ -x "$TRIAGE" ] || cargo build --release -p triage-pipelines
+[ -x "$TRIAGE" ] || cargo build --release -p triage
 mkdir -p "$C"/{decode,analyze,model_file,model_body,config}
 
 # decode and analyze: each sample message, as a payload and as bare text.

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 SOAK="${1:-3600}"
 export TRIAGE_BROKER="${TRIAGE_BROKER:-127.0.0.1:19592}"
-cargo build --release -q -p triage-pipelines --bin triage
+cargo build --release -q -p triage --bin triage
 scripts/install-models.sh >/dev/null
 scripts/broker.sh start
 trap 'scripts/broker.sh stop || true' EXIT

@@ -43,7 +43,8 @@ if [ ! -f "$DATA" ]; then
   DATA=examples/messages.jsonl
 fi
 
-cargo build --release -q -p triage-pipelines --bin triage --example kafka_load --example soak_plot
+cargo build --release -q -p triage --bin triage --example kafka_load
+cargo build --release -q -p triage-eval --example soak_plot
 scripts/broker.sh start
 PIDS=()
 cleanup() {

@@ -44,18 +44,11 @@ fn data_dir() -> PathBuf {
     dir.canonicalize().unwrap_or(dir)
 }
 
-fn default_model() -> Model {
-    let path = workspace().join("models/default/sentiment4.triage");
-    Model::load(&path).unwrap_or_else(|e| panic!("loading {}: {e}", path.display()))
-}
-
 /// The texts of the JSONL lines that have a string `text` field (malformed lines are skipped).
 fn texts_of(path: &Path) -> Vec<String> {
-    let raw = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    raw.lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| v.get("text").and_then(|t| t.as_str()).map(str::to_owned))
-        .collect()
+    triage_core::jsonl::read_texts(path, triage_core::jsonl::OtherLines::Skip)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .texts
 }
 
 /// (test texts, training examples, where they came from, a tag for the benchmark names).
@@ -101,7 +94,7 @@ fn data(model: &Model) -> (Vec<String>, Vec<Example>, String, &'static str) {
 }
 
 fn benches(c: &mut Criterion) {
-    let model = default_model();
+    let model = Model::default_model();
     // The data set is part of each benchmark's name, so that criterion never compares a fallback
     // run with a GoEmotions baseline.
     let (texts, train, source, tag) = data(&model);

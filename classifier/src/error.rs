@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use triage_core::{Diagnose, ErrorDomain, RetryHint};
+
 /// Everything that can go wrong while analysing, training, saving or loading a model.
 ///
 /// Messages say what happened and, where the user can do something about it, what to do next.
@@ -16,15 +18,8 @@ pub enum ClassifierError {
     Data(String),
 
     /// A dataset file could not be read or parsed.
-    #[error("{path}:{line}: {reason}")]
-    DatasetLine {
-        /// The file.
-        path: PathBuf,
-        /// 1-based line number.
-        line: usize,
-        /// What is wrong with the line.
-        reason: String,
-    },
+    #[error(transparent)]
+    Dataset(#[from] triage_core::error::CoreError),
 
     /// The optimiser failed (not "did not converge": that is reported in the training summary).
     #[error("optimisation failed: {0}")]
@@ -39,22 +34,21 @@ pub enum ClassifierError {
         reason: String,
     },
 
-    /// An I/O error with the path it concerns.
-    #[error("{path}: {source}")]
+    /// An I/O error with the path it concerns (the cause is part of the message).
+    #[error("{}: {cause}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
 impl ClassifierError {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(path: impl Into<PathBuf>, cause: std::io::Error) -> Self {
         Self::Io {
             path: path.into(),
-            source,
+            cause,
         }
     }
 
@@ -62,6 +56,24 @@ impl ClassifierError {
         Self::ModelFile {
             path: path.into(),
             reason: reason.into(),
+        }
+    }
+}
+
+impl Diagnose for ClassifierError {
+    fn domain(&self) -> ErrorDomain {
+        match self {
+            ClassifierError::Config(_) | ClassifierError::Data(_) => ErrorDomain::User,
+            ClassifierError::Dataset(e) => e.domain(),
+            ClassifierError::ModelFile { .. } | ClassifierError::Io { .. } => ErrorDomain::External,
+            ClassifierError::Optimiser(_) => ErrorDomain::Internal,
+        }
+    }
+    fn retry(&self) -> RetryHint {
+        match self {
+            ClassifierError::Io { .. } => RetryHint::WithBackoff,
+            ClassifierError::Dataset(e) => e.retry(),
+            _ => RetryHint::NoRetry,
         }
     }
 }

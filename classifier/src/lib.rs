@@ -9,7 +9,8 @@
 //! - [`analyzer`]: optional Snowball stemming, word n-grams and character n-grams inside word
 //!   boundaries, hashed into two feature blocks;
 //! - [`model`]: TF-IDF with the IDF frozen at fit (sublinear tf, per-block L2 norm, `min_df`,
-//!   `max_features`), multinomial logistic regression, and the versioned model file;
+//!   `max_features`) and multinomial logistic regression; its settings (`model::config`),
+//!   training (`model::trainer`) and versioned file (`model::serialization`) each have a module;
 //! - [`logistic`]: the L2-regularised softmax objective of linfa-logistic, minimised by argmin's
 //!   L-BFGS over a sparse matrix;
 //! - [`metrics`]: accuracy, macro-F1, per-class scores, confusion and coverage tables.
@@ -43,11 +44,13 @@ pub mod model;
 pub mod tokenize;
 
 pub use analyzer::{Analyzer, AnalyzerConfig, Scratch, StemLanguage};
-pub use data::{Example, read_jsonl, sha256_file};
+pub use data::{Example, read_jsonl};
 pub use error::{ClassifierError, Result};
 pub use logistic::{ClassWeight, FitReport, LogisticConfig};
 pub use metrics::{ClassMetrics, CoverageRow, EvalReport};
 pub use model::{
-    FORMAT_VERSION, Model, ModelHeader, NoProgress, Prediction, TfidfConfig, TrainConfig,
-    TrainProgress, TrainingInfo,
+    DEFAULT_MODEL, FORMAT_VERSION, Model, ModelHeader, Prediction, TfidfConfig, TrainConfig,
+    TrainingInfo,
 };
+/// Training reports its progress through these (from `triage-core`).
+pub use triage_core::{NoProgress, Progress};

@@ -47,7 +47,7 @@ fn state() -> &'static State {
                 .into_iter()
                 .map(|c| Analyzer::new(c).expect("valid analyser config"))
                 .collect(),
-            model: triage_pipelines::default_model().expect("built-in model loads"),
+            model: triage_classifier::Model::default_model(),
         }
     })
 }

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use triage_pipelines::message::{DecodeError, InputConfig, decode};
+use triage_core::message::{DecodeError, InputConfig, decode};
 
 fuzz_target!(|data: &[u8]| {
     let default = InputConfig::default();

@@ -11,7 +11,7 @@ use ort::session::{Session, SessionInputValue};
 use ort::value::Tensor;
 use tokenizers::{Tokenizer, TruncationParams};
 
-use crate::config::ModelsConfig;
+use crate::ModelsConfig;
 use crate::error::{ModelsError, Result};
 use crate::runtime;
 use crate::verify::Manifest;
@@ -59,7 +59,7 @@ impl Encoder {
     /// embedding so that a broken model fails here rather than on the first message.
     pub fn load(dir: impl AsRef<Path>, config: &ModelsConfig) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
-        config.validate()?;
+        config.validate().map_err(ModelsError::Config)?;
         let model = dir.join(Self::MODEL_FILE);
         let tokenizer_path = dir.join(Self::TOKENIZER_FILE);
         for path in [&dir, &model, &tokenizer_path] {

@@ -104,14 +104,13 @@ pub enum ModelsError {
     #[error("training the classification head failed: {0}")]
     Training(String),
 
-    /// Reading or writing a file failed.
-    #[error("I/O error on {path}: {source}")]
+    /// Reading or writing a file failed (the cause is part of the message).
+    #[error("I/O error on {}: {cause}", path.display())]
     Io {
         /// The file involved.
         path: PathBuf,
         /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -133,8 +132,8 @@ impl ModelsError {
     pub fn retryable(&self) -> bool {
         match self {
             Self::Inference { .. } => true,
-            Self::Io { source, .. } => matches!(
-                source.kind(),
+            Self::Io { cause, .. } => matches!(
+                cause.kind(),
                 std::io::ErrorKind::Interrupted
                     | std::io::ErrorKind::WouldBlock
                     | std::io::ErrorKind::TimedOut
@@ -144,10 +143,10 @@ impl ModelsError {
         }
     }
 
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(path: impl Into<PathBuf>, cause: std::io::Error) -> Self {
         Self::Io {
             path: path.into(),
-            source,
+            cause,
         }
     }
 
@@ -162,6 +161,27 @@ impl ModelsError {
         Self::Inference {
             model: "generator",
             reason: reason.to_string(),
+        }
+    }
+}
+
+impl triage_core::Diagnose for ModelsError {
+    fn domain(&self) -> triage_core::ErrorDomain {
+        use triage_core::ErrorDomain;
+        match self {
+            // Not installed (or damaged: re-install), or configured to look elsewhere: the
+            // user's to fix, and the message says how. A failure while running is external.
+            e if e.needs_install() => ErrorDomain::User,
+            Self::Config(_) | Self::InvalidInput(_) => ErrorDomain::User,
+            Self::Training(_) => ErrorDomain::Internal,
+            _ => ErrorDomain::External,
+        }
+    }
+    fn retry(&self) -> triage_core::RetryHint {
+        if self.retryable() {
+            triage_core::RetryHint::WithBackoff
+        } else {
+            triage_core::RetryHint::NoRetry
         }
     }
 }

@@ -15,7 +15,7 @@ use ort::value::{DynValue, Tensor, TensorElementType};
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
-use crate::config::ModelsConfig;
+use crate::ModelsConfig;
 use crate::error::{ModelsError, Result};
 use crate::runtime;
 use crate::verify::Manifest;
@@ -228,7 +228,7 @@ impl Generator {
     /// `config.verify_checksums` is set.
     pub fn load(dir: impl AsRef<Path>, config: &ModelsConfig) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
-        config.validate()?;
+        config.validate().map_err(ModelsError::Config)?;
         let config_path = dir.join(Self::CONFIG_FILE);
         let tokenizer_path = dir.join(Self::TOKENIZER_FILE);
         for path in [&dir, &config_path, &tokenizer_path] {
@@ -571,14 +571,7 @@ fn penalise_repeats(logits: &mut [f32], generated: &[u32], penalty: f32) {
 
 /// Picks the next token: argmax when `temperature == 0`, else a sample after temperature, top-k and top-p.
 fn pick(logits: &[f32], opts: &GenerateOptions, rng: &mut SplitMix64) -> u32 {
-    let argmax = |l: &[f32]| {
-        l.iter()
-            .enumerate()
-            .fold((0usize, f32::NEG_INFINITY), |best, (i, &v)| {
-                if v > best.1 { (i, v) } else { best }
-            })
-            .0 as u32
-    };
+    let argmax = |l: &[f32]| triage_core::argmax(l).0 as u32;
     if opts.temperature <= 0.0 {
         return argmax(logits);
     }

@@ -17,6 +17,10 @@ use serde::{Deserialize, Serialize};
 use crate::encoder::Encoder;
 use crate::error::{ModelsError, Result};
 
+/// The second-opinion head shipped for the built-in default fast model: a logistic regression
+/// on MiniLM embeddings of the same training data (`triage slm train-head`).
+pub const DEFAULT_HEAD: &str = include_str!("../../models/default/sentiment4.head.json");
+
 /// Options for [`Head::train`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -301,15 +305,22 @@ impl Head {
     pub fn predict(&self, x: &Array2<f32>) -> Result<Vec<usize>> {
         let p = self.predict_proba(x)?;
         Ok(p.outer_iter()
-            .map(|row| {
-                row.iter()
-                    .enumerate()
-                    .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
-                        if v > best.1 { (i, v) } else { best }
-                    })
-                    .0
-            })
+            .map(|row| triage_core::argmax(&row.to_vec()).0)
             .collect())
+    }
+
+    /// The head at `path`; without one, the head shipped for the built-in default fast model
+    /// ([`DEFAULT_HEAD`]) when `for_default_model`, else an error that says how to train one.
+    pub fn resolve(path: Option<&Path>, for_default_model: bool) -> Result<Self> {
+        match path {
+            Some(p) => Self::load(p),
+            None if for_default_model => Self::from_json(DEFAULT_HEAD),
+            None => Err(ModelsError::Config(
+                "no second-opinion head: set [slm] head (or pass --head); train one for this \
+                 model with `triage slm train-head`"
+                    .into(),
+            )),
+        }
     }
 
     /// Serialises to JSON.

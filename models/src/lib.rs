@@ -40,7 +40,6 @@
 #![warn(missing_docs)]
 #![deny(clippy::unwrap_used)]
 
-pub mod config;
 pub mod encoder;
 pub mod error;
 pub mod generator;
@@ -48,10 +47,11 @@ pub mod head;
 pub mod runtime;
 pub mod verify;
 
-pub use config::{Device, ModelsConfig};
 pub use encoder::Encoder;
 pub use error::{ModelsError, Result};
 pub use generator::{ChatMessage, FinishReason, GenerateOptions, Generation, Generator};
-pub use head::{Head, HeadKind, TrainOptions};
+pub use head::{DEFAULT_HEAD, Head, HeadKind, TrainOptions};
 pub use runtime::Runtime;
+/// The `[slm.models]` settings (defined in `triage-core`, with the rest of the configuration).
+pub use triage_core::config::models::{self as config, Device, ModelsConfig};
 pub use verify::Manifest;

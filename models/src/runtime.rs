@@ -15,8 +15,8 @@ use ort::ep::{self, ExecutionProvider};
 use ort::session::Session;
 use ort::session::builder::SessionBuilder;
 
-use crate::config::{Device, ModelsConfig};
 use crate::error::{ModelsError, Result};
+use crate::{Device, ModelsConfig};
 
 /// The loaded ONNX Runtime: its environment and the library it came from. Cheap to clone.
 #[derive(Clone)]

@@ -4,10 +4,7 @@
 //! to the cache directory (`models/all-minilm-l6-v2-int8/model_int8.onnx`, ...). It is compiled into this crate
 //! ([`Manifest::builtin`]), so a loaded model is always the one the tests were run against.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-
-use sha2::{Digest, Sha256};
 
 use crate::error::{ModelsError, Result};
 
@@ -132,24 +129,14 @@ impl Manifest {
     }
 }
 
-/// The lower-case hex sha256 of a file.
+/// The lower-case hex sha256 of a file ([`ModelsError::ModelMissing`] if it does not exist).
 pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut file = std::fs::File::open(path).map_err(|e| match e.kind() {
+    triage_core::sha256_file(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => ModelsError::ModelMissing {
             path: path.to_path_buf(),
         },
         _ => ModelsError::io(path, e),
-    })?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).map_err(|e| ModelsError::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex::encode(hasher.finalize()))
+    })
 }
 
 /// Checks one file against an expected sha256: [`ModelsError::ModelMissing`] if it does not exist,

@@ -4,31 +4,9 @@
 
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
+use triage_core::config::BudgetConfig;
 
 use crate::RouterError;
-
-/// Budget settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BudgetConfig {
-    /// Largest share of messages that may use the SLM (0..=1), measured over a sliding window.
-    pub max_share: f64,
-    /// Window, in messages, over which the share is measured.
-    pub window: u32,
-    /// Largest SLM calls per second (token bucket); none means no rate limit.
-    pub max_per_second: Option<f64>,
-}
-
-impl Default for BudgetConfig {
-    fn default() -> Self {
-        Self {
-            max_share: 0.15,
-            window: 1000,
-            max_per_second: None,
-        }
-    }
-}
 
 /// A budget tracker. Not thread-safe: wrap it in a mutex or keep one per worker.
 #[derive(Debug, Clone)]
@@ -110,11 +88,6 @@ impl Budget {
         self.filled = (self.filled + 1).min(window);
         self.used_in_window = used_after + admit as u32;
         admit
-    }
-
-    /// SLM uses in the current window.
-    pub fn used_in_window(&self) -> u32 {
-        self.used_in_window
     }
 }
 

@@ -1,46 +1,60 @@
 //! # triage-router
 //!
-//! The policy that decides, for each fast prediction, whether it is published as it is or
-//! whether a small language model should look at it:
+//! The one routing policy. For each fast prediction it decides the route, and once the small
+//! language model has answered (or not) what is published:
 //! - a per-label confidence threshold: below it, ask a **second opinion**;
-//! - **generative** labels: messages with these labels get a drafted reply;
+//! - **generative** labels: messages with these labels get a drafted reply (**generate**);
 //! - a **budget**: at most a share of messages may use the SLM; beyond it the fast label is
-//!   published with the route `over_budget`.
+//!   published as **over_budget**;
+//! - the **combine** rule for a second opinion, and **degraded** (the fast label stands) when
+//!   the SLM gave no usable answer.
+//!
+//! The service (`triage run`, `triage replay`) and the offline tools (`triage calibrate`,
+//! `triage eval --cascade`) call the same [`Router`], so what is tuned is what runs. This crate
+//! runs no model and does no I/O: the SLM is called by the service, between
+//! [`Router::route`] and [`Router::settle`].
 //!
 //! ```
-//! use triage_router::{Policy, PolicyConfig, Route};
+//! use triage_core::config::{BudgetConfig, Combine, PolicyConfig};
+//! use triage_router::{Answer, Budget, Route, Router};
 //!
-//! let mut config = PolicyConfig::default();
-//! config.default_threshold = 0.6;
-//! config.generative = vec!["complaint".into()];
-//! let policy = Policy::new(config).unwrap();
-//! assert_eq!(policy.plan("praise", 0.95).route, Route::Fast);
-//! assert_eq!(policy.plan("praise", 0.40).route, Route::SecondOpinion);
-//! assert_eq!(policy.plan("complaint", 0.99).route, Route::Generate);
+//! let labels = vec!["complaint".to_string(), "praise".to_string()];
+//! let mut policy = PolicyConfig::default();
+//! policy.default_threshold = 0.6;
+//! policy.generative = vec!["complaint".into()];
+//! let router = Router::new(policy, Combine::Average, &labels).unwrap();
+//! let mut budget = Budget::new(BudgetConfig::default()).unwrap();
+//!
+//! assert_eq!(router.route(&[0.05, 0.95], &mut budget).route, Route::Fast);
+//! assert_eq!(router.route(&[0.99, 0.01], &mut budget).route, Route::Generate);
+//! let unsure = router.route(&[0.45, 0.55], &mut budget);
+//! assert_eq!(unsure.route, Route::SecondOpinion);
+//! let published = router.settle(unsure, &[0.45, 0.55], Answer::SecondOpinion(&[0.85, 0.15]));
+//! assert_eq!(labels[published.label], "complaint");
 //! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod backend;
 mod budget;
-pub mod executor;
 mod policy;
+mod routing;
 
-pub use backend::{
-    Combine, FaultConfig, FaultyBackend, GenerateConfig, ModelsBackend, SlmConfig, SlmMode,
-};
-pub use budget::{Budget, BudgetConfig};
-pub use executor::{Executor, ExecutorConfig, SlmBackend, SlmError, SlmRequest, SlmResponse};
-pub use policy::{Plan, Policy, PolicyConfig, Route};
+pub use budget::Budget;
+pub use policy::{Plan, Policy, Route};
+pub use routing::{Answer, Outcome, Router, Routing};
+
+use triage_core::{Diagnose, ErrorDomain};
 
 /// The router's one error type.
 #[derive(Debug, thiserror::Error)]
 pub enum RouterError {
-    /// A policy or budget setting is out of range.
+    /// A policy or budget setting is out of range, or names a label the model does not have.
     #[error("invalid router configuration: {0}")]
     Config(String),
+}
 
-    /// The small language models could not be loaded.
-    #[error("small language models: {0}")]
-    Models(String),
+impl Diagnose for RouterError {
+    fn domain(&self) -> ErrorDomain {
+        ErrorDomain::User
+    }
 }

@@ -1,8 +1,7 @@
 //! Thresholds and generative labels: what route a prediction should take.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
+use triage_core::config::PolicyConfig;
 
 use crate::RouterError;
 
@@ -36,33 +35,6 @@ impl Route {
             Route::Generate => "generate",
             Route::OverBudget => "over_budget",
             Route::Degraded => "degraded",
-        }
-    }
-}
-
-/// The policy's settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PolicyConfig {
-    /// Confidence below which a prediction asks for a second opinion, unless the label has its
-    /// own threshold. 0 turns second opinions off.
-    pub default_threshold: f32,
-    /// Per-label thresholds, e.g. `{ neutral = 0.7 }`.
-    pub thresholds: BTreeMap<String, f32>,
-    /// Labels whose messages need a generated reply.
-    pub generative: Vec<String>,
-    /// Only draft a reply when the fast label is at least this confident (below it, a second
-    /// opinion is asked first).
-    pub generate_min_confidence: f32,
-}
-
-impl Default for PolicyConfig {
-    fn default() -> Self {
-        Self {
-            default_threshold: 0.5,
-            thresholds: BTreeMap::new(),
-            generative: Vec::new(),
-            generate_min_confidence: 0.0,
         }
     }
 }

@@ -38,7 +38,7 @@ pub fn triage_bin() -> PathBuf {
     let p = target.join("release").join("triage");
     assert!(
         p.exists(),
-        "{} is missing: build it first with `cargo build --release -p triage-pipelines` \
+        "{} is missing: build it first with `cargo build --release -p triage` \
          (scripts/test.sh does)",
         p.display()
     );

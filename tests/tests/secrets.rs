@@ -184,7 +184,7 @@ fn run_logs_never_show_secrets_even_at_debug_level() {
 
 /// A property that librdkafka refuses (unknown, or not supported by this build) stops the run
 /// with an error that names the property but never shows its value: rdkafka's own message
-/// would (found by this test; fixed in `kafka_err`, pipelines/src/kafka/mod.rs).
+/// would (found by this test; fixed in `kafka_err`, pipelines/service/src/kafka/client.rs).
 #[test]
 fn refused_properties_never_show_their_value() {
     for (key, secret) in [

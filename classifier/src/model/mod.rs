@@ -1,0 +1,293 @@
+//! The trained model: analyser + frozen TF-IDF + logistic weights, and scoring (the hot path).
+//! Split as tokenizers splits its models: [`config`] (training settings), [`trainer`] (fitting),
+//! [`serialization`] (the model file), and here the model and its scoring.
+
+pub mod config;
+pub mod serialization;
+pub mod trainer;
+
+use std::cell::RefCell;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+pub use config::{TfidfConfig, TrainConfig};
+pub use serialization::{FORMAT_VERSION, ModelHeader};
+pub use trainer::TrainingInfo;
+
+use crate::analyzer::{Analyzer, Scratch};
+use crate::error::Result;
+
+/// A bucket with no row (before unknown buckets are pointed at the all-zero row).
+const NONE: u32 = u32::MAX;
+
+/// The default fast model, built into the binary: four sentiment categories (positive,
+/// negative, ambiguous, neutral) trained on GoEmotions. See `models/default/MODEL_CARD.md`.
+pub const DEFAULT_MODEL: &[u8] = include_bytes!("../../../models/default/sentiment4.triage");
+
+/// A prediction: the top label, its probability, and every label's probability.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Prediction {
+    /// The most probable label.
+    pub label: String,
+    /// Its probability.
+    pub confidence: f32,
+    /// Probabilities in [`Model::labels`] order.
+    pub probabilities: Vec<f32>,
+}
+
+/// A trained TF-IDF + logistic regression classifier.
+pub struct Model {
+    header: ModelHeader,
+    analyzer: Analyzer,
+    /// bucket -> row; buckets the model does not know map to the all-zero row after the last.
+    index: Vec<u32>,
+    /// Bucket id of each row (kept to write the model back).
+    buckets: Vec<u32>,
+    /// Row-major `(rows + 1) × (1 + k)`: each feature's IDF followed by its `k` weights, so
+    /// scoring a feature touches one cache line; then one row of zeros for unknown buckets.
+    table: Vec<f32>,
+    intercept: Vec<f32>,
+    sha256: String,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("labels", &self.header.labels)
+            .field("n_features", &self.header.n_features)
+            .finish()
+    }
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+impl Model {
+    /// The built-in default model ([`DEFAULT_MODEL`]).
+    pub fn default_model() -> Self {
+        Self::from_bytes(DEFAULT_MODEL, Path::new("<built-in default model>"))
+            .expect("the built-in default model is valid (a test checks it)")
+    }
+
+    /// A model file, or the built-in default model when `path` is `None`.
+    pub fn load_or_default(path: Option<&Path>) -> Result<Self> {
+        match path {
+            Some(p) => Self::load(p),
+            None => Ok(Self::default_model()),
+        }
+    }
+
+    /// Whether this is the built-in default model.
+    pub fn is_default(&self) -> bool {
+        static SHA: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        self.sha256 == *SHA.get_or_init(|| Self::default_model().sha256)
+    }
+
+    /// Class labels, in the order of [`Prediction::probabilities`].
+    pub fn labels(&self) -> &[String] {
+        &self.header.labels
+    }
+
+    /// The header: configuration, training information and held-out metrics.
+    pub fn header(&self) -> &ModelHeader {
+        &self.header
+    }
+
+    /// Mutable header, to attach metrics, data provenance or a description before saving.
+    pub fn header_mut(&mut self) -> &mut ModelHeader {
+        &mut self.header
+    }
+
+    /// The analyser.
+    pub fn analyzer(&self) -> &Analyzer {
+        &self.analyzer
+    }
+
+    /// A short version string: the first 12 hex digits of the file's SHA-256 (empty until
+    /// saved or loaded).
+    pub fn version(&self) -> &str {
+        &self.sha256[..self.sha256.len().min(12)]
+    }
+
+    /// The SHA-256 of the model file's content after its checksum line.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    /// Class probabilities of `text`, written into `out` (resized to the label count), using the
+    /// caller's scratch buffers. This is the hot path: no allocation once buffers have grown.
+    pub fn predict_into(&self, text: &str, s: &mut Scratch, out: &mut Vec<f32>) {
+        self.analyzer.features(text, s);
+        s.counter.reset(s.features.len());
+        for &b in &s.features {
+            s.counter.add(b);
+        }
+        // Each distinct feature's table row, looked up in a loop without branches (a feature
+        // the model does not know reads the all-zero row and adds nothing), so that the cache
+        // misses of the lookups overlap. The analyser emits word features before character
+        // features and the counter keeps first-seen order, so the word block comes first.
+        let sublinear = self.header.tfidf.sublinear_tf;
+        let char_offset = self.analyzer.char_offset();
+        let mut n_word = 0;
+        s.rows.clear();
+        for (b, t) in s.counter.iter() {
+            s.rows
+                .push((self.index[b as usize], tf_weight(t, sublinear)));
+            n_word += (b < char_offset) as usize;
+        }
+        let (word, char) = s.rows.split_at(n_word);
+        out.clear();
+        out.extend_from_slice(&self.intercept);
+        match out.len() {
+            2 => self.score::<2>(word, char, out),
+            3 => self.score::<3>(word, char, out),
+            4 => self.score::<4>(word, char, out),
+            5 => self.score::<5>(word, char, out),
+            6 => self.score::<6>(word, char, out),
+            _ => self.score_dyn(word, char, out),
+        }
+        softmax(out);
+    }
+
+    /// Adds the normalised TF-IDF vector times the weights to `out`: each block's partial score
+    /// and squared norm are summed separately and combined at the end (per-block L2
+    /// normalisation is a per-block scale). `K` is the label count, known at compile time so
+    /// that the accumulators stay in registers.
+    #[inline]
+    fn score<const K: usize>(&self, word: &[(u32, f32)], char: &[(u32, f32)], out: &mut [f32]) {
+        let (mut w, mut ch) = ([0.0f32; K], [0.0f32; K]);
+        self.combine(word, char, &mut w, &mut ch, out);
+    }
+
+    /// [`Self::score`] for any label count.
+    fn score_dyn(&self, word: &[(u32, f32)], char: &[(u32, f32)], out: &mut [f32]) {
+        let (mut w, mut ch) = (vec![0.0f32; out.len()], vec![0.0f32; out.len()]);
+        self.combine(word, char, &mut w, &mut ch, out);
+    }
+
+    /// Scores both blocks into `w` and `ch` (zeroed, one slot per label) and adds their
+    /// normalised sum to `out`.
+    #[inline(always)]
+    fn combine(
+        &self,
+        word: &[(u32, f32)],
+        char: &[(u32, f32)],
+        w: &mut [f32],
+        ch: &mut [f32],
+        out: &mut [f32],
+    ) {
+        let wi = self.block(word, w);
+        let ci = self.block(char, ch);
+        for ((o, &w), &ch) in out.iter_mut().zip(w.iter()).zip(ch.iter()) {
+            *o += w * wi + ch * ci;
+        }
+    }
+
+    /// Adds each row's TF-IDF value times its weights to `part` (one slot per label); returns
+    /// the block's L2 normalisation factor.
+    #[inline(always)]
+    fn block(&self, rows: &[(u32, f32)], part: &mut [f32]) -> f32 {
+        let stride = part.len() + 1;
+        let mut norm2 = 0.0f32;
+        for &(row, tf) in rows {
+            let start = row as usize * stride;
+            let r = &self.table[start..start + stride];
+            let v = tf * r[0];
+            norm2 += v * v;
+            for (p, &wt) in part.iter_mut().zip(&r[1..]) {
+                *p += v * wt;
+            }
+        }
+        self.inv_norm(norm2)
+    }
+
+    /// The factor that L2-normalises a block with squared norm `norm2` (1 without L2 norm).
+    #[inline]
+    fn inv_norm(&self, norm2: f32) -> f32 {
+        if !self.header.tfidf.l2_norm {
+            1.0
+        } else if norm2 > 0.0 {
+            1.0 / norm2.sqrt()
+        } else {
+            0.0
+        }
+    }
+
+    /// Predicts `text`'s label (uses a per-thread scratch buffer).
+    pub fn predict(&self, text: &str) -> Prediction {
+        SCRATCH.with(|s| {
+            let mut s = s.borrow_mut();
+            let mut probs = std::mem::take(&mut s.logits);
+            self.predict_into(text, &mut s, &mut probs);
+            let p = self.prediction(&probs);
+            s.logits = probs;
+            p
+        })
+    }
+
+    /// Turns probabilities (in label order) into a [`Prediction`].
+    pub fn prediction(&self, probs: &[f32]) -> Prediction {
+        let (best, conf) = triage_core::argmax(probs);
+        Prediction {
+            label: self.header.labels[best].clone(),
+            confidence: conf,
+            probabilities: probs.to_vec(),
+        }
+    }
+}
+
+/// Builds the `[idf, w_0 .. w_k-1]` row table, with the all-zero row at the end.
+fn interleave(idf: &[f32], weights: &[f32], k: usize) -> Vec<f32> {
+    let mut table = Vec::with_capacity((idf.len() + 1) * (k + 1));
+    for (i, &v) in idf.iter().enumerate() {
+        table.push(v);
+        table.extend_from_slice(&weights[i * k..(i + 1) * k]);
+    }
+    table.resize(table.len() + k + 1, 0.0);
+    table
+}
+
+/// Points the buckets that have no row (`NONE`) at the all-zero row `rows`.
+fn point_unknown_at_zero_row(mut index: Vec<u32>, rows: usize) -> Vec<u32> {
+    for row in &mut index {
+        if *row == NONE {
+            *row = rows as u32;
+        }
+    }
+    index
+}
+
+/// `1 + ln(t)` for the counts below 16, which are nearly all of them.
+static SUBLINEAR: std::sync::LazyLock<[f32; 16]> = std::sync::LazyLock::new(|| {
+    let mut t = [0.0f32; 16];
+    for (i, v) in t.iter_mut().enumerate().skip(1) {
+        *v = 1.0 + (i as f32).ln();
+    }
+    t
+});
+
+#[inline]
+fn tf_weight(count: u16, sublinear: bool) -> f32 {
+    if count > 1 && sublinear {
+        match SUBLINEAR.get(count as usize) {
+            Some(&v) => v,
+            None => 1.0 + (count as f32).ln(),
+        }
+    } else {
+        count as f32
+    }
+}
+
+fn softmax(v: &mut [f32]) {
+    let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for x in v.iter_mut() {
+        *x = (*x - max).exp();
+        sum += *x;
+    }
+    for x in v.iter_mut() {
+        *x /= sum;
+    }
+}

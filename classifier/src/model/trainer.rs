@@ -1,0 +1,229 @@
+//! Training: analyse every message once, choose the features and freeze their IDF, build the
+//! TF-IDF matrix, fit the logistic regression. Nothing here runs when a model predicts.
+
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use triage_core::{Progress, Unit};
+
+use super::{
+    Model, ModelHeader, NONE, TrainConfig, interleave, point_unknown_at_zero_row, tf_weight,
+};
+use crate::analyzer::{Analyzer, Scratch};
+use crate::data::Example;
+use crate::error::{ClassifierError, Result};
+use crate::logistic::{self, Csr, FitReport, IterationHook};
+
+/// Where training time went, and how the optimiser ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingInfo {
+    /// Training messages.
+    pub n_train: usize,
+    /// Features kept (word, char).
+    pub n_features: [usize; 2],
+    /// Non-zeros in the training matrix.
+    pub nnz: usize,
+    /// The optimiser's report.
+    pub fit: FitReport,
+    /// Seconds spent analysing and vectorising.
+    pub vectorise_seconds: f64,
+    /// Seconds spent in L-BFGS.
+    pub fit_seconds: f64,
+    /// SHA-256 of the training file, when trained from one.
+    pub data_sha256: Option<String>,
+    /// The training file's name, when trained from one.
+    pub data_file: Option<String>,
+    /// When training finished (seconds since the Unix epoch).
+    pub trained_at_unix: u64,
+    /// The triage version that trained it.
+    pub trainer_version: String,
+}
+
+impl Model {
+    /// Trains a model on labelled examples.
+    pub fn train(
+        examples: &[Example],
+        config: &TrainConfig,
+        progress: &mut dyn Progress,
+    ) -> Result<Self> {
+        let analyzer = Analyzer::new(config.analyzer.clone())?;
+        let mut labels: Vec<String> = examples.iter().map(|e| e.label.clone()).collect();
+        labels.sort();
+        labels.dedup();
+        if labels.len() < 2 {
+            return Err(ClassifierError::Data(format!(
+                "need at least two labels, found {}",
+                labels.len()
+            )));
+        }
+        let y: Vec<u32> = examples
+            .iter()
+            .map(|e| labels.binary_search(&e.label).unwrap_or(0) as u32)
+            .collect();
+
+        // 1. Analyse every message once: its (bucket, count) pairs, and document frequencies.
+        let t0 = Instant::now();
+        progress.phase("analyse", Some(examples.len() as u64), Unit::Messages);
+        let n_buckets = config.analyzer.n_buckets();
+        let mut df = vec![0u32; n_buckets];
+        let mut docs: Vec<(u32, u16)> = Vec::new();
+        let mut doc_ptr = Vec::with_capacity(examples.len() + 1);
+        doc_ptr.push(0usize);
+        let mut s = Scratch::default();
+        for (i, ex) in examples.iter().enumerate() {
+            analyzer.features(&ex.text, &mut s);
+            s.features.sort_unstable();
+            let mut j = 0;
+            while j < s.features.len() {
+                let b = s.features[j];
+                let mut n = 1usize;
+                while j + n < s.features.len() && s.features[j + n] == b {
+                    n += 1;
+                }
+                df[b as usize] += 1;
+                docs.push((b, n.min(u16::MAX as usize) as u16));
+                j += n;
+            }
+            doc_ptr.push(docs.len());
+            if i % 1024 == 1023 {
+                progress.advance(1024);
+            }
+        }
+        progress.advance(examples.len() as u64 % 1024);
+        progress.finish_phase();
+
+        // 2. Choose features (min_df, max_features per block) and freeze the IDF.
+        let split = analyzer.char_offset();
+        let min_df = config.tfidf.min_df.max(1);
+        let mut chosen: [Vec<u32>; 2] = [Vec::new(), Vec::new()];
+        for (b, &n) in df.iter().enumerate() {
+            if n >= min_df {
+                chosen[(b as u32 >= split) as usize].push(b as u32);
+            }
+        }
+        // Most frequent first: the rows that most messages touch sit together in memory, which
+        // is what the training sweep and scoring are bound by.
+        for block in chosen.iter_mut() {
+            block.sort_by_key(|&b| (std::cmp::Reverse(df[b as usize]), b));
+            if let Some(max) = config.tfidf.max_features {
+                block.truncate(max);
+            }
+        }
+        let n_word = chosen[0].len();
+        let buckets: Vec<u32> = chosen.concat();
+        if buckets.is_empty() {
+            return Err(ClassifierError::Data(
+                "no feature occurs in min_df training messages: lower min_df or add data".into(),
+            ));
+        }
+        let mut index = vec![NONE; n_buckets];
+        for (row, &b) in buckets.iter().enumerate() {
+            index[b as usize] = row as u32;
+        }
+        let n = examples.len() as f64;
+        let idf: Vec<f32> = buckets
+            .iter()
+            .map(|&b| (((1.0 + n) / (1.0 + df[b as usize] as f64)).ln() + 1.0) as f32)
+            .collect();
+        drop(df);
+
+        // 3. The TF-IDF matrix, each block L2-normalised.
+        let mut x = Csr::new(buckets.len());
+        let mut cols = Vec::new();
+        let mut vals = Vec::new();
+        for i in 0..examples.len() {
+            cols.clear();
+            vals.clear();
+            let mut norm2 = [0.0f64; 2];
+            for &(b, count) in &docs[doc_ptr[i]..doc_ptr[i + 1]] {
+                let row = index[b as usize];
+                if row == NONE {
+                    continue;
+                }
+                let v = tf_weight(count, config.tfidf.sublinear_tf) * idf[row as usize];
+                norm2[(row as usize >= n_word) as usize] += (v as f64) * (v as f64);
+                cols.push(row);
+                vals.push(v);
+            }
+            if config.tfidf.l2_norm {
+                let inv = norm2.map(|n2| if n2 > 0.0 { 1.0 / n2.sqrt() } else { 0.0 });
+                for (c, v) in cols.iter().zip(vals.iter_mut()) {
+                    *v = (*v as f64 * inv[(*c as usize >= n_word) as usize]) as f32;
+                }
+            }
+            x.push_row(&cols, &vals);
+        }
+        drop(docs);
+        let vectorise_seconds = t0.elapsed().as_secs_f64();
+
+        // 4. Fit.
+        let t1 = Instant::now();
+        let sw = logistic::sample_weights(&config.logistic.class_weight, &y, &labels)?;
+        progress.phase(
+            "fit",
+            Some(config.logistic.max_iterations),
+            Unit::Iterations,
+        );
+        let (tx, rx) = std::sync::mpsc::channel::<(u64, f64)>();
+        let hook: IterationHook = Box::new(move |it, loss| {
+            let _ = tx.send((it, loss));
+        });
+        let fitted = std::thread::scope(|scope| {
+            let handle = scope.spawn(|| {
+                logistic::fit(
+                    &x,
+                    &y,
+                    labels.len(),
+                    sw.as_deref(),
+                    &config.logistic,
+                    Some(hook),
+                )
+            });
+            for (it, loss) in rx {
+                progress.iteration(it, loss);
+            }
+            handle.join()
+        })
+        .map_err(|_| ClassifierError::Optimiser("the optimiser thread panicked".into()))??;
+        progress.finish_phase();
+        let (weights, fit) = fitted;
+        let fit_seconds = t1.elapsed().as_secs_f64();
+
+        let header = ModelHeader {
+            kind: "tfidf-logistic".into(),
+            labels,
+            analyzer: config.analyzer.clone(),
+            tfidf: config.tfidf.clone(),
+            logistic: config.logistic.clone(),
+            n_features: [n_word, buckets.len() - n_word],
+            training: TrainingInfo {
+                n_train: examples.len(),
+                n_features: [n_word, buckets.len() - n_word],
+                nnz: x.nnz(),
+                fit,
+                vectorise_seconds,
+                fit_seconds,
+                data_sha256: None,
+                data_file: None,
+                trained_at_unix: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+                trainer_version: env!("CARGO_PKG_VERSION").to_string(),
+            },
+            eval: None,
+            description: None,
+            body_bytes: 0,
+        };
+        let mut model = Model {
+            header,
+            analyzer,
+            index: point_unknown_at_zero_row(index, buckets.len()),
+            table: interleave(&idf, &weights.w, weights.k),
+            buckets,
+            intercept: weights.b,
+            sha256: String::new(),
+        };
+        model.header.body_bytes = model.body().len();
+        Ok(model)
+    }
+}

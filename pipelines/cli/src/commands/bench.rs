@@ -1,0 +1,45 @@
+//! `triage bench`.
+
+use std::path::PathBuf;
+
+use serde_json::json;
+use triage_classifier::Model;
+use triage_core::jsonl::{OtherLines, read_texts};
+use triage_eval::bench::throughput;
+
+use crate::exit::CmdResult;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Model file; the built-in default model when omitted.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Messages to classify (JSONL with "text", or plain lines).
+    #[arg(long)]
+    data: PathBuf,
+    /// Passes over the data (after one warm-up pass); the best pass counts.
+    #[arg(long, default_value_t = 5)]
+    repeat: usize,
+    /// Print JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> CmdResult {
+    let model = Model::load_or_default(a.model.as_deref())?;
+    let texts = read_texts(&a.data, OtherLines::AsText)?.texts;
+    let t = throughput(&model, &texts, a.repeat);
+    if a.json {
+        println!(
+            "{}",
+            json!({"messages": t.messages, "seconds": t.seconds, "msgs_per_sec": t.msgs_per_sec,
+                   "us_per_msg": t.us_per_msg, "checksum": t.checksum})
+        );
+    } else {
+        println!(
+            "{} messages in {:.4}s (best of {}): {:.0} msg/s, {:.3} µs/msg, one thread",
+            t.messages, t.seconds, a.repeat, t.msgs_per_sec, t.us_per_msg
+        );
+    }
+    Ok(())
+}

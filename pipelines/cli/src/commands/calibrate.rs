@@ -1,0 +1,112 @@
+//! `triage calibrate`.
+
+use std::path::PathBuf;
+
+use anyhow::anyhow;
+use triage_classifier::{Model, read_jsonl};
+use triage_core::config::Config;
+use triage_eval::cascade::{Goal, calibrate};
+use triage_eval::score::{Folds, SecondOpinion, out_of_fold};
+use triage_eval::train::read_train_config;
+
+use crate::exit::{CmdResult, Failure};
+use crate::progress::Bars;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Labelled calibration data: a dev split or training data, never the test split.
+    #[arg(long)]
+    dev: PathBuf,
+    /// The largest share of messages to send to the SLM.
+    #[arg(long, conflicts_with = "target_accuracy")]
+    budget: Option<f64>,
+    /// Reach this accuracy (0-1) with the smallest share sent to the SLM.
+    #[arg(long)]
+    target_accuracy: Option<f64>,
+    /// Service configuration to start from; the thresholds are written into a copy.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Fast model (overrides the configuration).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Second-opinion head (overrides the configuration).
+    #[arg(long)]
+    head: Option<PathBuf>,
+    /// Where to write the calibrated configuration (TOML).
+    #[arg(long)]
+    out: PathBuf,
+    /// When the data has no dev split: treat `--dev` as training data and calibrate on K-fold
+    /// out-of-fold predictions (a fast model and a head trained per fold, with --train-config).
+    #[arg(long, requires = "train_config")]
+    folds: Option<usize>,
+    /// Fast-model training settings for --folds (TOML, as for `triage train`).
+    #[arg(long)]
+    train_config: Option<PathBuf>,
+    /// L2 strength of the per-fold heads (--folds).
+    #[arg(long, default_value_t = 0.1)]
+    head_alpha: f64,
+}
+
+pub fn run(a: Args) -> CmdResult {
+    let mut config = Config::load(a.config.as_deref())?;
+    let goal = match (a.budget, a.target_accuracy) {
+        (Some(b), None) if (0.0..=1.0).contains(&b) => Goal::Budget(b),
+        (None, Some(t)) if (0.0..=1.0).contains(&t) => Goal::TargetAccuracy(t),
+        _ => {
+            return Err(Failure::usage(anyhow!(
+                "give one of --budget or --target-accuracy, each within 0..=1"
+            )));
+        }
+    };
+    let model = Model::load_or_default(a.model.as_deref().or(config.model.path.as_deref()))?;
+    let root = super::root()?;
+    let examples = read_jsonl(&a.dev)?;
+    let n = examples.len();
+    let mut bars = Bars::default();
+    let scored = match (a.folds, &a.train_config) {
+        (Some(k), Some(tc)) if k >= 2 => {
+            let second = SecondOpinion::load(&config, &root, None, &model, false)?;
+            let settings = Folds {
+                folds: k,
+                train_config: read_train_config(Some(tc))?,
+                head_alpha: a.head_alpha,
+            };
+            out_of_fold(&second, examples, model.labels(), &settings, &mut bars)?
+        }
+        (Some(_), _) => return Err(Failure::usage(anyhow!("--folds must be at least 2"))),
+        _ => {
+            let second = SecondOpinion::load(&config, &root, a.head.as_deref(), &model, true)?;
+            second.score(&model, examples, &mut bars)?
+        }
+    };
+    let cal = calibrate(&scored.inputs(), goal, &config.router, config.slm.combine)?;
+    config.router.default_threshold = cal.default_threshold;
+    config.router.thresholds = cal.per_label.iter().cloned().collect();
+    if let Goal::Budget(b) = goal {
+        config.budget.max_share = b;
+    }
+    if let Some(m) = &a.model {
+        config.model.path = Some(m.clone());
+    }
+    if let Some(h) = &a.head {
+        config.slm.head = Some(h.clone());
+    }
+    let toml = config.redacted_toml()?;
+    std::fs::write(&a.out, toml)
+        .map_err(|e| Failure::external(anyhow!("writing {}: {e}", a.out.display())))?;
+    eprintln!(
+        "calibrated on {n} messages: threshold {:.3}{}; {:.1}% to the SLM; accuracy {:.2}% \
+         (fast only {:.2}%); wrote {}",
+        cal.default_threshold,
+        if cal.per_label.is_empty() {
+            String::new()
+        } else {
+            format!(" (+{} per-label)", cal.per_label.len())
+        },
+        100.0 * cal.share,
+        100.0 * cal.accuracy,
+        100.0 * cal.fast_accuracy,
+        a.out.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,26 @@
+//! `triage classify`.
+
+use std::path::PathBuf;
+
+use triage_classifier::Model;
+use triage_service::classify::classify_lines;
+
+use crate::exit::CmdResult;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Model file; the built-in default model when omitted.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// The JSON field holding the text when input lines are JSON objects.
+    #[arg(long, default_value = "text")]
+    text_field: String,
+}
+
+pub fn run(a: Args) -> CmdResult {
+    let model = Model::load_or_default(a.model.as_deref())?;
+    let stdin = std::io::stdin().lock();
+    let out = std::io::BufWriter::new(std::io::stdout().lock());
+    classify_lines(&model, stdin, out, &a.text_field)?;
+    Ok(())
+}

@@ -1,0 +1,69 @@
+//! `triage replay`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use triage_classifier::Model;
+use triage_core::config::Config;
+use triage_service::Processor;
+use triage_service::file::{ReplayOptions, replay};
+
+use crate::exit::{CmdResult, Failure};
+use crate::progress::Bars;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The message log: JSONL with "id" and "text" (other fields are kept). `-` for stdin.
+    #[arg(long)]
+    input: PathBuf,
+    /// Where decisions go, one JSON object per line. `-` for stdout.
+    #[arg(long)]
+    output: PathBuf,
+    /// Where bad lines go, with their line number and the reason [default: OUTPUT with
+    /// `.dead-letter.jsonl` appended].
+    #[arg(long)]
+    dead_letter: Option<PathBuf>,
+    /// Service configuration (TOML); `TRIAGE__…` environment variables override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Model file (overrides the configuration); the built-in default model otherwise.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Print the summary as JSON on stdout (needs --output to be a file).
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> CmdResult {
+    let config = Config::load(a.config.as_deref())?;
+    let model = Model::load_or_default(a.model.as_deref().or(config.model.path.as_deref()))?;
+    let processor = Processor::from_config(Arc::new(model), &config, &super::root()?)?;
+    let dead_letter = a.dead_letter.clone().unwrap_or_else(|| {
+        if a.output == Path::new("-") {
+            PathBuf::from("dead-letter.jsonl")
+        } else {
+            let mut p = a.output.clone().into_os_string();
+            p.push(".dead-letter.jsonl");
+            PathBuf::from(p)
+        }
+    });
+    let opts = ReplayOptions {
+        input: a.input.clone(),
+        output: a.output.clone(),
+        dead_letter: dead_letter.clone(),
+        input_config: config.input.clone(),
+    };
+    let summary = replay(&processor, &opts, &mut Bars::default())?;
+    if a.json && a.output != Path::new("-") {
+        println!(
+            "{}",
+            serde_json::to_string(&summary).map_err(Failure::external)?
+        );
+    } else {
+        eprint!("{}", summary.to_text());
+        if summary.dead_lettered > 0 {
+            eprintln!("dead letters written to {}", dead_letter.display());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,105 @@
+//! `triage train`.
+
+use std::path::PathBuf;
+
+use serde_json::json;
+use triage_eval::train::{TrainRequest, read_train_config, train_and_save};
+
+use crate::exit::CmdResult;
+use crate::progress::Bars;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Labelled training data (JSONL with "text" and "label").
+    #[arg(long)]
+    data: PathBuf,
+    /// Optional held-out data; its metrics are stored in the model file.
+    #[arg(long)]
+    dev: Option<PathBuf>,
+    /// Where to write the model file.
+    #[arg(long)]
+    out: PathBuf,
+    /// Training settings (TOML: [analyzer], [tfidf], [logistic]); defaults otherwise.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Override the L2 strength (scikit-learn's 1/C).
+    #[arg(long)]
+    alpha: Option<f64>,
+    /// Override the maximum L-BFGS iterations.
+    #[arg(long)]
+    max_iterations: Option<u64>,
+    /// A description stored in the model file (e.g. the data source).
+    #[arg(long)]
+    description: Option<String>,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> CmdResult {
+    let mut config = read_train_config(a.config.as_deref())?;
+    if let Some(alpha) = a.alpha {
+        config.logistic.alpha = alpha;
+    }
+    if let Some(m) = a.max_iterations {
+        config.logistic.max_iterations = m;
+    }
+    let req = TrainRequest {
+        data: a.data.clone(),
+        dev: a.dev.clone(),
+        config,
+        description: a.description.clone(),
+    };
+    let (model, train_seconds) = train_and_save(&req, &a.out, &mut Bars::default())?;
+    let h = model.header();
+    let t = &h.training;
+    if a.json {
+        let out = json!({
+            "model": a.out,
+            "sha256": model.sha256(),
+            "labels": h.labels,
+            "n_train": t.n_train,
+            "n_features": t.n_features,
+            "nnz": t.nnz,
+            "fit": t.fit,
+            "vectorise_seconds": t.vectorise_seconds,
+            "fit_seconds": t.fit_seconds,
+            "train_seconds": train_seconds,
+            "dev": h.eval.as_ref().map(|e| json!({"accuracy": e.accuracy, "macro_f1": e.macro_f1})),
+        });
+        println!("{out}");
+        return Ok(());
+    }
+    eprintln!(
+        "trained on {} messages, {} labels, {} + {} features (word + char), {} non-zeros",
+        t.n_train,
+        h.labels.len(),
+        t.n_features[0],
+        t.n_features[1],
+        t.nnz
+    );
+    eprintln!(
+        "L-BFGS: {} after {} iterations ({} evaluations), mean loss {:.5}",
+        t.fit.termination, t.fit.iterations, t.fit.evaluations, t.fit.final_loss
+    );
+    if !t.fit.converged {
+        eprintln!(
+            "note: the optimiser did not converge; raise [logistic] max_iterations for a \
+             tighter fit"
+        );
+    }
+    eprintln!(
+        "time: {:.2}s analyse + vectorise, {:.2}s fit, {:.2}s total",
+        t.vectorise_seconds, t.fit_seconds, train_seconds
+    );
+    if let Some(e) = &h.eval {
+        eprintln!(
+            "dev: accuracy {:.2}%, macro-F1 {:.4} on {} messages",
+            100.0 * e.accuracy,
+            e.macro_f1,
+            e.n
+        );
+    }
+    eprintln!("wrote {} (sha256 {})", a.out.display(), model.sha256());
+    Ok(())
+}

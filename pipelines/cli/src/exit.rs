@@ -1,0 +1,83 @@
+//! Where an error ends: its exit code, derived from the error's domain ([`Diagnose`]), never by
+//! guessing at its type.
+//!
+//! 0 success; 1 a runtime failure (I/O, broker, model) or a bug; 2 a usage or configuration
+//! error; 3 a quality gate failed (`eval --min-accuracy`, `--min-macro-f1`).
+
+use std::process::ExitCode;
+
+use triage_core::{Diagnose, ErrorDomain};
+
+/// A command's failure.
+pub enum Failure {
+    /// An error, with whose problem it is.
+    Error {
+        /// User: exit 2; External, Internal: exit 1.
+        domain: ErrorDomain,
+        /// What to print.
+        error: anyhow::Error,
+    },
+    /// A quality gate failed: exit 3.
+    Gate(String),
+}
+
+impl<E: Diagnose + std::error::Error + Send + Sync + 'static> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure::Error {
+            domain: e.domain(),
+            error: e.into(),
+        }
+    }
+}
+
+impl Failure {
+    /// A usage error (a bad argument): exit 2.
+    pub fn usage(error: impl Into<anyhow::Error>) -> Self {
+        Failure::Error {
+            domain: ErrorDomain::User,
+            error: error.into(),
+        }
+    }
+
+    /// A failure of something outside triage (stdin, stdout, a file): exit 1.
+    pub fn external(error: impl Into<anyhow::Error>) -> Self {
+        Failure::Error {
+            domain: ErrorDomain::External,
+            error: error.into(),
+        }
+    }
+
+    /// Prints the failure and returns its exit code.
+    pub fn report(self) -> ExitCode {
+        match self {
+            Failure::Error {
+                domain: ErrorDomain::User,
+                error,
+            } => {
+                eprintln!("error: {error:#}");
+                ExitCode::from(2)
+            }
+            Failure::Error {
+                domain: ErrorDomain::External,
+                error,
+            } => {
+                eprintln!("error: {error:#}");
+                ExitCode::from(1)
+            }
+            Failure::Error {
+                domain: ErrorDomain::Internal,
+                error,
+            } => {
+                eprintln!("internal error (a bug in triage; please report it): {error:#}");
+                ExitCode::from(1)
+            }
+            Failure::Gate(msg) => {
+                eprintln!("quality gate failed: {msg}");
+                ExitCode::from(3)
+            }
+        }
+    }
+}
+
+/// A command's result.
+pub type CmdResult = Result<(), Failure>;

@@ -1,0 +1,76 @@
+//! The `triage` command line. Each subcommand's module parses its arguments and calls a library:
+//! `triage-eval` for offline work on labelled data, `triage-service` for replay, `run` and
+//! `classify`. Errors carry their domain; [`exit::Failure`] turns it into the exit code.
+
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod commands;
+mod exit;
+mod logging;
+mod progress;
+
+use commands::*;
+
+/// triage: classify and route chat messages. A fast TF-IDF + logistic classifier labels most
+/// messages; only unsure ones (and those needing a reply) go to a small language model.
+///
+/// Exit codes: 0 success; 1 runtime failure (I/O, broker, model); 2 usage or configuration
+/// error; 3 a quality gate failed (e.g. `eval --min-accuracy`).
+#[derive(Parser, Debug)]
+#[command(name = "triage", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Train a fast classifier from labelled JSONL ({"text", "label"} per line).
+    Train(train::Args),
+    /// Evaluate a model on labelled JSONL: accuracy, macro-F1, per-class scores, confusion and
+    /// coverage tables.
+    Eval(eval::Args),
+    /// Classify messages from stdin (JSONL or plain lines) to JSONL on stdout.
+    Classify(classify::Args),
+    /// Replay a message log (JSONL with id and text) through the pipeline: one decision per
+    /// message, bad lines to a dead-letter file. No broker needed.
+    Replay(replay::Args),
+    /// Choose training settings (alpha, n-grams, class weights) on train/dev data only, by
+    /// cross-validation or on a dev split.
+    Tune(tune::Args),
+    /// Measure single-core classify throughput (analyse + vectorise + predict per message).
+    Bench(bench::Args),
+    /// Run the Kafka service: consume, classify, route, publish decisions (at-least-once).
+    Run(run::Args),
+    /// Print the effective configuration (file + environment), secrets redacted.
+    Config(config::Args),
+    /// The small language models: train the second-opinion head, or build a zero-shot one.
+    #[command(subcommand)]
+    Slm(slm::Command),
+    /// Pick the routing thresholds on a dev set for an SLM budget or a target accuracy, and write
+    /// them into a configuration file.
+    Calibrate(calibrate::Args),
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Command::Train(a) => train::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Classify(a) => classify::run(a),
+        Command::Replay(a) => replay::run(a),
+        Command::Tune(a) => tune::run(a),
+        Command::Bench(a) => bench::run(a),
+        Command::Run(a) => run::run(a),
+        Command::Config(a) => config::run(a),
+        Command::Slm(c) => slm::run(c),
+        Command::Calibrate(a) => calibrate::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => f.report(),
+    }
+}

@@ -1,0 +1,139 @@
+//! The service configuration: one TOML file plus `TRIAGE__SECTION__KEY` environment overrides,
+//! validated at start. Every section rejects unknown keys, so a typo is an error, not a silent
+//! default. One module per section; the crate that acts on a section validates its values.
+
+pub mod kafka;
+pub mod metrics;
+pub mod models;
+pub mod router;
+pub mod slm;
+
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+pub use kafka::KafkaConfig;
+pub use metrics::MetricsConfig;
+pub use models::{Device, ModelsConfig};
+pub use router::{BudgetConfig, Combine, PolicyConfig};
+pub use slm::{ExecutorConfig, FaultConfig, GenerateConfig, SlmConfig, SlmMode};
+
+use crate::error::CoreError;
+pub use crate::message::InputConfig;
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The fast classifier.
+    pub model: ModelConfig,
+    /// How input payloads are read.
+    pub input: InputConfig,
+    /// The routing policy: thresholds and generative labels.
+    pub router: PolicyConfig,
+    /// The SLM budget.
+    pub budget: BudgetConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// Kafka (for `triage run`).
+    pub kafka: KafkaConfig,
+    /// The metrics and health endpoint.
+    pub metrics: MetricsConfig,
+    /// The small language models: second opinion and drafted replies.
+    pub slm: SlmConfig,
+}
+
+/// Which fast model to load.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// A model file from `triage train`; unset means the default model built into the binary
+    /// (4 sentiment categories, trained on GoEmotions).
+    pub path: Option<PathBuf>,
+}
+
+/// Log output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `triage=debug` (`RUST_LOG` overrides it).
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Config {
+    /// Defaults, then the TOML file (if any), then `TRIAGE__…` environment variables
+    /// (`TRIAGE__KAFKA__BROKERS=host:9092` sets `kafka.brokers`).
+    pub fn load(file: Option<&Path>) -> Result<Self, CoreError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(CoreError::Config(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        fig = fig.merge(Env::prefixed("TRIAGE__").split("__"));
+        let config: Config = fig
+            .extract()
+            .map_err(|e| CoreError::Config(e.to_string()))?;
+        Ok(config)
+    }
+
+    /// The configuration as TOML, with secrets redacted (for `triage config`).
+    pub fn redacted_toml(&self) -> Result<String, CoreError> {
+        let mut c = self.clone();
+        c.kafka = c.kafka.redacted();
+        toml::to_string(&c).map_err(|e| CoreError::Config(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own large error
+    fn file_then_env_and_unknown_keys_rejected() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "t.toml",
+                "[router]\ndefault_threshold = 0.7\n[input]\ntext_field = \"body\"\n",
+            )?;
+            jail.set_env("TRIAGE__BUDGET__MAX_SHARE", "0.05");
+            let c = Config::load(Some(Path::new("t.toml"))).expect("valid");
+            assert_eq!(c.router.default_threshold, 0.7);
+            assert_eq!(c.input.text_field, "body");
+            assert_eq!(c.budget.max_share, 0.05);
+
+            jail.create_file("bad.toml", "[router]\ndefault_treshold = 0.7\n")?;
+            let err = Config::load(Some(Path::new("bad.toml"))).unwrap_err();
+            assert!(err.to_string().contains("default_treshold"), "{err}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,67 @@
+//! The `[router]` and `[budget]` sections and the combine rule: the settings of the routing
+//! policy (`triage-router` applies them).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The policy's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Confidence below which a prediction asks for a second opinion, unless the label has its
+    /// own threshold. 0 turns second opinions off.
+    pub default_threshold: f32,
+    /// Per-label thresholds, e.g. `{ neutral = 0.7 }`.
+    pub thresholds: BTreeMap<String, f32>,
+    /// Labels whose messages need a generated reply.
+    pub generative: Vec<String>,
+    /// Only draft a reply when the fast label is at least this confident (below it, a second
+    /// opinion is asked first).
+    pub generate_min_confidence: f32,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            default_threshold: 0.5,
+            thresholds: BTreeMap::new(),
+            generative: Vec::new(),
+            generate_min_confidence: 0.0,
+        }
+    }
+}
+
+/// Budget settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BudgetConfig {
+    /// Largest share of messages that may use the SLM (0..=1), measured over a sliding window.
+    pub max_share: f64,
+    /// Window, in messages, over which the share is measured.
+    pub window: u32,
+    /// Largest SLM calls per second (token bucket); none means no rate limit.
+    pub max_per_second: Option<f64>,
+}
+
+impl Default for BudgetConfig {
+    fn default() -> Self {
+        Self {
+            max_share: 0.15,
+            window: 1000,
+            max_per_second: None,
+        }
+    }
+}
+
+/// How the second opinion changes the label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Combine {
+    /// Average the fast and second-opinion probabilities (the better rule on every data set
+    /// measured; see docs/cascade.md).
+    #[default]
+    Average,
+    /// Take the second opinion's probabilities.
+    Replace,
+}

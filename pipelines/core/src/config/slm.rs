@@ -1,0 +1,125 @@
+//! The `[slm]` section: the small language models, how they run, and fault injection.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::models::ModelsConfig;
+use super::router::Combine;
+
+/// Whether to use the small language models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SlmMode {
+    /// Use them when installed; otherwise SLM routes are published as `degraded`, with a
+    /// warning at start.
+    #[default]
+    Auto,
+    /// Require them: refuse to start without them.
+    On,
+    /// Never use them: SLM routes are published as `degraded`.
+    Off,
+}
+
+/// Drafted replies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GenerateConfig {
+    /// The system prompt.
+    pub system: String,
+    /// A system prompt per label, overriding `system`.
+    pub per_label: BTreeMap<String, String>,
+    /// Most tokens in a reply.
+    pub max_new_tokens: usize,
+    /// 0 decodes greedily (deterministic); above 0 samples.
+    pub temperature: f32,
+    /// Sampling seed.
+    pub seed: u64,
+    /// Penalty on repeated tokens (1.0 = none).
+    pub repetition_penalty: f32,
+    /// Stop the reply at any of these strings.
+    pub stop: Vec<String>,
+}
+
+impl Default for GenerateConfig {
+    fn default() -> Self {
+        Self {
+            system:
+                "You are a friendly customer-support agent. Reply to the customer's message in one \
+                     or two short sentences: acknowledge the problem and say what happens next."
+                    .into(),
+            per_label: BTreeMap::new(),
+            max_new_tokens: 48,
+            temperature: 0.0,
+            seed: 0,
+            repetition_penalty: 1.2,
+            stop: vec!["\n\n".into()],
+        }
+    }
+}
+
+/// Fault injection, for testing that failures degrade instead of stalling. Off by default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct FaultConfig {
+    /// Share of calls that fail (0..=1).
+    pub error_share: f64,
+    /// Share of calls that hang past the executor's timeout (0..=1).
+    pub timeout_share: f64,
+}
+
+/// The `[slm]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlmConfig {
+    /// `auto`, `on` or `off`.
+    pub mode: SlmMode,
+    /// Where the runtime and the models are, threads, device.
+    pub models: ModelsConfig,
+    /// The second-opinion head (from `triage slm train-head`). Unset: the head shipped for the
+    /// built-in default model.
+    pub head: Option<PathBuf>,
+    /// How the second opinion is used.
+    pub combine: Combine,
+    /// Threads, batching, timeout, concurrency.
+    pub executor: ExecutorConfig,
+    /// Drafted replies.
+    pub generate: GenerateConfig,
+    /// Fault injection (tests only).
+    pub fault: FaultConfig,
+}
+
+/// Executor settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExecutorConfig {
+    /// Worker threads running the models (each call may itself use several ONNX Runtime threads).
+    pub threads: usize,
+    /// Most second opinions per model call.
+    pub max_batch: usize,
+    /// How long a worker waits for more second opinions to fill a batch, in milliseconds.
+    pub max_wait_ms: u64,
+    /// Per-call timeout for second opinions (queueing included), in milliseconds. Past it the
+    /// message is `degraded`.
+    pub timeout_ms: u64,
+    /// Per-call timeout for drafted replies (queueing included), in milliseconds: generation
+    /// takes hundreds of milliseconds per reply on a CPU.
+    pub generate_timeout_ms: u64,
+    /// Most calls in flight (queued or running); further calls wait for a slot within their
+    /// timeout.
+    pub max_concurrency: usize,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        Self {
+            threads: 1,
+            max_batch: 32,
+            max_wait_ms: 5,
+            timeout_ms: 5_000,
+            generate_timeout_ms: 30_000,
+            max_concurrency: 256,
+        }
+    }
+}

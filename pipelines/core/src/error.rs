@@ -1,0 +1,100 @@
+//! Error domains and retry hints, in the manner of arroyo's errors: every error type of triage
+//! says whose problem it is and whether trying again can help, and one place acts on that (the
+//! binary's exit code, the service's retry loop).
+
+/// Whose problem an error is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorDomain {
+    /// The user's input: a command-line argument, a configuration value, a data file's content.
+    /// Fix it and run again (the binary exits with code 2).
+    User,
+    /// Something outside triage: a file system, the broker, the ONNX Runtime, a model file
+    /// (the binary exits with code 1).
+    External,
+    /// A bug in triage (the binary exits with code 1 and says so).
+    Internal,
+}
+
+/// Whether the failed operation may succeed if tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryHint {
+    /// Trying again gives the same error.
+    NoRetry,
+    /// Trying again later may work (a broker that is down, a timeout).
+    WithBackoff,
+}
+
+/// What every error type of triage answers.
+pub trait Diagnose {
+    /// Whose problem it is.
+    fn domain(&self) -> ErrorDomain;
+    /// Whether trying again can help.
+    fn retry(&self) -> RetryHint {
+        RetryHint::NoRetry
+    }
+}
+
+/// The errors of this crate: loading the configuration and reading files.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    /// The configuration is invalid: fix it and restart.
+    #[error("configuration: {0}")]
+    Config(String),
+
+    /// A file could not be read. (The cause is part of the message, not a `source()`, so
+    /// that a report of the whole chain does not print it twice.)
+    #[error("{}: {cause}", path.display())]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The cause.
+        cause: std::io::Error,
+    },
+
+    /// A line of a JSONL file is not what the reader expects.
+    #[error("{}:{line}: {reason}", path.display())]
+    Line {
+        /// The file.
+        path: std::path::PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A JSONL file holds nothing to read.
+    #[error("{} holds no {what}", path.display())]
+    Empty {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What it should have held.
+        what: &'static str,
+    },
+}
+
+impl CoreError {
+    /// An I/O error on `path`.
+    pub fn io(path: impl Into<std::path::PathBuf>, cause: std::io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            cause,
+        }
+    }
+}
+
+impl Diagnose for CoreError {
+    fn domain(&self) -> ErrorDomain {
+        match self {
+            CoreError::Io { .. } => ErrorDomain::External,
+            CoreError::Config(_) | CoreError::Line { .. } | CoreError::Empty { .. } => {
+                ErrorDomain::User
+            }
+        }
+    }
+    fn retry(&self) -> RetryHint {
+        match self {
+            CoreError::Io { .. } => RetryHint::WithBackoff,
+            _ => RetryHint::NoRetry,
+        }
+    }
+}

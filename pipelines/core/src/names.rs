@@ -1,0 +1,46 @@
+//! Names that other programs depend on, written once: Prometheus metrics and Kafka headers.
+//! (vector's STYLE.md, "const strings".) docs/kafka.md lists them for operators.
+
+/// Prometheus metric names.
+pub mod metric {
+    /// Messages read from the input (counter).
+    pub const CONSUMED: &str = "triage_consumed_total";
+    /// Decisions durably published to the output (counter).
+    pub const PRODUCED: &str = "triage_produced_total";
+    /// Messages durably published to the dead-letter output (counter; label `kind`: the decode
+    /// error kind).
+    pub const DEAD_LETTERED: &str = "triage_dead_lettered_total";
+    /// Decisions by route and label (counter; labels `route`, `label`).
+    pub const ROUTED: &str = "triage_routed_total";
+    /// Deliveries retried after a transient failure (counter).
+    pub const PRODUCE_RETRIES: &str = "triage_produce_retries_total";
+    /// Partitions paused and resumed by backpressure (counter; label `action`).
+    pub const PARTITION_PAUSES: &str = "triage_partition_pauses_total";
+    /// Messages received and not yet acknowledged (gauge).
+    pub const IN_FLIGHT: &str = "triage_in_flight";
+    /// Consumer lag per partition (gauge; labels `topic`, `partition`).
+    pub const CONSUMER_LAG: &str = "triage_consumer_lag";
+    /// From receipt to acknowledged delivery (histogram, seconds).
+    pub const LATENCY: &str = "triage_latency_seconds";
+    /// SLM calls by outcome (counter; label `kind`: second_opinion, generate, unavailable,
+    /// timeout, overloaded, error, closed).
+    pub const SLM_CALLS: &str = "triage_slm_calls_total";
+    /// Time in the SLM, queueing included (histogram, seconds).
+    pub const SLM_SECONDS: &str = "triage_slm_seconds";
+}
+
+/// Kafka header names on triage's records.
+pub mod header {
+    /// On a decision: the published label.
+    pub const LABEL: &str = "triage.label";
+    /// On a decision: the route it took.
+    pub const ROUTE: &str = "triage.route";
+    /// On a decision: the fast model's version.
+    pub const MODEL: &str = "triage.model";
+    /// On a dead letter: why, in words.
+    pub const ERROR: &str = "triage.error";
+    /// On a dead letter: the error kind (`not_json`, `too_large`, …).
+    pub const ERROR_KIND: &str = "triage.error.kind";
+    /// On a dead letter: where the input was (`topic/partition/offset`).
+    pub const SOURCE: &str = "triage.source";
+}

@@ -1,0 +1,153 @@
+//! The Kafka clients: a consumer that stores offsets only when told, and an idempotent
+//! producer; their context logs through `tracing` and records rebalances for the loop.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::FutureProducer;
+use rdkafka::topic_partition_list::TopicPartitionList;
+use rdkafka::{ClientConfig, ClientContext};
+use triage_core::config::KafkaConfig;
+use triage_core::config::kafka::client_config_error;
+
+use super::offsets::Tp;
+use crate::error::{Result, ServiceError};
+
+#[derive(Debug)]
+pub(crate) enum RebalanceEvent {
+    Revoked(Vec<Tp>),
+    Assigned(Vec<Tp>),
+}
+
+/// Logs through `tracing` and records rebalances for the main loop. Never blocks.
+#[derive(Default)]
+pub(crate) struct Ctx {
+    pub(crate) events: Mutex<Vec<RebalanceEvent>>,
+}
+
+fn tpl_to_vec(tpl: &TopicPartitionList) -> Vec<Tp> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect()
+}
+
+impl ClientContext for Ctx {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => tracing::error!(target: "librdkafka", fac, "{message}"),
+            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", fac, "{message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", fac, "{message}")
+            }
+            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", fac, "{message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(target: "librdkafka", %error, "{reason}");
+    }
+}
+
+impl ConsumerContext for Ctx {
+    fn pre_rebalance(&self, _c: &rdkafka::consumer::BaseConsumer<Self>, r: &Rebalance<'_>) {
+        let ev = match r {
+            Rebalance::Revoke(tpl) => RebalanceEvent::Revoked(tpl_to_vec(tpl)),
+            Rebalance::Assign(_) => return,
+            Rebalance::Error(e) => {
+                tracing::warn!(error = %e, "rebalance error");
+                return;
+            }
+        };
+        if let Ok(mut evs) = self.events.lock() {
+            evs.push(ev);
+        }
+    }
+
+    fn post_rebalance(&self, _c: &rdkafka::consumer::BaseConsumer<Self>, r: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = r
+            && let Ok(mut evs) = self.events.lock()
+        {
+            evs.push(RebalanceEvent::Assigned(tpl_to_vec(tpl)));
+        }
+    }
+}
+
+pub(crate) type Consumer_ = StreamConsumer<Ctx>;
+
+pub(crate) fn kafka_err(what: &str, e: KafkaError) -> ServiceError {
+    match &e {
+        // Never rdkafka's Display of a refused property: it ends with the value (maybe a secret).
+        KafkaError::ClientConfig(_, desc, key, value) => ServiceError::Config(format!(
+            "kafka: {what}: {}",
+            client_config_error(desc, key, value)
+        )),
+        KafkaError::ClientCreation(_) => ServiceError::Config(format!("kafka: {what}: {e}")),
+        _ => ServiceError::Kafka {
+            message: format!("{what}: {e}"),
+            retryable: true,
+        },
+    }
+}
+
+/// librdkafka's log level: warnings, or everything when a `debug` property asks for contexts.
+/// (rdkafka would otherwise take it from the `log` crate, which triage does not use.)
+fn log_level(k: &KafkaConfig, extra: &BTreeMap<String, String>) -> RDKafkaLogLevel {
+    if k.properties.contains_key("debug") || extra.contains_key("debug") {
+        RDKafkaLogLevel::Debug
+    } else {
+        RDKafkaLogLevel::Warning
+    }
+}
+
+fn client_config(k: &KafkaConfig, extra: &BTreeMap<String, String>) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set_log_level(log_level(k, extra));
+    c.set("bootstrap.servers", &k.brokers);
+    for (key, v) in k.properties.iter().chain(extra) {
+        c.set(key, v);
+    }
+    c
+}
+
+pub(crate) fn make_consumer(k: &KafkaConfig, group: &str) -> Result<Arc<Consumer_>> {
+    let mut c = ClientConfig::new();
+    c.set_log_level(log_level(k, &k.consumer_properties));
+    c.set("bootstrap.servers", &k.brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", k.commit_interval_ms.to_string())
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        // A new group starts at the beginning: nothing published before it is skipped.
+        .set("auto.offset.reset", "earliest");
+    for (key, v) in k.properties.iter().chain(&k.consumer_properties) {
+        c.set(key, v);
+    }
+    // Managed settings win over pass-through ones (validate() refuses most clashes).
+    c.set("enable.auto.offset.store", "false");
+    let consumer: Consumer_ = c
+        .create_with_context(Ctx::default())
+        .map_err(|e| kafka_err("creating the consumer", e))?;
+    Ok(Arc::new(consumer))
+}
+
+pub(crate) fn make_producer(k: &KafkaConfig) -> Result<FutureProducer> {
+    let mut c = client_config(k, &BTreeMap::new());
+    c.set_log_level(log_level(k, &k.producer_properties));
+    c.set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "30000");
+    for (key, v) in &k.producer_properties {
+        c.set(key, v);
+    }
+    c.create()
+        .map_err(|e| kafka_err("creating the producer", e))
+}

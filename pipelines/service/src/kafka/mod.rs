@@ -1,0 +1,436 @@
+//! The Kafka service: consume, classify, route, publish; at-least-once.
+//!
+//! - `enable.auto.offset.store=false`: an offset is stored only after the message's output (or
+//!   dead letter) is acknowledged by the broker, and only when every earlier offset of its
+//!   partition is too ([`offsets::OffsetTracker`]). librdkafka commits stored offsets every
+//!   `commit_interval_ms`, on rebalance and on shutdown.
+//! - Polling never waits on slow work: a partition with too many messages in flight is paused,
+//!   and resumed once it drains (rust-rdkafka #433: a consumer that stops polling is silently
+//!   dropped from its group).
+//! - The rebalance callback only records what was revoked; the loop forgets those partitions, so
+//!   their late acknowledgements store nothing (librdkafka has committed what was stored before
+//!   the revoke). Nothing blocks inside the callback.
+//! - SIGTERM/SIGINT: stop fetching, wait for in-flight deliveries, flush the producer, store and
+//!   commit, exit.
+//!
+//! The source side (consumer, offsets, backpressure, rebalances) is here; [`client`] makes the
+//! clients and [`sink`] produces the records and hands their acknowledgements back.
+
+mod client;
+pub mod offsets;
+mod sink;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::stream::FuturesUnordered;
+use futures::{Future, StreamExt};
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::Producer;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::util::Timeout;
+use serde::Serialize;
+use triage_classifier::Scratch;
+use triage_core::config::KafkaConfig;
+use triage_core::message::InputConfig;
+use triage_core::names::metric;
+
+use crate::error::{Result, ServiceError};
+use crate::metrics::Health;
+use crate::processor::{Decision, Processor};
+use crate::sink::{Sink, publish};
+use client::{Consumer_, RebalanceEvent, kafka_err, make_consumer, make_producer};
+use offsets::{OffsetTracker, Tp};
+use sink::{DeliveryOutcome, KafkaSink, Meta, Origin, Topic};
+
+/// Where a run starts reading.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Re-read the topics from the beginning (with its own consumer group).
+    pub from_beginning: bool,
+    /// Re-read from this time (Unix milliseconds), with its own consumer group.
+    pub from_timestamp: Option<i64>,
+    /// Override the consumer group id.
+    pub group_id: Option<String>,
+    /// Stop (cleanly) once no message arrived for this long and nothing is in flight.
+    pub exit_when_idle: Option<Duration>,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunSummary {
+    /// Messages consumed.
+    pub consumed: u64,
+    /// Decisions delivered to the output topic.
+    pub produced: u64,
+    /// Messages delivered to the dead-letter topic.
+    pub dead_lettered: u64,
+    /// Deliveries that failed and were retried.
+    pub produce_retries: u64,
+    /// Messages still in flight when the run ended (not committed; they will be re-read).
+    pub abandoned: u64,
+    /// Why the run ended.
+    pub ended_by: String,
+}
+
+/// A decision the SLM has settled, with where its input came from.
+type SlmPending = FuturesUnordered<Pin<Box<dyn Future<Output = (Decision, Origin)> + Send>>>;
+
+struct Loop {
+    kafka: KafkaConfig,
+    input: InputConfig,
+    processor: Arc<Processor>,
+    sink: KafkaSink,
+    tracker: OffsetTracker,
+    slm_pending: SlmPending,
+    scratch: Scratch,
+    probs: Vec<f32>,
+    summary: RunSummary,
+    /// When the last message arrived (or partitions were first assigned): the idle clock.
+    last_message: Option<Instant>,
+}
+
+impl Loop {
+    /// One consumed message: decode, decide, publish (or dead-letter).
+    async fn handle(&mut self, consumer: &Consumer_, msg: &BorrowedMessage<'_>) -> Result<()> {
+        let tp: Tp = (msg.topic().to_string(), msg.partition());
+        let offset = msg.offset();
+        self.last_message = Some(Instant::now());
+        self.summary.consumed += 1;
+        metrics::counter!(metric::CONSUMED).increment(1);
+        let in_flight = self.tracker.begin(&tp, offset);
+        if in_flight >= self.kafka.max_in_flight_per_partition && !self.tracker.is_paused(&tp) {
+            self.pause(consumer, &tp, true);
+        }
+        let payload = msg.payload().unwrap_or(&[]);
+        let step = self.processor.step(
+            payload,
+            &self.input,
+            || format!("{}/{}/{}", tp.0, tp.1, offset),
+            &mut self.scratch,
+            &mut self.probs,
+        );
+        let origin = Origin {
+            meta: Meta {
+                tp,
+                offset,
+                received: Instant::now(),
+                topic: Topic::Output,
+                attempt: 0,
+            },
+            key: msg.key().map(<[u8]>::to_vec),
+            headers: msg.headers().map(|h| h.detach()),
+        };
+        let published = publish(&mut self.sink, step, payload, origin).await;
+        self.settle_completed(consumer);
+        if let Some((pending, origin)) = published? {
+            // Off the loop: the executor answers (or times out) while polling goes on.
+            let processor = Arc::clone(&self.processor);
+            self.slm_pending.push(Box::pin(async move {
+                (processor.resolve(*pending).await, origin)
+            }));
+        }
+        Ok(())
+    }
+
+    /// Publishes a decision the SLM has settled.
+    async fn publish_resolved(
+        &mut self,
+        consumer: &Consumer_,
+        (decision, origin): (Decision, Origin),
+    ) -> Result<()> {
+        let r = self.sink.decision(&decision, origin).await;
+        self.settle_completed(consumer);
+        r
+    }
+
+    /// Acknowledges the deliveries the sink finished while producing.
+    fn settle_completed(&mut self, consumer: &Consumer_) {
+        let done: Vec<DeliveryOutcome> = self.sink.take_completed().collect();
+        for outcome in done {
+            self.delivered(consumer, outcome);
+        }
+    }
+
+    fn pause(&mut self, consumer: &Consumer_, tp: &Tp, pause: bool) {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&tp.0, tp.1);
+        let r = if pause {
+            consumer.pause(&tpl)
+        } else {
+            consumer.resume(&tpl)
+        };
+        match r {
+            Ok(()) => {
+                self.tracker.set_paused(tp, pause);
+                metrics::counter!(metric::PARTITION_PAUSES, "action" => if pause { "pause" } else { "resume" }).increment(1);
+                tracing::debug!(topic = %tp.0, partition = tp.1, pause, "backpressure");
+            }
+            Err(e) => {
+                tracing::warn!(topic = %tp.0, partition = tp.1, error = %e, "pause/resume failed")
+            }
+        }
+    }
+
+    /// A delivery finished: acknowledge (and store the offset) or retry.
+    fn delivered(&mut self, consumer: &Consumer_, (meta, result): DeliveryOutcome) {
+        match result {
+            Ok(Ok(_)) => {
+                match meta.topic {
+                    Topic::Output => {
+                        self.summary.produced += 1;
+                        metrics::counter!(metric::PRODUCED).increment(1);
+                    }
+                    Topic::DeadLetter(kind) => {
+                        self.summary.dead_lettered += 1;
+                        metrics::counter!(metric::DEAD_LETTERED, "kind" => kind).increment(1);
+                    }
+                }
+                metrics::histogram!(metric::LATENCY).record(meta.received.elapsed().as_secs_f64());
+                if let Some(ack) = self.tracker.ack(&meta.tp, meta.offset) {
+                    if let Some(off) = ack.store
+                        && let Err(e) = consumer.store_offset(&meta.tp.0, meta.tp.1, off)
+                    {
+                        // The partition was revoked meanwhile: its new owner re-reads it.
+                        tracing::debug!(topic = %meta.tp.0, partition = meta.tp.1, error = %e, "offset not stored");
+                    }
+                    if self.tracker.is_paused(&meta.tp)
+                        && ack.in_flight <= self.kafka.max_in_flight_per_partition / 2
+                    {
+                        self.pause(consumer, &meta.tp, false);
+                    }
+                }
+            }
+            Ok(Err((err, owned))) => {
+                self.summary.produce_retries += 1;
+                metrics::counter!(metric::PRODUCE_RETRIES).increment(1);
+                tracing::warn!(error = %err, attempt = meta.attempt + 1, topic = %meta.tp.0, partition = meta.tp.1, offset = meta.offset, "delivery failed; retrying");
+                self.sink.retry(owned, meta);
+            }
+            Err(_canceled) => {
+                tracing::error!(topic = %meta.tp.0, partition = meta.tp.1, offset = meta.offset, "delivery report lost; the message will be re-read after a restart");
+            }
+        }
+    }
+
+    fn apply_rebalances(&mut self, consumer: &Consumer_) {
+        let events = match consumer.context().events.lock() {
+            Ok(mut evs) => std::mem::take(&mut *evs),
+            Err(_) => return,
+        };
+        for ev in events {
+            match ev {
+                RebalanceEvent::Revoked(tps) => {
+                    for tp in &tps {
+                        self.tracker.revoke(tp);
+                    }
+                    tracing::info!(partitions = ?tps, "partitions revoked");
+                }
+                RebalanceEvent::Assigned(tps) => {
+                    self.last_message.get_or_insert_with(Instant::now);
+                    tracing::info!(partitions = ?tps, "partitions assigned");
+                }
+            }
+        }
+        metrics::gauge!(metric::IN_FLIGHT).set(self.tracker.in_flight() as f64);
+    }
+}
+
+fn sample_lag(consumer: Arc<Consumer_>) {
+    let Ok(assignment) = consumer.assignment() else {
+        return;
+    };
+    let Ok(positions) = consumer.position() else {
+        return;
+    };
+    for e in assignment.elements() {
+        let (topic, p) = (e.topic(), e.partition());
+        let Ok((_, high)) = consumer.fetch_watermarks(topic, p, Duration::from_secs(2)) else {
+            continue;
+        };
+        let pos = positions
+            .find_partition(topic, p)
+            .and_then(|x| match x.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            });
+        if let Some(pos) = pos {
+            metrics::gauge!(metric::CONSUMER_LAG, "topic" => topic.to_string(), "partition" => p.to_string())
+                .set((high - pos).max(0) as f64);
+        }
+    }
+}
+
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+            },
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "SIGINT"
+    }
+}
+
+/// Runs the service until a signal (or `exit_when_idle`).
+pub async fn run(
+    processor: Arc<Processor>,
+    kafka: KafkaConfig,
+    input: InputConfig,
+    opts: RunOptions,
+    health: Arc<Health>,
+) -> Result<RunSummary> {
+    kafka.validate().map_err(ServiceError::Config)?;
+    let replay = opts.from_beginning || opts.from_timestamp.is_some();
+    let group = match (&opts.group_id, replay) {
+        (Some(g), _) => g.clone(),
+        (None, true) => format!(
+            "{}.replay.{}",
+            kafka.group_id,
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis())
+        ),
+        (None, false) => kafka.group_id.clone(),
+    };
+    tracing::info!(config = ?kafka.redacted(), group = %group, "starting kafka pipeline");
+    let consumer = make_consumer(&kafka, &group)?;
+    let producer = make_producer(&kafka)?;
+    let topics: Vec<&str> = kafka.input_topics.iter().map(String::as_str).collect();
+    if let Some(ts) = opts.from_timestamp {
+        // Manual assignment at the first offset at or after the timestamp.
+        let mut tpl = TopicPartitionList::new();
+        for t in &topics {
+            let md = consumer
+                .fetch_metadata(Some(t), Duration::from_secs(10))
+                .map_err(|e| kafka_err("reading topic metadata", e))?;
+            for mt in md.topics() {
+                for p in mt.partitions() {
+                    tpl.add_partition_offset(mt.name(), p.id(), Offset::Offset(ts))
+                        .map_err(|e| kafka_err("building the assignment", e))?;
+                }
+            }
+        }
+        let at = consumer
+            .offsets_for_times(tpl, Duration::from_secs(10))
+            .map_err(|e| kafka_err("looking up offsets for the timestamp", e))?;
+        consumer
+            .assign(&at)
+            .map_err(|e| kafka_err("assigning partitions", e))?;
+    } else {
+        consumer
+            .subscribe(&topics)
+            .map_err(|e| kafka_err("subscribing", e))?;
+    }
+    health
+        .ready
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+
+    let mut lp = Loop {
+        input,
+        processor,
+        sink: KafkaSink::new(producer, &kafka.output_topic, &kafka.dead_letter_topic),
+        tracker: OffsetTracker::default(),
+        slm_pending: FuturesUnordered::new(),
+        scratch: Scratch::default(),
+        probs: Vec::new(),
+        summary: RunSummary::default(),
+        last_message: opts.from_timestamp.map(|_| Instant::now()),
+        kafka,
+    };
+    let mut lag_tick =
+        tokio::time::interval(Duration::from_millis(lp.kafka.lag_interval_ms.max(100)));
+    let mut beat = tokio::time::interval(Duration::from_millis(500));
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    let ended_by: String = loop {
+        tokio::select! {
+            biased;
+            sig = &mut signal => break sig.to_string(),
+            Some(outcome) = lp.sink.next_delivery(), if lp.sink.in_flight() > 0 => {
+                lp.delivered(&consumer, outcome);
+            }
+            Some(done) = lp.slm_pending.next(), if !lp.slm_pending.is_empty() => {
+                lp.publish_resolved(&consumer, done).await?;
+            }
+            msg = consumer.recv() => match msg {
+                Ok(m) => lp.handle(&consumer, &m).await?,
+                Err(e) => {
+                    tracing::warn!(error = %e, "consumer error");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            _ = lag_tick.tick() => {
+                let c = Arc::clone(&consumer);
+                tokio::task::spawn_blocking(move || sample_lag(c));
+            }
+            _ = beat.tick() => {
+                health.beat();
+                lp.apply_rebalances(&consumer);
+                if let Some(idle) = opts.exit_when_idle
+                    && lp.sink.in_flight() == 0
+                    && lp.slm_pending.is_empty()
+                    && lp.last_message.is_some_and(|t| t.elapsed() >= idle)
+                {
+                    break "idle".to_string();
+                }
+            }
+        }
+    };
+    tracing::info!(reason = %ended_by, in_flight = lp.sink.in_flight() + lp.slm_pending.len(), "stopping: draining in-flight work");
+    // Stop fetching while we drain (the consumer still heartbeats in the background).
+    if let Ok(assignment) = consumer.assignment() {
+        let _ = consumer.pause(&assignment);
+    }
+    let deadline = Instant::now() + Duration::from_millis(lp.kafka.shutdown_timeout_ms);
+    while lp.sink.in_flight() > 0 || !lp.slm_pending.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        tokio::select! {
+            Some(outcome) = lp.sink.next_delivery(), if lp.sink.in_flight() > 0 => lp.delivered(&consumer, outcome),
+            Some(done) = lp.slm_pending.next(), if !lp.slm_pending.is_empty() => lp.publish_resolved(&consumer, done).await?,
+            _ = tokio::time::sleep(left) => break,
+        }
+        lp.apply_rebalances(&consumer);
+    }
+    let left = deadline.saturating_duration_since(Instant::now());
+    let _ = lp
+        .sink
+        .producer()
+        .flush(Timeout::After(left.max(Duration::from_millis(100))));
+    lp.summary.abandoned = lp.tracker.in_flight() as u64;
+    if lp.summary.abandoned > 0 {
+        tracing::warn!(
+            abandoned = lp.summary.abandoned,
+            "shutdown timeout: these messages were not committed and will be re-read"
+        );
+    }
+    let c = Arc::clone(&consumer);
+    let committed = tokio::task::spawn_blocking(move || c.commit_consumer_state(CommitMode::Sync))
+        .await
+        .map_err(|e| ServiceError::Internal(format!("commit task: {e}")))?;
+    match committed {
+        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+        Err(e) => tracing::warn!(error = %e, "final commit failed"),
+    }
+    consumer.unsubscribe();
+    lp.summary.ended_by = ended_by;
+    tracing::info!(summary = ?lp.summary, "stopped");
+    Ok(lp.summary)
+}

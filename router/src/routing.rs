@@ -1,0 +1,243 @@
+//! The one routing policy: every route a message can take is decided here, by the same code in
+//! the running service and in the offline tools that tune it (`triage calibrate`,
+//! `triage eval --cascade`).
+//!
+//! A message is routed in two steps:
+//! 1. [`Router::route`], on the fast classifier's probabilities: `fast`, `second_opinion` or
+//!    `generate` by the policy's thresholds and generative labels, then `over_budget` when the
+//!    SLM is wanted but the budget is spent;
+//! 2. [`Router::settle`], once the SLM answered or failed: the combine rule applied to a second
+//!    opinion, a drafted reply kept, or `degraded` (the fast label stands) when there is no
+//!    usable answer.
+
+use triage_core::argmax;
+use triage_core::config::{Combine, PolicyConfig};
+
+use crate::{Budget, Policy, Route, RouterError};
+
+/// The policy and the combine rule, for one fast model's labels.
+#[derive(Debug, Clone)]
+pub struct Router {
+    policy: Policy,
+    combine: Combine,
+    labels: Vec<String>,
+}
+
+/// A message's route before the SLM answers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Routing {
+    /// `fast`, `second_opinion`, `generate` or `over_budget`.
+    pub route: Route,
+    /// The fast label (an index into the labels).
+    pub label: usize,
+    /// Its probability.
+    pub confidence: f32,
+    /// Why, in words.
+    pub reason: String,
+}
+
+/// What the small language model gave for a routed message.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Answer<'a> {
+    /// No SLM call was made (the route does not use it).
+    None,
+    /// Second-opinion probabilities, in the fast model's label order.
+    SecondOpinion(&'a [f32]),
+    /// A drafted reply.
+    Reply,
+    /// No usable answer: why (a timeout, an error, no SLM installed).
+    Failed(&'a str),
+}
+
+/// What is published for a message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// The final route (`degraded` when the SLM was asked and gave no usable answer).
+    pub route: Route,
+    /// The published label.
+    pub label: usize,
+    /// Its probability.
+    pub confidence: f32,
+    /// The published probabilities: the fast ones, or the combination with the second opinion.
+    pub probabilities: Vec<f32>,
+    /// The second opinion's own label and confidence, when it answered.
+    pub second_opinion: Option<(usize, f32)>,
+    /// Why, in words.
+    pub reason: String,
+}
+
+impl Router {
+    /// Validates the policy and checks that it only names labels the model has.
+    pub fn new(
+        policy: PolicyConfig,
+        combine: Combine,
+        labels: &[String],
+    ) -> Result<Self, RouterError> {
+        let policy = Policy::new(policy)?;
+        policy.check_labels(labels)?;
+        Ok(Self {
+            policy,
+            combine,
+            labels: labels.to_vec(),
+        })
+    }
+
+    /// The labels, in probability order.
+    pub fn labels(&self) -> &[String] {
+        &self.labels
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The combine rule.
+    pub fn combine(&self) -> Combine {
+        self.combine
+    }
+
+    /// The route for the fast probabilities `fast` (label order), with the budget applied:
+    /// every message is recorded in `budget`, whether it wants the SLM or not.
+    pub fn route(&self, fast: &[f32], budget: &mut Budget) -> Routing {
+        let (label, confidence) = argmax(fast);
+        let plan = self.policy.plan(&self.labels[label], confidence);
+        let admitted = budget.admit(plan.route.uses_slm());
+        let (route, reason) = if plan.route.uses_slm() && !admitted {
+            (
+                Route::OverBudget,
+                format!("{}; SLM budget spent", plan.reason),
+            )
+        } else {
+            (plan.route, plan.reason)
+        };
+        Routing {
+            route,
+            label,
+            confidence,
+            reason,
+        }
+    }
+
+    /// What is published once the SLM has answered (or not). Routes that do not use the SLM
+    /// take [`Answer::None`] and keep the fast label; a second opinion with the wrong number of
+    /// probabilities counts as no answer.
+    pub fn settle(&self, routing: Routing, fast: &[f32], answer: Answer<'_>) -> Outcome {
+        let fast_outcome = |route: Route, reason: String| Outcome {
+            route,
+            label: routing.label,
+            confidence: routing.confidence,
+            probabilities: fast.to_vec(),
+            second_opinion: None,
+            reason,
+        };
+        if !routing.route.uses_slm() {
+            return fast_outcome(routing.route, routing.reason);
+        }
+        match answer {
+            Answer::SecondOpinion(second)
+                if routing.route == Route::SecondOpinion && second.len() == fast.len() =>
+            {
+                let combined = self.combined(fast, second);
+                let (label, confidence) = argmax(&combined);
+                Outcome {
+                    route: Route::SecondOpinion,
+                    label,
+                    confidence,
+                    probabilities: combined,
+                    second_opinion: Some(argmax(second)),
+                    reason: routing.reason,
+                }
+            }
+            Answer::Reply if routing.route == Route::Generate => {
+                fast_outcome(Route::Generate, routing.reason)
+            }
+            Answer::Failed(why) => {
+                fast_outcome(Route::Degraded, format!("{}; {why}", routing.reason))
+            }
+            Answer::None | Answer::SecondOpinion(_) | Answer::Reply => fast_outcome(
+                Route::Degraded,
+                format!("{}; SLM failed: malformed answer", routing.reason),
+            ),
+        }
+    }
+
+    /// The combine rule: the published probabilities of a message that got a second opinion.
+    pub fn combined(&self, fast: &[f32], second: &[f32]) -> Vec<f32> {
+        match self.combine {
+            Combine::Average => fast
+                .iter()
+                .zip(second)
+                .map(|(a, b)| (a + b) / 2.0)
+                .collect(),
+            Combine::Replace => second.to_vec(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use triage_core::config::BudgetConfig;
+
+    use super::*;
+
+    fn router(combine: Combine, generative: &[&str]) -> Router {
+        let labels = vec!["a".to_string(), "b".to_string()];
+        let policy = PolicyConfig {
+            default_threshold: 0.6,
+            generative: generative.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        Router::new(policy, combine, &labels).unwrap()
+    }
+
+    fn unlimited() -> Budget {
+        Budget::new(BudgetConfig {
+            max_share: 1.0,
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn every_route() {
+        let r = router(Combine::Average, &["b"]);
+        let mut budget = unlimited();
+        assert_eq!(r.route(&[0.9, 0.1], &mut budget).route, Route::Fast);
+        let unsure = r.route(&[0.55, 0.45], &mut budget);
+        assert_eq!(unsure.route, Route::SecondOpinion);
+        assert_eq!(r.route(&[0.1, 0.9], &mut budget).route, Route::Generate);
+
+        // The second opinion is averaged in and can change the label.
+        let o = r.settle(
+            unsure.clone(),
+            &[0.55, 0.45],
+            Answer::SecondOpinion(&[0.05, 0.95]),
+        );
+        assert_eq!((o.route, o.label), (Route::SecondOpinion, 1));
+        assert_eq!(o.probabilities, vec![0.3, 0.7]);
+        assert_eq!(o.second_opinion, Some((1, 0.95)));
+        // No answer: degraded, fast label, the reason says why.
+        let o = r.settle(unsure, &[0.55, 0.45], Answer::Failed("SLM call timed out"));
+        assert_eq!((o.route, o.label), (Route::Degraded, 0));
+        assert!(o.reason.ends_with("; SLM call timed out"), "{}", o.reason);
+
+        // Nothing left in the budget: over_budget, fast label.
+        let mut none = Budget::new(BudgetConfig {
+            max_share: 0.0,
+            ..Default::default()
+        })
+        .unwrap();
+        let o = r.route(&[0.55, 0.45], &mut none);
+        assert_eq!(o.route, Route::OverBudget);
+        assert!(o.reason.ends_with("SLM budget spent"), "{}", o.reason);
+    }
+
+    #[test]
+    fn replace_takes_the_second_opinion() {
+        let r = router(Combine::Replace, &[]);
+        let routing = r.route(&[0.55, 0.45], &mut unlimited());
+        let o = r.settle(routing, &[0.55, 0.45], Answer::SecondOpinion(&[0.4, 0.6]));
+        assert_eq!((o.label, o.probabilities), (1, vec![0.4, 0.6]));
+    }
+}

@@ -1,0 +1,163 @@
+//! One routing policy: the service's processing path (`Processor::step` + `resolve`, as
+//! `triage replay` and `triage run` call it) and the offline simulation (`cascade::simulate`, as
+//! `triage calibrate` and `triage eval --cascade` call it) give every message of a random
+//! stream the same route, label and probabilities, with generative labels and a budget.
+//!
+//! The fast model is a real one, trained here on a small vocabulary; the SLM is a stand-in whose
+//! answer is a fixed function of the text, given to both sides.
+
+use std::sync::Arc;
+
+use ndarray::Array2;
+use proptest::prelude::*;
+use triage_classifier::{Example, Model, NoProgress, Scratch, TrainConfig};
+use triage_core::config::{BudgetConfig, Combine, Config, PolicyConfig};
+use triage_eval::cascade::{CascadeInputs, simulate};
+use triage_router::Router;
+use triage_service::slm::{BackendError, SlmBackend, SlmStage};
+use triage_service::{Processor, Step};
+
+const WORDS: [&str; 12] = [
+    "great", "thanks", "broken", "refund", "maybe", "hello", "awful", "love", "slow", "ok", "why",
+    "late",
+];
+const LABELS: [&str; 4] = ["ambiguous", "negative", "neutral", "positive"];
+
+fn model() -> Arc<Model> {
+    static MODEL: std::sync::OnceLock<Arc<Model>> = std::sync::OnceLock::new();
+    MODEL
+        .get_or_init(|| {
+            let mut data = Vec::new();
+            for (i, w) in WORDS.iter().enumerate() {
+                for j in 0..6 {
+                    let other = WORDS[(i + j + 1) % WORDS.len()];
+                    data.push(Example {
+                        id: None,
+                        text: format!("{w} {other} {w}"),
+                        label: LABELS[(i + j / 3) % 4].to_string(),
+                    });
+                }
+            }
+            let mut config = TrainConfig::default();
+            config.tfidf.min_df = 1;
+            config.analyzer.hash_bits = 12;
+            Arc::new(Model::train(&data, &config, &mut NoProgress).expect("trains"))
+        })
+        .clone()
+}
+
+/// The stand-in SLM's second opinion: a distribution that depends only on the text.
+fn second_opinion(text: &str) -> Vec<f32> {
+    let h = text.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    });
+    let raw: Vec<f32> = (0..4)
+        .map(|i| 1.0 + ((h >> (8 * i)) & 0xff) as f32)
+        .collect();
+    let sum: f32 = raw.iter().sum();
+    raw.iter().map(|v| v / sum).collect()
+}
+
+struct StandIn;
+
+impl SlmBackend for StandIn {
+    fn second_opinion(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, BackendError> {
+        Ok(texts.iter().map(|t| second_opinion(t)).collect())
+    }
+    fn generate(&self, text: &str, label: &str) -> Result<String, BackendError> {
+        Ok(format!("{label}: {text}"))
+    }
+}
+
+fn stream() -> impl Strategy<Value = Vec<String>> {
+    let text = proptest::collection::vec(proptest::sample::select(&WORDS[..]), 1..6)
+        .prop_map(|w| w.join(" "));
+    proptest::collection::vec(text, 1..200)
+}
+
+fn policy() -> impl Strategy<Value = (PolicyConfig, BudgetConfig, Combine)> {
+    (
+        0.0f32..1.0,
+        proptest::sample::subsequence(&LABELS[..], 0..3),
+        0.0f32..1.0,
+        0.0f64..=1.0,
+        1u32..60,
+        any::<bool>(),
+    )
+        .prop_map(|(t, generative, gmin, share, window, replace)| {
+            (
+                PolicyConfig {
+                    default_threshold: t,
+                    generative: generative.into_iter().map(String::from).collect(),
+                    generate_min_confidence: gmin,
+                    ..Default::default()
+                },
+                BudgetConfig {
+                    max_share: share,
+                    window,
+                    max_per_second: None,
+                },
+                if replace {
+                    Combine::Replace
+                } else {
+                    Combine::Average
+                },
+            )
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn service_and_simulation_route_alike(texts in stream(), (policy, budget, combine) in policy()) {
+        let model = model();
+        let mut config = Config {
+            router: policy.clone(),
+            budget: budget.clone(),
+            ..Default::default()
+        };
+        config.slm.combine = combine;
+        config.slm.executor.max_wait_ms = 0;
+
+        // The service's path, message by message in stream order.
+        let stage = SlmStage::with_backend(Arc::new(StandIn), &config.slm).unwrap();
+        let processor = Processor::new(Arc::clone(&model), &config, stage).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let (mut scratch, mut probs) = (Scratch::default(), Vec::new());
+        let mut service = Vec::new();
+        for (i, t) in texts.iter().enumerate() {
+            let payload = serde_json::json!({"id": i.to_string(), "text": t}).to_string();
+            let d = match processor.step(payload.as_bytes(), &config.input, || "x".into(), &mut scratch, &mut probs) {
+                Step::Done(d) => *d,
+                Step::Slm(p) => rt.block_on(processor.resolve(*p)),
+                Step::Dead(e) => panic!("{e}"),
+            };
+            service.push(d);
+        }
+
+        // The offline simulation, on the same probabilities.
+        let k = model.labels().len();
+        let mut fast = Array2::<f32>::zeros((texts.len(), k));
+        let mut second = Array2::<f32>::zeros((texts.len(), k));
+        for (i, t) in texts.iter().enumerate() {
+            model.predict_into(t, &mut scratch, &mut probs);
+            fast.row_mut(i).assign(&ndarray::ArrayView1::from(&probs[..]));
+            second.row_mut(i).assign(&ndarray::ArrayView1::from(&second_opinion(t)[..]));
+        }
+        let truth = vec![0; texts.len()];
+        let inputs = CascadeInputs { labels: model.labels(), truth: &truth, fast: &fast, second: &second };
+        let router = Router::new(policy, combine, model.labels()).unwrap();
+        let offline = simulate(&router, Some(&budget), &inputs).unwrap();
+
+        prop_assert_eq!(service.len(), offline.len());
+        for (i, (d, o)) in service.iter().zip(&offline).enumerate() {
+            prop_assert_eq!(d.route, o.route, "message {}: {:?}", i, texts[i]);
+            prop_assert_eq!(&d.label, &model.labels()[o.label], "message {}", i);
+            prop_assert_eq!(d.confidence, o.confidence, "message {}", i);
+            let published: Vec<f32> = d.probabilities.values().copied().collect();
+            prop_assert_eq!(&published, &o.probabilities, "message {}", i);
+            prop_assert_eq!(&d.reason, &o.reason, "message {}", i);
+        }
+    }
+}
