@@ -71,7 +71,7 @@ impl Diagnose for ClassifierError {
     }
     fn retry(&self) -> RetryHint {
         match self {
-            ClassifierError::Io { .. } => RetryHint::WithBackoff,
+            ClassifierError::Io { cause, .. } => triage_core::error::io_retry(cause),
             ClassifierError::Dataset(e) => e.retry(),
             _ => RetryHint::NoRetry,
         }

@@ -6,7 +6,7 @@
 
 use std::process::ExitCode;
 
-use triage_core::{Diagnose, ErrorDomain};
+use triage_core::{Diagnose, ErrorDomain, RetryHint};
 
 /// A command's failure.
 pub enum Failure {
@@ -14,6 +14,8 @@ pub enum Failure {
     Error {
         /// User: exit 2; External, Internal: exit 1.
         domain: ErrorDomain,
+        /// Whether running again later may succeed (said on stderr).
+        retry: RetryHint,
         /// What to print.
         error: anyhow::Error,
     },
@@ -25,6 +27,7 @@ impl<E: Diagnose + std::error::Error + Send + Sync + 'static> From<E> for Failur
     fn from(e: E) -> Self {
         Failure::Error {
             domain: e.domain(),
+            retry: e.retry(),
             error: e.into(),
         }
     }
@@ -35,6 +38,7 @@ impl Failure {
     pub fn usage(error: impl Into<anyhow::Error>) -> Self {
         Failure::Error {
             domain: ErrorDomain::User,
+            retry: RetryHint::NoRetry,
             error: error.into(),
         }
     }
@@ -43,16 +47,19 @@ impl Failure {
     pub fn external(error: impl Into<anyhow::Error>) -> Self {
         Failure::Error {
             domain: ErrorDomain::External,
+            retry: RetryHint::NoRetry,
             error: error.into(),
         }
     }
 
     /// Prints the failure and returns its exit code.
     pub fn report(self) -> ExitCode {
+        let later = " (this may succeed if run again later)";
         match self {
             Failure::Error {
                 domain: ErrorDomain::User,
                 error,
+                ..
             } => {
                 eprintln!("error: {error:#}");
                 ExitCode::from(2)
@@ -60,13 +67,20 @@ impl Failure {
             Failure::Error {
                 domain: ErrorDomain::External,
                 error,
+                retry,
             } => {
-                eprintln!("error: {error:#}");
+                let hint = if retry == RetryHint::WithBackoff {
+                    later
+                } else {
+                    ""
+                };
+                eprintln!("error: {error:#}{hint}");
                 ExitCode::from(1)
             }
             Failure::Error {
                 domain: ErrorDomain::Internal,
                 error,
+                ..
             } => {
                 eprintln!("internal error (a bug in triage; please report it): {error:#}");
                 ExitCode::from(1)

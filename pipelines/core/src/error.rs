@@ -24,6 +24,16 @@ pub enum RetryHint {
     WithBackoff,
 }
 
+/// The retry hint of an I/O error: transient kinds (interrupted, would block, timed out, busy)
+/// may succeed later; a missing file or a refused permission will not.
+pub fn io_retry(e: &std::io::Error) -> RetryHint {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        Interrupted | WouldBlock | TimedOut | ResourceBusy => RetryHint::WithBackoff,
+        _ => RetryHint::NoRetry,
+    }
+}
+
 /// What every error type of triage answers.
 pub trait Diagnose {
     /// Whose problem it is.
@@ -93,7 +103,7 @@ impl Diagnose for CoreError {
     }
     fn retry(&self) -> RetryHint {
         match self {
-            CoreError::Io { .. } => RetryHint::WithBackoff,
+            CoreError::Io { cause, .. } => io_retry(cause),
             _ => RetryHint::NoRetry,
         }
     }

@@ -68,7 +68,7 @@ impl Diagnose for EvalError {
     fn retry(&self) -> RetryHint {
         match self {
             EvalError::Models(e) => e.retry(),
-            EvalError::Io { .. } => RetryHint::WithBackoff,
+            EvalError::Io { cause, .. } => triage_core::error::io_retry(cause),
             _ => RetryHint::NoRetry,
         }
     }

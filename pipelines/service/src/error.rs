@@ -80,8 +80,8 @@ impl Diagnose for ServiceError {
         match self {
             ServiceError::Kafka {
                 retryable: true, ..
-            }
-            | ServiceError::Io { .. } => RetryHint::WithBackoff,
+            } => RetryHint::WithBackoff,
+            ServiceError::Io { cause, .. } => triage_core::error::io_retry(cause),
             ServiceError::Models(e) => e.retry(),
             _ => RetryHint::NoRetry,
         }
