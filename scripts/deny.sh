@@ -2,8 +2,10 @@
 # Dependency policy checks with cargo-deny (config: deny.toml at the repo root; see
 # docs/security.md).
 #
-#   licenses, bans, sources  always; they need no network (only Cargo.lock and the crates'
-#                            manifests, which cargo has already fetched for the build)
+#   licenses, bans, sources  always; they read Cargo.lock and every locked crate's manifest.
+#                            The build fetches only the crates of this platform, so
+#                            `cargo fetch --locked` first fetches the rest (windows-sys and the
+#                            like) from the crate registry; the checks then run offline
 #   advisories               against the RustSec advisory database, which cargo-deny fetches with
 #                            git from a code host. Where that host cannot be reached (this
 #                            project's machines reach package registries only), point
@@ -31,6 +33,8 @@ if ! cargo deny --version 2>/dev/null | grep -qx "cargo-deny $DENY_VERSION"; the
 fi
 cargo deny --version
 
+echo "=== cargo fetch --locked (every platform's crates, for cargo metadata)"
+cargo fetch --locked
 echo "=== cargo deny check licenses bans sources"
 cargo deny --offline check licenses bans sources
 
