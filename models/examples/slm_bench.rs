@@ -3,23 +3,26 @@
 //! ```text
 //! cargo run --release -p triage-models --example slm_bench -- [--messages 512] [--replies 8] [--tokens 24]
 //!     [--threads 0] [--batch 64] [--data ../shared/data/banking77/test.jsonl]
-//!     [--head ../shared/data/banking77/train.jsonl]
+//!     [--head ../shared/data/banking77/train.jsonl] [--finetuned DIR]
 //! ```
 //!
 //! Prints model load times, encoder messages/s at batch 1, 32 and 64 (plus the whole list sorted by length),
-//! generated replies/s, and peak RSS. `--head TRAIN.jsonl` also trains a logistic head on that file's embeddings
+//! the same for the fine-tuned classifier (`--finetuned DIR`, default the installed
+//! `models/triage-sentiment4-minilm` when present), generated replies/s, and peak RSS. `--head TRAIN.jsonl` also trains a logistic head on that file's embeddings
 //! and reports its accuracy on `--data`. Run `scripts/install-models.sh` first.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use triage_models::{
-    ChatMessage, Encoder, GenerateOptions, Generator, Head, ModelsConfig, TrainOptions,
+    ChatMessage, Encoder, FinetunedClassifier, GenerateOptions, Generator, Head, ModelsConfig,
+    TrainOptions,
 };
 
 struct Args {
     data: PathBuf,
     head: Option<PathBuf>,
+    finetuned: Option<PathBuf>,
     messages: usize,
     replies: usize,
     tokens: usize,
@@ -32,6 +35,7 @@ fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         data: root.join("../shared/data/banking77/test.jsonl"),
         head: None,
+        finetuned: None,
         messages: 512,
         replies: 8,
         tokens: 24,
@@ -45,6 +49,7 @@ fn parse_args() -> Result<Args, String> {
         match flag.as_str() {
             "--data" => args.data = value()?.into(),
             "--head" => args.head = Some(value()?.into()),
+            "--finetuned" => args.finetuned = Some(value()?.into()),
             "--messages" => args.messages = number(value()?)?,
             "--replies" => args.replies = number(value()?)?,
             "--tokens" => args.tokens = number(value()?)?,
@@ -198,6 +203,40 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         texts.len() as f64 / t.elapsed().as_secs_f64(),
         args.batch
     );
+
+    let finetuned = args
+        .finetuned
+        .clone()
+        .or_else(|| Some(config.default_finetuned_dir()).filter(|d| d.is_dir()));
+    if let Some(dir) = finetuned {
+        let t = Instant::now();
+        let c = FinetunedClassifier::load(&dir, &config)?;
+        println!(
+            "fine-tuned classifier {} ({} labels): load {:.0} ms (sha256 check included)",
+            dir.display(),
+            c.labels().len(),
+            t.elapsed().as_secs_f64() * 1e3
+        );
+        c.classify(&texts[..texts.len().min(64)])?; // warm-up
+        let t = Instant::now();
+        for text in &texts {
+            c.classify(&[text])?;
+        }
+        println!(
+            "  batch  1: {:7.0} msg/s",
+            texts.len() as f64 / t.elapsed().as_secs_f64()
+        );
+        for batch in [8, 16, 32, 64] {
+            let t = Instant::now();
+            for chunk in texts.chunks(batch) {
+                c.classify(chunk)?;
+            }
+            println!(
+                "  batch {batch:2}: {:7.0} msg/s  (arrival order, as served)",
+                texts.len() as f64 / t.elapsed().as_secs_f64()
+            );
+        }
+    }
 
     if let Some(train_path) = &args.head {
         let train = read_jsonl(train_path, usize::MAX)?;

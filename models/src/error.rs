@@ -38,7 +38,8 @@ pub enum ModelsError {
     /// A model file (or a directory of them) does not exist.
     #[error(
         "model file {path} is missing: run scripts/install-models.sh \
-         (or fix `encoder_dir` / `generator_dir` in the models config)"
+         (or fix `encoder_dir` / `generator_dir` in the models config, or `[slm] finetuned`: \
+         a fine-tuned model is made by `triage slm finetune`)"
     )]
     ModelMissing {
         /// The missing file or directory.
@@ -94,7 +95,7 @@ pub enum ModelsError {
     /// ONNX Runtime failed while running a loaded model.
     #[error("inference failed in the {model} model: {reason}")]
     Inference {
-        /// `encoder` or `generator`.
+        /// Which model: `encoder`, `classifier` (fine-tuned) or `generator`.
         model: &'static str,
         /// What ONNX Runtime said.
         reason: String,
@@ -147,13 +148,6 @@ impl ModelsError {
         Self::Io {
             path: path.into(),
             cause,
-        }
-    }
-
-    pub(crate) fn encoder(reason: impl std::fmt::Display) -> Self {
-        Self::Inference {
-            model: "encoder",
-            reason: reason.to_string(),
         }
     }
 

@@ -3,6 +3,8 @@
 //! ONNX Runtime wrappers for triage's second opinion: the messages the fast classifier is unsure about.
 //!
 //! * [`Encoder`]: all-MiniLM-L6-v2 (int8) sentence embeddings, 384-d, mean-pooled and L2-normalised.
+//! * [`FinetunedClassifier`]: the encoder fine-tuned end to end on the user's labels (`triage slm finetune`),
+//!   one int8 graph from text to class probabilities.
 //! * [`Head`]: a classifier on those embeddings, either trained (multinomial logistic regression) or zero-shot
 //!   (cosine similarity to label descriptions).
 //! * [`Generator`]: SmolLM2-135M-Instruct (int4) chat replies with a KV cache.
@@ -42,16 +44,21 @@
 
 pub mod encoder;
 pub mod error;
+pub mod finetuned;
 pub mod generator;
 pub mod head;
 pub mod runtime;
+pub mod second_opinion;
+mod text;
 pub mod verify;
 
 pub use encoder::Encoder;
 pub use error::{ModelsError, Result};
+pub use finetuned::{ClassifierCard, FinetunedClassifier};
 pub use generator::{ChatMessage, FinishReason, GenerateOptions, Generation, Generator};
 pub use head::{DEFAULT_HEAD, Head, HeadKind, TrainOptions};
 pub use runtime::Runtime;
+pub use second_opinion::{Mapped, SecondOpinion};
 /// The `[slm.models]` settings (defined in `triage-core`, with the rest of the configuration).
 pub use triage_core::config::models::{self as config, Device, ModelsConfig};
 pub use verify::Manifest;

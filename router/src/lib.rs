@@ -2,7 +2,8 @@
 //!
 //! The one routing policy. For each fast prediction it decides the route, and once the small
 //! language model has answered (or not) what is published:
-//! - a per-label confidence threshold: below it, ask a **second opinion**;
+//! - a per-label confidence threshold: below it, ask a **second opinion**; or, with a learned
+//!   [`Deferral`] model, a score of how likely the second opinion is to fix the label;
 //! - **generative** labels: messages with these labels get a drafted reply (**generate**);
 //! - a **budget**: at most a share of messages may use the SLM; beyond it the fast label is
 //!   published as **over_budget**;
@@ -16,7 +17,7 @@
 //!
 //! ```
 //! use triage_core::config::{BudgetConfig, Combine, PolicyConfig};
-//! use triage_router::{Answer, Budget, Route, Router};
+//! use triage_router::{Answer, Budget, Route, Router, Signals};
 //!
 //! let labels = vec!["complaint".to_string(), "praise".to_string()];
 //! let mut policy = PolicyConfig::default();
@@ -25,9 +26,9 @@
 //! let router = Router::new(policy, Combine::Average, &labels).unwrap();
 //! let mut budget = Budget::new(BudgetConfig::default()).unwrap();
 //!
-//! assert_eq!(router.route(&[0.05, 0.95], &mut budget).route, Route::Fast);
-//! assert_eq!(router.route(&[0.99, 0.01], &mut budget).route, Route::Generate);
-//! let unsure = router.route(&[0.45, 0.55], &mut budget);
+//! assert_eq!(router.route(&Signals::probs(&[0.05, 0.95]), &mut budget).route, Route::Fast);
+//! assert_eq!(router.route(&Signals::probs(&[0.99, 0.01]), &mut budget).route, Route::Generate);
+//! let unsure = router.route(&Signals::probs(&[0.45, 0.55]), &mut budget);
 //! assert_eq!(unsure.route, Route::SecondOpinion);
 //! let published = router.settle(unsure, &[0.45, 0.55], Answer::SecondOpinion(&[0.85, 0.15]));
 //! assert_eq!(labels[published.label], "complaint");
@@ -36,10 +37,12 @@
 #![warn(missing_docs)]
 
 mod budget;
+pub mod deferral;
 mod policy;
 mod routing;
 
 pub use budget::Budget;
+pub use deferral::{Deferral, Signals};
 pub use policy::{Plan, Policy, Route};
 pub use routing::{Answer, Outcome, Router, Routing};
 

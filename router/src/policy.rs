@@ -68,6 +68,7 @@ impl Policy {
         };
         check("default_threshold", config.default_threshold)?;
         check("generate_min_confidence", config.generate_min_confidence)?;
+        check("deferral_threshold", config.deferral_threshold)?;
         for (label, &t) in &config.thresholds {
             check(&format!("thresholds.{label}"), t)?;
         }
@@ -102,9 +103,26 @@ impl Policy {
     }
 
     /// The route for a fast prediction of `label` with `confidence`.
-    pub fn plan(&self, label: &str, confidence: f32) -> Plan {
+    ///
+    /// With a deferral `score` (a learned deferral model's), the message is unsure when the score
+    /// reaches `deferral_threshold`; without, when the confidence is below the label's threshold.
+    pub fn plan(&self, label: &str, confidence: f32, score: Option<f32>) -> Plan {
         let threshold = self.threshold(label);
-        if confidence < threshold {
+        let t = self.config.deferral_threshold;
+        let (unsure, sure_reason) = match score {
+            Some(s) if s >= t => {
+                return Plan {
+                    route: Route::SecondOpinion,
+                    reason: format!("deferral score {s:.3} >= {t:.3} for {label}"),
+                };
+            }
+            Some(s) => (false, format!("deferral score {s:.3} < {t:.3} for {label}")),
+            None => (
+                confidence < threshold,
+                format!("confidence {confidence:.3} >= threshold {threshold:.3} for {label}"),
+            ),
+        };
+        if unsure {
             return Plan {
                 route: Route::SecondOpinion,
                 reason: format!(
@@ -122,7 +140,7 @@ impl Policy {
         }
         Plan {
             route: Route::Fast,
-            reason: format!("confidence {confidence:.3} >= threshold {threshold:.3} for {label}"),
+            reason: sure_reason,
         }
     }
 }
@@ -136,9 +154,9 @@ mod tests {
         let mut c = PolicyConfig::default();
         c.thresholds.insert("neutral".into(), 0.8);
         let p = Policy::new(c).unwrap();
-        assert_eq!(p.plan("neutral", 0.7).route, Route::SecondOpinion);
-        assert_eq!(p.plan("positive", 0.7).route, Route::Fast);
-        assert!(p.plan("neutral", 0.7).reason.contains("0.800"));
+        assert_eq!(p.plan("neutral", 0.7, None).route, Route::SecondOpinion);
+        assert_eq!(p.plan("positive", 0.7, None).route, Route::Fast);
+        assert!(p.plan("neutral", 0.7, None).reason.contains("0.800"));
     }
 
     #[test]
@@ -148,8 +166,8 @@ mod tests {
             ..Default::default()
         };
         let p = Policy::new(c).unwrap();
-        assert_eq!(p.plan("negative", 0.3).route, Route::SecondOpinion);
-        assert_eq!(p.plan("negative", 0.9).route, Route::Generate);
+        assert_eq!(p.plan("negative", 0.3, None).route, Route::SecondOpinion);
+        assert_eq!(p.plan("negative", 0.9, None).route, Route::Generate);
     }
 
     #[test]

@@ -13,6 +13,9 @@
 use triage_core::argmax;
 use triage_core::config::{Combine, PolicyConfig};
 
+use std::path::Path;
+
+use crate::deferral::{Deferral, Signals};
 use crate::{Budget, Policy, Route, RouterError};
 
 /// The policy and the combine rule, for one fast model's labels.
@@ -21,6 +24,7 @@ pub struct Router {
     policy: Policy,
     combine: Combine,
     labels: Vec<String>,
+    deferral: Option<Deferral>,
 }
 
 /// A message's route before the SLM answers.
@@ -79,7 +83,48 @@ impl Router {
             policy,
             combine,
             labels: labels.to_vec(),
+            deferral: None,
         })
+    }
+
+    /// The router of a policy, with its learned deferral model when `policy.deferral` names one
+    /// (read from that file, relative to `root`).
+    pub fn from_config(
+        policy: PolicyConfig,
+        combine: Combine,
+        labels: &[String],
+        root: &Path,
+    ) -> Result<Self, RouterError> {
+        let deferral = match &policy.deferral {
+            None => None,
+            Some(p) => {
+                let path = root.join(p);
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    RouterError::Config(format!("deferral model {}: {e}", path.display()))
+                })?;
+                Some(serde_json::from_str(&text).map_err(|e| {
+                    RouterError::Config(format!("deferral model {}: {e}", path.display()))
+                })?)
+            }
+        };
+        let router = Self::new(policy, combine, labels)?;
+        match deferral {
+            Some(d) => router.with_deferral(d),
+            None => Ok(router),
+        }
+    }
+
+    /// Routes by a learned deferral score (at the policy's `deferral_threshold`) instead of the
+    /// confidence thresholds.
+    pub fn with_deferral(mut self, deferral: Deferral) -> Result<Self, RouterError> {
+        deferral.check(&self.labels)?;
+        self.deferral = Some(deferral);
+        Ok(self)
+    }
+
+    /// The learned deferral model, if any.
+    pub fn deferral(&self) -> Option<&Deferral> {
+        self.deferral.as_ref()
     }
 
     /// The labels, in probability order.
@@ -97,11 +142,13 @@ impl Router {
         self.combine
     }
 
-    /// The route for the fast probabilities `fast` (label order), with the budget applied:
-    /// every message is recorded in `budget`, whether it wants the SLM or not.
-    pub fn route(&self, fast: &[f32], budget: &mut Budget) -> Routing {
-        let (label, confidence) = argmax(fast);
-        let plan = self.policy.plan(&self.labels[label], confidence);
+    /// The route of a message, from its fast probabilities (`signals.probs`, label order) and,
+    /// with a learned deferral model, its other signals; the budget applied: every message is
+    /// recorded in `budget`, whether it wants the SLM or not.
+    pub fn route(&self, signals: &Signals<'_>, budget: &mut Budget) -> Routing {
+        let (label, confidence) = argmax(signals.probs);
+        let score = self.deferral.as_ref().map(|d| d.score(signals));
+        let plan = self.policy.plan(&self.labels[label], confidence, score);
         let admitted = budget.admit(plan.route.uses_slm());
         let (route, reason) = if plan.route.uses_slm() && !admitted {
             (
@@ -203,10 +250,16 @@ mod tests {
     fn every_route() {
         let r = router(Combine::Average, &["b"]);
         let mut budget = unlimited();
-        assert_eq!(r.route(&[0.9, 0.1], &mut budget).route, Route::Fast);
-        let unsure = r.route(&[0.55, 0.45], &mut budget);
+        assert_eq!(
+            r.route(&Signals::probs(&[0.9, 0.1]), &mut budget).route,
+            Route::Fast
+        );
+        let unsure = r.route(&Signals::probs(&[0.55, 0.45]), &mut budget);
         assert_eq!(unsure.route, Route::SecondOpinion);
-        assert_eq!(r.route(&[0.1, 0.9], &mut budget).route, Route::Generate);
+        assert_eq!(
+            r.route(&Signals::probs(&[0.1, 0.9]), &mut budget).route,
+            Route::Generate
+        );
 
         // The second opinion is averaged in and can change the label.
         let o = r.settle(
@@ -225,10 +278,11 @@ mod tests {
         // Nothing left in the budget: over_budget, fast label.
         let mut none = Budget::new(BudgetConfig {
             max_share: 0.0,
+            burst: 0,
             ..Default::default()
         })
         .unwrap();
-        let o = r.route(&[0.55, 0.45], &mut none);
+        let o = r.route(&Signals::probs(&[0.55, 0.45]), &mut none);
         assert_eq!(o.route, Route::OverBudget);
         assert!(o.reason.ends_with("SLM budget spent"), "{}", o.reason);
     }
@@ -236,7 +290,7 @@ mod tests {
     #[test]
     fn replace_takes_the_second_opinion() {
         let r = router(Combine::Replace, &[]);
-        let routing = r.route(&[0.55, 0.45], &mut unlimited());
+        let routing = r.route(&Signals::probs(&[0.55, 0.45]), &mut unlimited());
         let o = r.settle(routing, &[0.55, 0.45], Answer::SecondOpinion(&[0.4, 0.6]));
         assert_eq!((o.label, o.probabilities), (1, vec![0.4, 0.6]));
     }

@@ -1,6 +1,8 @@
-//! Accuracy floors on real data sets: train with the committed settings (chosen on train/dev
-//! only, see `configs/`), evaluate once on the test split, and require accuracy and macro-F1 of
-//! at least the best scikit-learn figure minus 0.5 points (`../shared/docs/baselines.md`).
+//! Tests on real data sets:
+//! - accuracy floors: train with the committed settings (chosen on train/dev only, see
+//!   `configs/`), evaluate once on the test split, and require accuracy and macro-F1 of at least
+//!   the best scikit-learn figure minus 0.5 points (`../shared/docs/baselines.md`);
+//! - `triage slm finetune` on a few hundred messages: export, parity, one cascade replay.
 //!
 //! These tests read `../shared/data` (or `TRIAGE_DATA`). Where it is absent they do not run, and
 //! say so: each is reported `ignored` (never `ok`), a banner names it and the reason on stdout,
@@ -39,6 +41,14 @@ fn main() -> std::process::ExitCode {
             run: Box::new(move |d| floor(d, dataset, acc, f1)),
         })
         .collect();
+    tests.push(DataTest {
+        name: "finetune_exports_checks_parity_and_serves".into(),
+        needs: vec![
+            "goemotions_sentiment4/train.jsonl".into(),
+            "goemotions_sentiment4/dev.jsonl".into(),
+        ],
+        run: Box::new(finetune_exports_checks_parity_and_serves),
+    });
     tests.push(DataTest {
         name: "default_model_meets_the_floor".into(),
         needs: vec!["goemotions_sentiment4/test.jsonl".into()],
@@ -143,4 +153,133 @@ fn default_model_meets_the_floor(data: &Path) {
         report["labels"],
         serde_json::json!(["ambiguous", "negative", "neutral", "positive"])
     );
+}
+
+/// `triage slm finetune` on 300 training messages (well under a minute of training on 2 cores;
+/// the PyTorch venv is made on first use), then: the output directory is complete and its
+/// manifest holds, the command's own parity check (ONNX Runtime, one message at a time, against
+/// PyTorch) passed its 99% gate, and a replay of the sample log with `[slm] finetuned` pointing
+/// at it asks the fine-tuned model for second opinions.
+fn finetune_exports_checks_parity_and_serves(data: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let dev: String = std::fs::read_to_string(data.join("goemotions_sentiment4/dev.jsonl"))
+        .unwrap()
+        .lines()
+        .take(200)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let dev_path = dir.path().join("dev200.jsonl");
+    std::fs::write(&dev_path, dev).unwrap();
+    let out = dir.path().join("model");
+    let run = std::process::Command::new(triage_tests::triage_bin())
+        .current_dir(workspace())
+        .args(["slm", "finetune", "--data"])
+        .arg(data.join("goemotions_sentiment4/train.jsonl"))
+        .arg("--dev")
+        .arg(&dev_path)
+        .args([
+            "--max-train",
+            "300",
+            "--epochs",
+            "1",
+            "--holdout",
+            "100",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        run.status.success(),
+        "triage slm finetune failed ({}):\n{stderr}",
+        run.status
+    );
+    // The command's summary names the parity it measured in Rust.
+    let parity_line = stderr
+        .lines()
+        .find(|l| l.starts_with("parity as served"))
+        .unwrap_or_else(|| panic!("no parity line in:\n{stderr}"));
+    eprintln!("{parity_line}");
+
+    for f in [
+        "model_int8.onnx",
+        "tokenizer.json",
+        "slm.json",
+        "MODEL_CARD.md",
+        "metrics.json",
+        "parity.jsonl",
+        "MANIFEST.sha256",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing from the output");
+    }
+    let card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("slm.json")).unwrap()).unwrap();
+    assert_eq!(card["kind"], "finetuned-classifier");
+    assert_eq!(
+        card["labels"],
+        serde_json::json!(["ambiguous", "negative", "neutral", "positive"])
+    );
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    let agreement = metrics["parity"]["agreement"]
+        .as_f64()
+        .expect("parity in metrics.json");
+    assert!(agreement >= 0.99, "PyTorch/ONNX Runtime parity {agreement}");
+    let model_card = std::fs::read_to_string(out.join("MODEL_CARD.md")).unwrap();
+    assert!(model_card.contains("Training time") && model_card.contains("Parity"));
+    // The manifest covers the model, and holds.
+    let manifest = std::fs::read_to_string(out.join("MANIFEST.sha256")).unwrap();
+    assert!(manifest.contains("model_int8.onnx") && manifest.contains("tokenizer.json"));
+
+    // One cascade replay with the result as the second opinion.
+    let cfg = dir.path().join("t.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[router]\ndefault_threshold = 0.7\n[budget]\nmax_share = 0.5\n\
+             [slm]\nmode = \"on\"\nfinetuned = \"{}\"\n\
+             [slm.executor]\ntimeout_ms = 60000\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    let decisions = dir.path().join("out.jsonl");
+    let run = std::process::Command::new(triage_tests::triage_bin())
+        .current_dir(workspace())
+        .env("RUST_LOG", "info")
+        .args(["replay", "--input", "examples/messages.jsonl", "--output"])
+        .arg(&decisions)
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "replay failed:\n{stderr}");
+    assert!(
+        stderr.contains("fine-tuned"),
+        "the fine-tuned model was not loaded:\n{stderr}"
+    );
+    let ds: Vec<serde_json::Value> = std::fs::read_to_string(&decisions)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(ds.len(), 70);
+    let second: Vec<_> = ds
+        .iter()
+        .filter(|d| d["route"] == "second_opinion")
+        .collect();
+    assert!(!second.is_empty(), "no second opinions");
+    assert!(
+        ds.iter().all(|d| d["route"] != "degraded"),
+        "degraded decisions"
+    );
+    for d in second {
+        let so = &d["second_opinion"];
+        assert!(
+            so["label"].is_string() && so["confidence"].as_f64().unwrap() > 0.0,
+            "{d}"
+        );
+    }
 }

@@ -1,7 +1,8 @@
 //! One routing policy: the service's processing path (`Processor::step` + `resolve`, as
 //! `triage replay` and `triage run` call it) and the offline simulation (`cascade::simulate`, as
 //! `triage calibrate` and `triage eval --cascade` call it) give every message of a random
-//! stream the same route, label and probabilities, with generative labels and a budget.
+//! stream the same route, label and probabilities, with generative labels, a budget and, in
+//! some cases, a learned deferral model.
 //!
 //! The fast model is a real one, trained here on a small vocabulary; the SLM is a stand-in whose
 //! answer is a fixed function of the text, given to both sides.
@@ -13,7 +14,8 @@ use proptest::prelude::*;
 use triage_classifier::{Example, Model, NoProgress, Scratch, TrainConfig};
 use triage_core::config::{BudgetConfig, Combine, Config, PolicyConfig};
 use triage_eval::cascade::{CascadeInputs, simulate};
-use triage_router::Router;
+use triage_router::deferral::NUMERIC_FEATURES;
+use triage_router::{Deferral, Router};
 use triage_service::slm::{BackendError, SlmBackend, SlmStage};
 use triage_service::{Processor, Step};
 
@@ -75,26 +77,51 @@ fn stream() -> impl Strategy<Value = Vec<String>> {
     proptest::collection::vec(text, 1..200)
 }
 
-fn policy() -> impl Strategy<Value = (PolicyConfig, BudgetConfig, Combine)> {
+/// A deferral model with random weights over the features of the four labels.
+fn deferral() -> impl Strategy<Value = Option<Deferral>> {
+    let d = NUMERIC_FEATURES + LABELS.len();
+    proptest::option::of(
+        (
+            proptest::collection::vec(-3.0f32..3.0, d),
+            proptest::collection::vec(-1.0f32..1.0, d),
+            -2.0f32..2.0,
+        )
+            .prop_map(move |(weights, mean, bias)| Deferral {
+                format: 1,
+                labels: LABELS.iter().map(|l| l.to_string()).collect(),
+                mean,
+                scale: vec![1.0; d],
+                weights,
+                bias,
+                provenance: "random (one_policy test)".into(),
+            }),
+    )
+}
+
+fn policy() -> impl Strategy<Value = (PolicyConfig, BudgetConfig, Combine, Option<Deferral>)> {
     (
         0.0f32..1.0,
         proptest::sample::subsequence(&LABELS[..], 0..3),
         0.0f32..1.0,
         0.0f64..=1.0,
-        1u32..60,
+        0u32..20,
         any::<bool>(),
+        deferral(),
     )
-        .prop_map(|(t, generative, gmin, share, window, replace)| {
+        .prop_map(|(t, generative, gmin, share, burst, replace, deferral)| {
             (
                 PolicyConfig {
                     default_threshold: t,
                     generative: generative.into_iter().map(String::from).collect(),
                     generate_min_confidence: gmin,
+                    deferral: deferral.as_ref().map(|_| "deferral.json".into()),
+                    // With a deferral model, the threshold applies to its score.
+                    deferral_threshold: t,
                     ..Default::default()
                 },
                 BudgetConfig {
                     max_share: share,
-                    window,
+                    burst,
                     max_per_second: None,
                 },
                 if replace {
@@ -102,6 +129,7 @@ fn policy() -> impl Strategy<Value = (PolicyConfig, BudgetConfig, Combine)> {
                 } else {
                     Combine::Average
                 },
+                deferral,
             )
         })
 }
@@ -110,8 +138,13 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     #[test]
-    fn service_and_simulation_route_alike(texts in stream(), (policy, budget, combine) in policy()) {
+    fn service_and_simulation_route_alike(texts in stream(), (policy, budget, combine, deferral) in policy()) {
         let model = model();
+        // `[router] deferral` is read relative to the config's folder.
+        let root = tempfile::tempdir().unwrap();
+        if let Some(d) = &deferral {
+            std::fs::write(root.path().join("deferral.json"), serde_json::to_vec(d).unwrap()).unwrap();
+        }
         let mut config = Config {
             router: policy.clone(),
             budget: budget.clone(),
@@ -122,7 +155,7 @@ proptest! {
 
         // The service's path, message by message in stream order.
         let stage = SlmStage::with_backend(Arc::new(StandIn), &config.slm).unwrap();
-        let processor = Processor::new(Arc::clone(&model), &config, stage).unwrap();
+        let processor = Processor::new(Arc::clone(&model), &config, stage, root.path()).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
         let (mut scratch, mut probs) = (Scratch::default(), Vec::new());
         let mut service = Vec::new();
@@ -140,14 +173,25 @@ proptest! {
         let k = model.labels().len();
         let mut fast = Array2::<f32>::zeros((texts.len(), k));
         let mut second = Array2::<f32>::zeros((texts.len(), k));
+        let (mut unseen, mut bytes) = (Vec::new(), Vec::new());
         for (i, t) in texts.iter().enumerate() {
             model.predict_into(t, &mut scratch, &mut probs);
+            unseen.push(model.unseen_share(&scratch));
+            bytes.push(t.len());
             fast.row_mut(i).assign(&ndarray::ArrayView1::from(&probs[..]));
             second.row_mut(i).assign(&ndarray::ArrayView1::from(&second_opinion(t)[..]));
         }
         let truth = vec![0; texts.len()];
-        let inputs = CascadeInputs { labels: model.labels(), truth: &truth, fast: &fast, second: &second };
-        let router = Router::new(policy, combine, model.labels()).unwrap();
+        let inputs = CascadeInputs {
+            labels: model.labels(),
+            truth: &truth,
+            fast: &fast,
+            second: &second,
+            unseen: &unseen,
+            bytes: &bytes,
+        };
+        let router = Router::from_config(policy, combine, model.labels(), root.path()).unwrap();
+        prop_assert_eq!(router.deferral().is_some(), deferral.is_some());
         let offline = simulate(&router, Some(&budget), &inputs).unwrap();
 
         prop_assert_eq!(service.len(), offline.len());

@@ -6,15 +6,23 @@ use std::process::Command;
 
 use triage_tests::{probability_sum, triage_bin, workspace};
 
+fn cache() -> std::path::PathBuf {
+    workspace().join(
+        std::env::var_os("TRIAGE_CACHE")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| ".cache/triage".into()),
+    )
+}
+
 fn models_installed() {
-    let cache = std::env::var_os("TRIAGE_CACHE")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| workspace().join(".cache/triage"));
-    let cache = workspace().join(cache);
+    let cache = cache();
     assert!(
         cache
             .join("models/all-minilm-l6-v2-int8/model_int8.onnx")
             .exists()
+            && cache
+                .join("models/triage-sentiment4-minilm/model_int8.onnx")
+                .exists()
             && cache.join("onnxruntime").exists(),
         "the models are not installed in {}: run scripts/install-models.sh",
         cache.display()
@@ -30,6 +38,8 @@ fn replay(extra: &str) -> (Option<i32>, Vec<serde_json::Value>, String) {
     let out = dir.path().join("out.jsonl");
     let run = Command::new(triage_bin())
         .current_dir(workspace())
+        // Info logs name the second opinion that was loaded.
+        .env("RUST_LOG", "info")
         .args(["replay", "--input", "examples/messages.jsonl", "--output"])
         .arg(&out)
         .arg("--config")
@@ -141,11 +151,50 @@ fn model_errors_degrade_some_calls() {
 }
 
 #[test]
+fn the_default_model_gets_its_fine_tuned_second_opinion() {
+    models_installed();
+    let (code, ds, err) = replay(&format!("{POLICY}[slm]\nmode = \"on\"\n{PATIENT}"));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("second_opinion=\"fine-tuned\"") || err.contains("second_opinion=fine-tuned"),
+        "the fine-tuned model was not loaded: {err}"
+    );
+    assert!(!routes(&ds, "second_opinion").is_empty());
+
+    // Without it installed, the frozen head answers instead, and a warning says why.
+    let dir = tempfile::tempdir().unwrap();
+    let (code, ds, err) = replay(&format!(
+        "{POLICY}[slm]\nmode = \"on\"\n{PATIENT}[slm.models]\ncache_dir = \"{}\"\nruntime_path = \"{}\"\nencoder_dir = \"{}\"\ngenerator_dir = \"{}\"\n",
+        dir.path().display(),
+        cache()
+            .join("onnxruntime/libonnxruntime.so.1.31.1")
+            .display(),
+        cache().join("models/all-minilm-l6-v2-int8").display(),
+        cache().join("models/smollm2-135m-instruct-int4").display(),
+    ));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("not installed") && err.contains("frozen"),
+        "{err}"
+    );
+    assert!(!routes(&ds, "second_opinion").is_empty());
+}
+
+#[test]
 fn missing_or_corrupt_models_give_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     // Required but missing: refuse to start, and say what to do.
     let (code, _, err) = replay(&format!(
-        "{POLICY}[slm]\nmode = \"on\"\n[slm.models]\nencoder_dir = \"{}\"\n",
+        "{POLICY}[slm]\nmode = \"on\"\nfinetuned = \"{}\"\n",
+        dir.path().join("nope").display()
+    ));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("nope") && err.contains("slm finetune"),
+        "{err}"
+    );
+    let (code, _, err) = replay(&format!(
+        "{POLICY}[slm]\nmode = \"on\"\n[slm.models]\ngenerator_dir = \"{}\"\n",
         dir.path().join("nope").display()
     ));
     assert_eq!(code, Some(2), "{err}");
@@ -154,30 +203,28 @@ fn missing_or_corrupt_models_give_clear_errors() {
         "{err}"
     );
 
-    // A corrupt encoder file (copy of the real directory with garbage in the model).
+    // A corrupt model file (a copy of the installed fine-tuned model with garbage in the model):
+    // its checksum manifest catches the damage.
     models_installed();
-    let cache = workspace().join(
-        std::env::var_os("TRIAGE_CACHE")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| ".cache/triage".into()),
-    );
-    // Named like the real one, so the checksum manifest applies and catches the damage.
-    let enc = dir.path().join("all-minilm-l6-v2-int8");
-    std::fs::create_dir_all(&enc).unwrap();
-    let src = cache.join("models/all-minilm-l6-v2-int8");
-    std::fs::copy(src.join("tokenizer.json"), enc.join("tokenizer.json")).unwrap();
-    std::fs::write(enc.join("model_int8.onnx"), b"not an onnx model").unwrap();
+    let bad = dir.path().join("damaged");
+    std::fs::create_dir_all(&bad).unwrap();
+    let src = cache().join("models/triage-sentiment4-minilm");
+    for f in std::fs::read_dir(&src).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, bad.join(f.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(bad.join("model_int8.onnx"), b"not an onnx model").unwrap();
     let (code, _, err) = replay(&format!(
-        "{POLICY}[slm]\nmode = \"on\"\n[slm.models]\nencoder_dir = \"{}\"\n",
-        enc.display()
+        "{POLICY}[slm]\nmode = \"on\"\nfinetuned = \"{}\"\n",
+        bad.display()
     ));
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("model_int8.onnx"), "{err}");
 
     // In auto mode the same problem degrades SLM routes instead, with the reason on each.
     let (code, ds, err) = replay(&format!(
-        "{POLICY}[slm]\nmode = \"auto\"\n[slm.models]\nencoder_dir = \"{}\"\n",
-        enc.display()
+        "{POLICY}[slm]\nmode = \"auto\"\nfinetuned = \"{}\"\n",
+        bad.display()
     ));
     assert_eq!(code, Some(0), "{err}");
     let degraded = routes(&ds, "degraded");

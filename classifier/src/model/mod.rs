@@ -215,6 +215,19 @@ impl Model {
         }
     }
 
+    /// The share of the distinct features of the text last predicted with `s`
+    /// ([`Model::predict_into`]) that the model has no weights for: n-grams it never saw in
+    /// training, or dropped (1 for a text without features). A deferral signal, computed only
+    /// when asked.
+    pub fn unseen_share(&self, s: &Scratch) -> f32 {
+        let zero_row = self.buckets.len() as u32;
+        let n = s.rows.len();
+        if n == 0 {
+            return 1.0;
+        }
+        s.rows.iter().filter(|r| r.0 == zero_row).count() as f32 / n as f32
+    }
+
     /// Predicts `text`'s label (uses a per-thread scratch buffer).
     pub fn predict(&self, text: &str) -> Prediction {
         SCRATCH.with(|s| {

@@ -46,6 +46,33 @@ impl Model {
         config: &TrainConfig,
         progress: &mut dyn Progress,
     ) -> Result<Self> {
+        Self::train_weighted(examples, None, config, progress)
+    }
+
+    /// Trains a model on labelled examples, each row's loss scaled by its weight in
+    /// `row_weights` (one per example, finite and ≥ 0; `None`: all 1). The class weights of
+    /// `config` multiply in. Distillation uses it: rows labelled by the second opinion count
+    /// less than rows a person labelled.
+    pub fn train_weighted(
+        examples: &[Example],
+        row_weights: Option<&[f64]>,
+        config: &TrainConfig,
+        progress: &mut dyn Progress,
+    ) -> Result<Self> {
+        if let Some(w) = row_weights {
+            if w.len() != examples.len() {
+                return Err(ClassifierError::Data(format!(
+                    "{} row weights for {} examples",
+                    w.len(),
+                    examples.len()
+                )));
+            }
+            if let Some(bad) = w.iter().find(|v| !v.is_finite() || **v < 0.0) {
+                return Err(ClassifierError::Data(format!(
+                    "row weight {bad}: weights must be finite and at least 0"
+                )));
+            }
+        }
         let analyzer = Analyzer::new(config.analyzer.clone())?;
         let mut labels: Vec<String> = examples.iter().map(|e| e.label.clone()).collect();
         labels.sort();
@@ -159,6 +186,11 @@ impl Model {
         // 4. Fit.
         let t1 = Instant::now();
         let sw = logistic::sample_weights(&config.logistic.class_weight, &y, &labels)?;
+        let sw = match (sw, row_weights) {
+            (sw, None) => sw,
+            (None, Some(r)) => Some(r.to_vec()),
+            (Some(c), Some(r)) => Some(c.iter().zip(r).map(|(c, r)| c * r).collect()),
+        };
         progress.phase(
             "fit",
             Some(config.logistic.max_iterations),
@@ -225,5 +257,58 @@ impl Model {
         };
         model.header.body_bytes = model.body().len();
         Ok(model)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::NoProgress;
+
+    fn ex(t: &str, l: &str) -> Example {
+        Example {
+            id: None,
+            text: t.into(),
+            label: l.into(),
+        }
+    }
+
+    /// Rows weighted 0 teach nothing, and heavier rows pull the decision their way: the basis
+    /// of distillation (machine-labelled rows at a reduced weight).
+    #[test]
+    fn row_weights_scale_what_a_row_teaches() {
+        let data = [
+            ex("good great", "pos"),
+            ex("bad awful", "neg"),
+            // Conflicting rows for "meh".
+            ex("meh", "pos"),
+            ex("meh", "neg"),
+        ];
+        let mut config = TrainConfig::default();
+        config.tfidf.min_df = 1;
+        config.analyzer.hash_bits = 10;
+        let train = |w: &[f64]| {
+            Model::train_weighted(&data, Some(w), &config, &mut NoProgress)
+                .unwrap()
+                .predict("meh")
+        };
+        assert_eq!(train(&[1.0, 1.0, 1.0, 0.0]).label, "pos");
+        assert_eq!(train(&[1.0, 1.0, 0.0, 1.0]).label, "neg");
+        let even = train(&[1.0, 1.0, 1.0, 1.0]).confidence;
+        let leaning = train(&[1.0, 1.0, 1.0, 0.3]);
+        assert_eq!(leaning.label, "pos");
+        assert!(
+            leaning.confidence > even,
+            "{} <= {even}",
+            leaning.confidence
+        );
+        // Bad weights are errors, not silent.
+        for bad in [
+            &[1.0, 1.0, 1.0][..],
+            &[1.0, 1.0, 1.0, -1.0],
+            &[1.0, 1.0, 1.0, f64::NAN],
+        ] {
+            assert!(Model::train_weighted(&data, Some(bad), &config, &mut NoProgress).is_err());
+        }
     }
 }

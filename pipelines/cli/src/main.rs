@@ -57,7 +57,15 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let result = match Cli::parse().command {
+    let command = Cli::parse().command;
+    // `triage run` logs as its configuration says; the offline commands log warnings (a
+    // second opinion that fell back, injected faults), or what RUST_LOG asks for.
+    if !matches!(command, Command::Run(_)) {
+        let mut quiet = triage_core::config::Config::default();
+        quiet.log.level = "warn".into();
+        logging::init(&quiet);
+    }
+    let result = match command {
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Classify(a) => classify::run(a),

@@ -9,8 +9,12 @@ fn bar(len: u64, unit: Unit) -> ProgressBar {
     let pb = ProgressBar::new(len);
     let template = match unit {
         Unit::Bytes => "{spinner} {msg:<10} [{bar:30}] {binary_bytes}/{binary_total_bytes} ({binary_bytes_per_sec}, eta {eta})".to_string(),
-        Unit::Messages | Unit::Iterations => {
-            let unit = if unit == Unit::Messages { "messages" } else { "iterations" };
+        Unit::Messages | Unit::Iterations | Unit::Steps => {
+            let unit = match unit {
+                Unit::Messages => "messages",
+                Unit::Steps => "steps",
+                _ => "iterations",
+            };
             format!(
                 "{{spinner}} {{msg:<10}} [{{bar:30}}] {{human_pos}}/{{human_len}} {unit} ({{per_sec}}, eta {{eta}})"
             )

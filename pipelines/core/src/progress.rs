@@ -10,6 +10,8 @@ pub enum Unit {
     Bytes,
     /// Optimiser iterations.
     Iterations,
+    /// Training steps (batches).
+    Steps,
 }
 
 /// Progress callbacks. Every method has a no-op default.

@@ -9,7 +9,7 @@ use ndarray::Array2;
 use serde::Serialize;
 use triage_core::argmax;
 use triage_core::config::{BudgetConfig, Combine, PolicyConfig};
-use triage_router::{Answer, Budget, Outcome, Route, Router};
+use triage_router::{Answer, Budget, Outcome, Route, Router, Signals};
 
 use crate::error::Result;
 use crate::evaluate::report;
@@ -26,9 +26,35 @@ pub struct CascadeInputs<'a> {
     pub fast: &'a Array2<f32>,
     /// Second-opinion probabilities, one row per message.
     pub second: &'a Array2<f32>,
+    /// Per message, the share of its features the fast model has never seen (a deferral
+    /// signal; empty: none known).
+    pub unseen: &'a [f32],
+    /// Per message, its length in bytes (a deferral signal; empty: none known).
+    pub bytes: &'a [usize],
 }
 
-fn row(a: &Array2<f32>, i: usize) -> Vec<f32> {
+impl CascadeInputs<'_> {
+    /// Messages.
+    pub fn len(&self) -> usize {
+        self.truth.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.truth.is_empty()
+    }
+}
+
+/// The router's view of message `i`.
+pub(crate) fn signals<'a>(inputs: &CascadeInputs<'_>, fast: &'a [f32], i: usize) -> Signals<'a> {
+    Signals {
+        probs: fast,
+        unseen_share: inputs.unseen.get(i).copied().unwrap_or(0.0),
+        bytes: inputs.bytes.get(i).copied().unwrap_or(0),
+    }
+}
+
+pub(crate) fn row(a: &Array2<f32>, i: usize) -> Vec<f32> {
     a.row(i).to_vec()
 }
 
@@ -57,7 +83,7 @@ pub fn simulate(
     let mut out = Vec::with_capacity(inputs.truth.len());
     for i in 0..inputs.truth.len() {
         let fast = row(inputs.fast, i);
-        let routing = router.route(&fast, &mut budget);
+        let routing = router.route(&signals(inputs, &fast, i), &mut budget);
         let second = row(inputs.second, i);
         let answer = match routing.route {
             Route::SecondOpinion => Answer::SecondOpinion(&second),
@@ -306,13 +332,20 @@ pub struct CascadeEval {
     pub oos: Option<OutOfScope>,
 }
 
-/// [`evaluate`] with the router and budget of a configuration.
+/// [`evaluate`] with the router and budget of a configuration (a deferral model it names is read
+/// relative to `root`).
 pub fn evaluate_config(
     config: &triage_core::config::Config,
+    root: &std::path::Path,
     inputs: &CascadeInputs<'_>,
     out_of_scope: Option<&str>,
 ) -> Result<CascadeEval> {
-    let router = Router::new(config.router.clone(), config.slm.combine, inputs.labels)?;
+    let router = Router::from_config(
+        config.router.clone(),
+        config.slm.combine,
+        inputs.labels,
+        root,
+    )?;
     evaluate(&router, &config.budget, inputs, out_of_scope)
 }
 
@@ -439,6 +472,8 @@ mod tests {
             truth: &truth,
             fast: &fast,
             second: &second,
+            unseen: &[],
+            bytes: &[],
         };
         let (rows, outcomes) = table(&router(0.6, &[], &labels), None, &inputs).unwrap();
         assert_eq!(rows[0].accuracy, 0.5);
@@ -460,7 +495,7 @@ mod tests {
         // A simulated budget caps the share whatever the thresholds say.
         let budget = BudgetConfig {
             max_share: 0.25,
-            window: 4,
+            burst: 0,
             max_per_second: None,
         };
         let outcomes = simulate(&router(1.0, &[], &labels), Some(&budget), &inputs).unwrap();
@@ -481,6 +516,8 @@ mod tests {
             truth: &truth,
             fast: &fast,
             second: &second,
+            unseen: &[],
+            bytes: &[],
         };
         let outcomes = simulate(&router(0.6, &["b"], &labels), None, &inputs).unwrap();
         let routes: Vec<Route> = outcomes.iter().map(|o| o.route).collect();

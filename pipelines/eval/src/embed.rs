@@ -1,6 +1,6 @@
-//! Sentence embeddings of labelled texts, cached on disk under the models' cache directory and
-//! keyed by the encoder and the texts, so that calibration, evaluation and head training on the
-//! same data embed it once.
+//! Rows computed per text by a model (sentence embeddings, a fine-tuned second opinion's
+//! probabilities), cached on disk under the models' cache directory and keyed by the model and
+//! the texts, so that calibration, evaluation and head training on the same data run it once.
 
 use std::path::{Path, PathBuf};
 
@@ -10,22 +10,25 @@ use triage_core::{Progress, Unit};
 
 use crate::error::{EvalError, Result};
 
-/// Embeds `texts`, caching the result under `cache` keyed by the encoder files and the texts, so
-/// that calibration and evaluation on the same data do not embed it twice.
-pub fn embed_cached(
-    encoder: &triage_models::Encoder,
-    texts: &[&str],
+/// The rows of `texts` (one per text), from `cache/<kind>/<key>.f32` when present, else from
+/// `compute` (called on chunks of 512 texts, reported as the phase `kind`) and then stored. The
+/// key is the SHA-256 of `identity` (what names the model and its version) and the texts.
+pub fn cached_rows(
     cache: &Path,
+    kind: &str,
+    identity: &[u8],
+    texts: &[&str],
     progress: &mut dyn Progress,
+    mut compute: impl FnMut(&[&str]) -> Result<Array2<f32>>,
 ) -> Result<Array2<f32>> {
     let mut h = Sha256::new();
-    h.update(encoder.dir().to_string_lossy().as_bytes());
+    h.update(identity);
     for t in texts {
         h.update((t.len() as u64).to_le_bytes());
         h.update(t.as_bytes());
     }
     let key = hex::encode(h.finalize());
-    let path: PathBuf = cache.join("embeddings").join(format!("{key}.f32"));
+    let path: PathBuf = cache.join(kind).join(format!("{key}.f32"));
     if let Ok(bytes) = std::fs::read(&path)
         && bytes.len() >= 8
     {
@@ -41,17 +44,18 @@ pub fn embed_cached(
             }
         }
     }
-    progress.phase("embed", Some(texts.len() as u64), Unit::Messages);
-    let mut rows: Vec<f32> = Vec::with_capacity(texts.len() * encoder.dim());
+    progress.phase(kind, Some(texts.len() as u64), Unit::Messages);
+    let mut rows: Vec<f32> = Vec::new();
+    let mut d = 0;
     for chunk in texts.chunks(512) {
-        let x = encoder.embed(chunk)?;
+        let x = compute(chunk)?;
+        d = x.ncols();
         rows.extend(x.iter());
         progress.advance(chunk.len() as u64);
     }
     progress.finish_phase();
-    let d = encoder.dim();
     let x = Array2::from_shape_vec((texts.len(), d), rows)
-        .map_err(|e| EvalError::Invalid(format!("embedding shape: {e}")))?;
+        .map_err(|e| EvalError::Invalid(format!("{kind} shape: {e}")))?;
     if let Some(dir) = path.parent() {
         let mut bytes = Vec::with_capacity(8 + 4 * x.len());
         bytes.extend_from_slice(&(texts.len() as u32).to_le_bytes());
@@ -64,4 +68,22 @@ pub fn embed_cached(
         }
     }
     Ok(x)
+}
+
+/// Sentence embeddings of `texts`, cached ([`cached_rows`], keyed by the encoder's directory).
+pub fn embed_cached(
+    encoder: &triage_models::Encoder,
+    texts: &[&str],
+    cache: &Path,
+    progress: &mut dyn Progress,
+) -> Result<Array2<f32>> {
+    let identity = encoder.dir().to_string_lossy().into_owned();
+    cached_rows(
+        cache,
+        "embeddings",
+        identity.as_bytes(),
+        texts,
+        progress,
+        |c| Ok(encoder.embed(c)?),
+    )
 }

@@ -8,6 +8,7 @@
 //!   of fold;
 //! - [`cascade`]: the stream routed offline by the service's own router and budget, the cascade
 //!   table, and threshold calibration for a budget or a target accuracy;
+//! - [`deferral`]: learning which messages the second opinion should see;
 //! - [`embed`]: sentence embeddings cached on disk;
 //! - [`head`]: the frozen second opinion's head, trained on embeddings;
 //! - [`report`]: the HTML report with its SVG charts;
@@ -31,10 +32,14 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod calibrate;
 pub mod cascade;
+pub mod deferral;
+pub mod distill;
 pub mod embed;
 pub mod error;
 pub mod evaluate;
+pub mod finetune;
 pub mod head;
 pub mod report;
 pub mod score;

@@ -1,5 +1,5 @@
 //! The fast model's and the second opinion's probabilities for a labelled set: the inputs of
-//! every cascade figure. Either both models as they are ([`score`]), or out of fold
+//! every cascade figure. Either both models as they are ([`SecondOpinion::score`]), or out of fold
 //! ([`out_of_fold`]): for each fold a fast model and a head trained on the other folds, so that
 //! calibration on training data never sees a model that saw the message.
 
@@ -9,10 +9,10 @@ use ndarray::{Array2, Axis};
 use triage_classifier::{Example, Model, Scratch, TrainConfig};
 use triage_core::config::Config;
 use triage_core::{NoProgress, Progress};
-use triage_models::{Encoder, Head, TrainOptions};
+use triage_models::{Encoder, FinetunedClassifier, Head, Mapped, TrainOptions};
 
 use crate::cascade::CascadeInputs;
-use crate::embed::embed_cached;
+use crate::embed::{cached_rows, embed_cached};
 use crate::error::{EvalError, Result};
 use crate::evaluate::truth;
 use crate::tune::split;
@@ -27,6 +27,10 @@ pub struct Scored {
     pub fast: Array2<f32>,
     /// Second-opinion probabilities, one row per message, in the fast model's label order.
     pub second: Array2<f32>,
+    /// Per message, the share of its features the fast model has never seen.
+    pub unseen: Vec<f32>,
+    /// Per message, its length in bytes.
+    pub bytes: Vec<usize>,
     /// The messages.
     pub examples: Vec<Example>,
 }
@@ -39,76 +43,126 @@ impl Scored {
             truth: &self.truth,
             fast: &self.fast,
             second: &self.second,
+            unseen: &self.unseen,
+            bytes: &self.bytes,
         }
     }
 }
 
-/// The second opinion of a configuration: the encoder of `[slm.models]` and the head of
-/// `[slm] head` (or the one given, or the one shipped for the built-in default model), with the
-/// cache where embeddings are kept.
+/// The second opinion of a configuration ([`triage_models::SecondOpinion::load`]), with the
+/// cache where its rows are kept.
 pub struct SecondOpinion {
-    /// The sentence encoder.
-    pub encoder: Encoder,
-    /// The head, when one is loaded (out-of-fold scoring trains its own).
-    pub head: Option<Head>,
-    /// Where embeddings are cached.
+    /// The model, mapped to the fast model's labels.
+    pub mapped: Mapped,
+    /// Where embeddings and probabilities are cached.
     pub cache: PathBuf,
 }
 
 impl SecondOpinion {
-    /// Loads the encoder, and the head unless `with_head` is false. Relative paths are resolved
-    /// against `root`.
+    /// The second opinion of `config` for `model`; `finetuned` or `head` override the
+    /// configuration's (`finetuned` first). Relative paths are resolved against `root`.
     pub fn load(
         config: &Config,
         root: &Path,
+        finetuned: Option<&Path>,
         head: Option<&Path>,
         model: &Model,
-        with_head: bool,
     ) -> Result<Self> {
-        let models = config.slm.models.resolved(root);
-        let head = if with_head {
-            let path = head
-                .map(Path::to_path_buf)
-                .or_else(|| config.slm.head.as_ref().map(|p| root.join(p)));
-            Some(Head::resolve(path.as_deref(), model.is_default())?)
-        } else {
-            None
-        };
+        let mut slm = config.slm.clone();
+        if finetuned.is_some() || head.is_some() {
+            slm.finetuned = finetuned.map(Path::to_path_buf);
+            slm.head = head.map(Path::to_path_buf);
+        }
+        let mapped =
+            triage_models::SecondOpinion::load(&slm, root, model.labels(), model.is_default())?;
         Ok(Self {
-            encoder: Encoder::from_config(&models)?,
-            head,
-            cache: models.cache_dir(),
+            mapped,
+            cache: slm.models.resolved(root).cache_dir(),
         })
     }
 
-    /// Both models on `examples` ([`score`]).
+    /// The frozen second opinion's encoder (out-of-fold scoring trains a head per fold on it).
+    pub fn encoder(&self) -> Result<&Encoder> {
+        match &self.mapped.model {
+            triage_models::SecondOpinion::Frozen { encoder, .. } => Ok(encoder),
+            triage_models::SecondOpinion::Finetuned(_) => Err(EvalError::Invalid(
+                "out-of-fold scoring trains a head per fold on the frozen encoder: set [slm] head \
+                 (or --head), not a fine-tuned second opinion; for a fine-tuned one, hold out a \
+                 dev split of the training data instead"
+                    .into(),
+            )),
+        }
+    }
+
+    /// Its probabilities for `texts` in the fast model's label order (cached).
+    pub fn probabilities(
+        &self,
+        texts: &[&str],
+        progress: &mut dyn Progress,
+    ) -> Result<Array2<f32>> {
+        match &self.mapped.model {
+            triage_models::SecondOpinion::Frozen { encoder, head } => {
+                let x = embed_cached(encoder, texts, &self.cache, progress)?;
+                Ok(head
+                    .predict_proba(&x)?
+                    .select(Axis(1), &self.mapped.columns))
+            }
+            triage_models::SecondOpinion::Finetuned(c) => {
+                let manifest = std::fs::read(c.dir().join(FinetunedClassifier::MANIFEST_FILE))
+                    .unwrap_or_default();
+                let mut identity = c.dir().to_string_lossy().into_owned().into_bytes();
+                identity.extend_from_slice(&manifest);
+                let p = cached_rows(
+                    &self.cache,
+                    "second-opinion",
+                    &identity,
+                    texts,
+                    progress,
+                    |t| Ok(c.classify(t)?),
+                )?;
+                Ok(p.select(Axis(1), &self.mapped.columns))
+            }
+        }
+    }
+
+    /// Both models on `examples`.
     pub fn score(
         &self,
         model: &Model,
         examples: Vec<Example>,
         progress: &mut dyn Progress,
     ) -> Result<Scored> {
-        let head = self
-            .head
-            .as_ref()
-            .ok_or_else(|| EvalError::Invalid("no second-opinion head loaded".into()))?;
-        score(model, &self.encoder, head, examples, &self.cache, progress)
+        let labels = model.labels().to_vec();
+        let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
+        let (fast, unseen) = fast_probabilities(model, &texts);
+        let second = self.probabilities(&texts, progress)?;
+        Ok(Scored {
+            truth: truth(&labels, &examples),
+            labels,
+            fast,
+            second,
+            unseen,
+            bytes: texts.iter().map(|t| t.len()).collect(),
+            examples,
+        })
     }
 }
 
-/// The fast probabilities of `texts`, one row each.
-pub fn fast_probabilities(model: &Model, texts: &[&str]) -> Array2<f32> {
+/// The fast probabilities of `texts`, one row each, and each text's unseen-feature share.
+pub fn fast_probabilities(model: &Model, texts: &[&str]) -> (Array2<f32>, Vec<f32>) {
     let k = model.labels().len();
     let mut out = Array2::<f32>::zeros((texts.len(), k));
+    let mut unseen = Vec::with_capacity(texts.len());
     let mut scratch = Scratch::default();
     let mut probs = Vec::new();
     for (i, t) in texts.iter().enumerate() {
         model.predict_into(t, &mut scratch, &mut probs);
+        unseen.push(model.unseen_share(&scratch));
         for (c, p) in probs.iter().enumerate() {
             out[[i, c]] = *p;
         }
     }
-    out
+    (out, unseen)
 }
 
 /// The head's column of each of `labels` (an error names a label the head lacks).
@@ -133,29 +187,6 @@ fn head_probabilities(head: &Head, x: &Array2<f32>, labels: &[String]) -> Result
     Ok(hp.select(Axis(1), &columns))
 }
 
-/// Both models on `examples` as they are: the fast model and the encoder + head.
-pub fn score(
-    model: &Model,
-    encoder: &Encoder,
-    head: &Head,
-    examples: Vec<Example>,
-    cache: &Path,
-    progress: &mut dyn Progress,
-) -> Result<Scored> {
-    let labels = model.labels().to_vec();
-    let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
-    let fast = fast_probabilities(model, &texts);
-    let x = embed_cached(encoder, &texts, cache, progress)?;
-    let second = head_probabilities(head, &x, &labels)?;
-    Ok(Scored {
-        truth: truth(&labels, &examples),
-        labels,
-        fast,
-        second,
-        examples,
-    })
-}
-
 /// How to score out of fold.
 #[derive(Debug, Clone)]
 pub struct Folds {
@@ -177,7 +208,7 @@ pub fn out_of_fold(
     settings: &Folds,
     progress: &mut dyn Progress,
 ) -> Result<Scored> {
-    let (encoder, cache) = (&second.encoder, second.cache.as_path());
+    let (encoder, cache) = (second.encoder()?, second.cache.as_path());
     let Folds {
         folds,
         ref train_config,
@@ -192,6 +223,7 @@ pub fn out_of_fold(
     let truth = truth(labels, &examples);
     let mut fast = Array2::<f32>::zeros((examples.len(), k));
     let mut second = Array2::<f32>::zeros((examples.len(), k));
+    let mut unseen = vec![0.0; examples.len()];
     for f in 0..folds {
         let (train_idx, held) = split(examples.len(), folds, f);
         let train: Vec<Example> = train_idx.iter().map(|&i| examples[i].clone()).collect();
@@ -219,10 +251,11 @@ pub fn out_of_fold(
         )?;
         let hp = head_probabilities(&head, &x.select(Axis(0), &held), labels)?;
         let held_texts: Vec<&str> = held.iter().map(|&i| texts[i]).collect();
-        let fp = fast_probabilities(&m, &held_texts);
+        let (fp, us) = fast_probabilities(&m, &held_texts);
         for (j, &i) in held.iter().enumerate() {
             fast.row_mut(i).assign(&fp.row(j));
             second.row_mut(i).assign(&hp.row(j));
+            unseen[i] = us[j];
         }
     }
     Ok(Scored {
@@ -230,6 +263,8 @@ pub fn out_of_fold(
         truth,
         fast,
         second,
+        unseen,
+        bytes: texts.iter().map(|t| t.len()).collect(),
         examples,
     })
 }

@@ -21,6 +21,63 @@ pub struct TrainRequest {
     pub config: TrainConfig,
     /// A description stored in the model file.
     pub description: Option<String>,
+    /// Distillation: rows labelled by the second opinion (`triage slm label`), trained on beside
+    /// `data` with their own weight.
+    pub distill: Option<Distill>,
+}
+
+/// Machine-labelled rows to learn from (distillation of the second opinion into the fast model).
+#[derive(Debug, Clone)]
+pub struct Distill {
+    /// JSONL with `text`, `label` and, optionally, `confidence` (as `triage slm label` writes).
+    pub path: PathBuf,
+    /// Each row's weight relative to a person-labelled row (0..=1 is usual).
+    pub weight: f64,
+    /// Rows whose `confidence` is below this are left out.
+    pub min_confidence: f64,
+}
+
+/// One machine-labelled row.
+#[derive(Debug, serde::Deserialize)]
+struct DistillRow {
+    text: String,
+    label: String,
+    #[serde(default = "one")]
+    confidence: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// The training rows and their weights: `data` at 1, then the distilled rows that pass
+/// `min_confidence`, at `weight`. Returns also how many distilled rows were kept.
+fn with_distilled(
+    mut data: Vec<triage_classifier::Example>,
+    d: &Distill,
+) -> Result<(Vec<triage_classifier::Example>, Vec<f64>, usize)> {
+    if !d.weight.is_finite() || d.weight < 0.0 {
+        return Err(EvalError::Invalid(format!(
+            "--distill-weight {}: must be finite and at least 0",
+            d.weight
+        )));
+    }
+    let rows: Vec<DistillRow> =
+        triage_core::jsonl::read(&d.path, "{\"text\", \"label\", \"confidence\"}")?;
+    let mut weights = vec![1.0; data.len()];
+    let mut kept = 0;
+    for r in rows {
+        if r.confidence >= d.min_confidence {
+            data.push(triage_classifier::Example {
+                id: None,
+                text: r.text,
+                label: r.label,
+            });
+            weights.push(d.weight);
+            kept += 1;
+        }
+    }
+    Ok((data, weights, kept))
 }
 
 /// Trains, evaluates on the dev file if any, and saves to `out`. Returns the model and the
@@ -32,8 +89,20 @@ pub fn train_and_save(
 ) -> Result<(Model, f64)> {
     let data = read_jsonl(&req.data)?;
     let dev = req.dev.as_deref().map(read_jsonl).transpose()?;
+    let (data, weights) = match &req.distill {
+        Some(d) => {
+            let (data, weights, kept) = with_distilled(data, d)?;
+            tracing::info!(
+                distilled = kept,
+                weight = d.weight,
+                "training with rows labelled by the second opinion"
+            );
+            (data, Some(weights))
+        }
+        None => (data, None),
+    };
     let t0 = Instant::now();
-    let mut model = Model::train(&data, &req.config, progress)?;
+    let mut model = Model::train_weighted(&data, weights.as_deref(), &req.config, progress)?;
     let seconds = t0.elapsed().as_secs_f64();
     {
         let h = model.header_mut();
@@ -44,6 +113,18 @@ pub fn train_and_save(
             .file_name()
             .map(|f| f.to_string_lossy().into_owned());
         h.description = req.description.clone();
+        if let Some(d) = &req.distill {
+            let note = format!(
+                "distilled from {} (weight {}, min confidence {})",
+                d.path.display(),
+                d.weight,
+                d.min_confidence
+            );
+            h.description = Some(match h.description.take() {
+                Some(desc) => format!("{desc}; {note}"),
+                None => note,
+            });
+        }
     }
     if let Some(dev) = &dev {
         let report = evaluate(&model, dev, &mut NoProgress).report;

@@ -18,7 +18,7 @@ use triage_classifier::{Model, Scratch};
 use triage_core::config::Config;
 use triage_core::message::{DecodeError, InputConfig, Message, decode};
 use triage_core::names::metric;
-use triage_router::{Answer, Budget, Route, Router, Routing};
+use triage_router::{Answer, Budget, Route, Router, Routing, Signals};
 
 use crate::error::Result;
 use crate::slm::{SlmRequest, SlmResponse, SlmStage};
@@ -114,8 +114,14 @@ impl Pending {
 
 impl Processor {
     /// Builds a processor, checking that the policy only names labels the model has.
-    pub fn new(model: Arc<Model>, config: &Config, slm: SlmStage) -> Result<Self> {
-        let router = Router::new(config.router.clone(), config.slm.combine, model.labels())?;
+    /// A learned deferral model named by the policy is read relative to `root`.
+    pub fn new(model: Arc<Model>, config: &Config, slm: SlmStage, root: &Path) -> Result<Self> {
+        let router = Router::from_config(
+            config.router.clone(),
+            config.slm.combine,
+            model.labels(),
+            root,
+        )?;
         Ok(Self {
             model,
             router,
@@ -128,7 +134,7 @@ impl Processor {
     /// `[slm]`, with relative paths resolved against `root`).
     pub fn from_config(model: Arc<Model>, config: &Config, root: &Path) -> Result<Self> {
         let slm = SlmStage::load(&config.slm, &model, &config.router, root)?;
-        Self::new(model, config, slm)
+        Self::new(model, config, slm, root)
     }
 
     /// Decodes a payload and, if it is a message, classifies and routes it (fast path;
@@ -152,9 +158,18 @@ impl Processor {
         let t0 = Instant::now();
         self.model.predict_into(&msg.text, scratch, probs);
         let classify = t0.elapsed().as_secs_f64() * 1e6;
+        let signals = Signals {
+            probs,
+            unseen_share: if self.router.deferral().is_some() {
+                self.model.unseen_share(scratch)
+            } else {
+                0.0
+            },
+            bytes: msg.text.len(),
+        };
         let routing = {
             let mut budget = self.budget.lock().unwrap_or_else(|e| e.into_inner());
-            self.router.route(probs, &mut budget)
+            self.router.route(&signals, &mut budget)
         };
         let labels = self.model.labels();
         let label = labels[routing.label].clone();

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::anyhow;
 use triage_classifier::{Model, read_jsonl};
 use triage_core::config::Config;
+use triage_eval::calibrate::candidates;
 use triage_eval::cascade::{Goal, calibrate};
 use triage_eval::score::{Folds, SecondOpinion, out_of_fold};
 use triage_eval::train::read_train_config;
@@ -29,8 +30,12 @@ pub struct Args {
     /// Fast model (overrides the configuration).
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Second-opinion head (overrides the configuration).
+    /// Fine-tuned second opinion (a `triage slm finetune` directory; overrides the
+    /// configuration).
     #[arg(long)]
+    finetuned: Option<PathBuf>,
+    /// Frozen second opinion's head (overrides the configuration).
+    #[arg(long, conflicts_with = "finetuned")]
     head: Option<PathBuf>,
     /// Where to write the calibrated configuration (TOML).
     #[arg(long)]
@@ -45,6 +50,13 @@ pub struct Args {
     /// L2 strength of the per-fold heads (--folds).
     #[arg(long, default_value_t = 0.1)]
     head_alpha: f64,
+    /// Consider max-probability routing only (no learned deferral).
+    #[arg(long)]
+    no_deferral: bool,
+    /// Where the learned deferral model is written when it is chosen [default: OUT with
+    /// `.deferral.json` appended].
+    #[arg(long)]
+    deferral_out: Option<PathBuf>,
 }
 
 pub fn run(a: Args) -> CmdResult {
@@ -65,7 +77,7 @@ pub fn run(a: Args) -> CmdResult {
     let mut bars = Bars::default();
     let scored = match (a.folds, &a.train_config) {
         (Some(k), Some(tc)) if k >= 2 => {
-            let second = SecondOpinion::load(&config, &root, None, &model, false)?;
+            let second = SecondOpinion::load(&config, &root, None, a.head.as_deref(), &model)?;
             let settings = Folds {
                 folds: k,
                 train_config: read_train_config(Some(tc))?,
@@ -75,37 +87,90 @@ pub fn run(a: Args) -> CmdResult {
         }
         (Some(_), _) => return Err(Failure::usage(anyhow!("--folds must be at least 2"))),
         _ => {
-            let second = SecondOpinion::load(&config, &root, a.head.as_deref(), &model, true)?;
+            let second = SecondOpinion::load(
+                &config,
+                &root,
+                a.finetuned.as_deref(),
+                a.head.as_deref(),
+                &model,
+            )?;
             second.score(&model, examples, &mut bars)?
         }
     };
-    let cal = calibrate(&scored.inputs(), goal, &config.router, config.slm.combine)?;
-    config.router.default_threshold = cal.default_threshold;
-    config.router.thresholds = cal.per_label.iter().cloned().collect();
-    if let Goal::Budget(b) = goal {
-        config.budget.max_share = b;
-    }
+    let inputs = scored.inputs();
+    let summary = match goal {
+        Goal::Budget(b) => {
+            let all = candidates(&inputs, b, &config.router, !a.no_deferral)?;
+            eprintln!(
+                "candidates on {n} calibration messages, {:.0}% budget:",
+                100.0 * b
+            );
+            for c in &all {
+                eprintln!(
+                    "  {:<16} combine {:<8} accuracy {:.2}%  to the SLM {:.1}%",
+                    format!("{:?}", c.method),
+                    format!("{:?}", c.combine).to_lowercase(),
+                    100.0 * c.accuracy,
+                    100.0 * c.share
+                );
+            }
+            let best = all
+                .into_iter()
+                .next()
+                .ok_or_else(|| Failure::usage(anyhow!("no candidate")))?;
+            config.router = best.policy.clone();
+            config.slm.combine = best.combine;
+            config.budget.max_share = b;
+            if let Some(d) = &best.deferral {
+                let path = a.deferral_out.clone().unwrap_or_else(|| {
+                    let mut p = a.out.clone().into_os_string();
+                    p.push(".deferral.json");
+                    PathBuf::from(p)
+                });
+                let json = serde_json::to_string_pretty(d).map_err(Failure::external)?;
+                std::fs::write(&path, json)
+                    .map_err(|e| Failure::external(anyhow!("writing {}: {e}", path.display())))?;
+                config.router.deferral = Some(path);
+            }
+            format!(
+                "{:?} routing, combine {:?}; {:.1}% to the SLM; accuracy {:.2}%",
+                best.method,
+                best.combine,
+                100.0 * best.share,
+                100.0 * best.accuracy
+            )
+        }
+        Goal::TargetAccuracy(_) => {
+            let cal = calibrate(&inputs, goal, &config.router, config.slm.combine)?;
+            config.router.default_threshold = cal.default_threshold;
+            config.router.thresholds = cal.per_label.iter().cloned().collect();
+            config.router.deferral = None;
+            format!(
+                "threshold {:.3}{}; {:.1}% to the SLM; accuracy {:.2}% (fast only {:.2}%)",
+                cal.default_threshold,
+                if cal.per_label.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (+{} per-label)", cal.per_label.len())
+                },
+                100.0 * cal.share,
+                100.0 * cal.accuracy,
+                100.0 * cal.fast_accuracy
+            )
+        }
+    };
     if let Some(m) = &a.model {
         config.model.path = Some(m.clone());
     }
-    if let Some(h) = &a.head {
-        config.slm.head = Some(h.clone());
+    if a.finetuned.is_some() || a.head.is_some() {
+        config.slm.finetuned = a.finetuned.clone();
+        config.slm.head = a.head.clone();
     }
     let toml = config.redacted_toml()?;
     std::fs::write(&a.out, toml)
         .map_err(|e| Failure::external(anyhow!("writing {}: {e}", a.out.display())))?;
     eprintln!(
-        "calibrated on {n} messages: threshold {:.3}{}; {:.1}% to the SLM; accuracy {:.2}% \
-         (fast only {:.2}%); wrote {}",
-        cal.default_threshold,
-        if cal.per_label.is_empty() {
-            String::new()
-        } else {
-            format!(" (+{} per-label)", cal.per_label.len())
-        },
-        100.0 * cal.share,
-        100.0 * cal.accuracy,
-        100.0 * cal.fast_accuracy,
+        "calibrated on {n} messages: {summary}; wrote {}",
         a.out.display()
     );
     Ok(())

@@ -37,8 +37,12 @@ pub struct Args {
     /// configured thresholds and budget (needs the small language models).
     #[arg(long)]
     cascade: bool,
-    /// Second-opinion head for --cascade (overrides the configuration).
+    /// Fine-tuned second opinion for --cascade (a `triage slm finetune` directory; overrides the
+    /// configuration).
     #[arg(long)]
+    finetuned: Option<PathBuf>,
+    /// Frozen second opinion's head for --cascade (overrides the configuration).
+    #[arg(long, conflicts_with = "finetuned")]
     head: Option<PathBuf>,
     /// A label whose messages are out of scope (CLINC150's `oos`): --cascade reports how the
     /// cascade treats them, when the model has that label.
@@ -54,11 +58,17 @@ pub fn run(a: Args) -> CmdResult {
     let model = Model::load_or_default(a.model.as_deref().or(config.model.path.as_deref()))?;
     let data = read_jsonl(&a.data)?;
     let cascade = if a.cascade {
-        let second =
-            SecondOpinion::load(&config, &super::root()?, a.head.as_deref(), &model, true)?;
+        let second = SecondOpinion::load(
+            &config,
+            &super::root()?,
+            a.finetuned.as_deref(),
+            a.head.as_deref(),
+            &model,
+        )?;
         let scored = second.score(&model, data.clone(), &mut Bars::default())?;
         Some(evaluate_config(
             &config,
+            &super::root()?,
             &scored.inputs(),
             Some(&a.out_of_scope_label),
         )?)

@@ -6,6 +6,7 @@ use anyhow::anyhow;
 use clap::Subcommand;
 use triage_classifier::read_jsonl;
 use triage_core::config::Config;
+use triage_eval::finetune::{FinetuneRequest, finetune as finetune_model};
 use triage_eval::head::train_head;
 use triage_models::{Encoder, Head, TrainOptions};
 
@@ -19,6 +20,76 @@ pub enum Command {
     TrainHead(TrainHeadArgs),
     /// Build a zero-shot head from label descriptions, for labels without training data.
     ZeroShot(ZeroShotArgs),
+    /// Fine-tune the sentence encoder end to end on labelled data: an int8 ONNX second opinion
+    /// for `[slm] finetuned` (PyTorch in a hash-checked venv made on first use; a GPU when one
+    /// is present).
+    Finetune(FinetuneArgs),
+    /// Label unlabelled messages with the second opinion (JSONL with "text", "label",
+    /// "confidence"), for `triage train --distill`.
+    Label(LabelArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct LabelArgs {
+    /// Messages to label (JSONL with "text"; other lines are skipped and counted).
+    #[arg(long)]
+    input: PathBuf,
+    /// Where to write the labelled rows.
+    #[arg(long)]
+    output: PathBuf,
+    /// Service configuration (its `[slm]` second opinion and `[model]`).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Fast model whose labels to use (overrides the configuration).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Fine-tuned second opinion (overrides the configuration).
+    #[arg(long)]
+    finetuned: Option<PathBuf>,
+    /// Frozen second opinion's head (overrides the configuration).
+    #[arg(long, conflicts_with = "finetuned")]
+    head: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct FinetuneArgs {
+    /// Labelled training data (JSONL with "text" and "label").
+    #[arg(long)]
+    data: PathBuf,
+    /// Labelled dev data: the best epoch is chosen on it [default: a stratified 10% of --data].
+    #[arg(long)]
+    dev: Option<PathBuf>,
+    /// The model directory to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// Training epochs.
+    #[arg(long, default_value_t = 1)]
+    epochs: u32,
+    /// Train on at most this many messages (a seeded shuffle of --data).
+    #[arg(long)]
+    max_train: Option<usize>,
+    /// Random seed (shuffling, initialisation, dropout).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Longest input in tokens (longer messages are truncated, in training and in serving).
+    #[arg(long, default_value_t = 64)]
+    max_seq_len: usize,
+    /// Threads (0: every CPU).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Least top-label agreement of the served model with PyTorch on held-back dev messages;
+    /// below it the command exits with code 3 (the model is kept, to inspect).
+    #[arg(long, default_value_t = 0.99)]
+    min_parity: f64,
+    /// Held-back dev messages for the parity check.
+    #[arg(long, default_value_t = 1000)]
+    holdout: usize,
+    /// Labelled test data: its accuracy goes into the model card (never used to choose).
+    #[arg(long)]
+    test: Option<PathBuf>,
+    /// Service configuration (for `[slm.models]`: the cache and ONNX Runtime).
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -60,7 +131,88 @@ pub fn run(cmd: Command) -> CmdResult {
     match cmd {
         Command::TrainHead(a) => train(a),
         Command::ZeroShot(a) => zero_shot(a),
+        Command::Finetune(a) => finetune(a),
+        Command::Label(a) => label(a),
     }
+}
+
+fn label(a: LabelArgs) -> CmdResult {
+    let config = Config::load(a.config.as_deref())?;
+    let model = triage_classifier::Model::load_or_default(
+        a.model.as_deref().or(config.model.path.as_deref()),
+    )?;
+    let root = super::root()?;
+    let second = triage_eval::score::SecondOpinion::load(
+        &config,
+        &root,
+        a.finetuned.as_deref(),
+        a.head.as_deref(),
+        &model,
+    )?;
+    let t0 = std::time::Instant::now();
+    let done = triage_eval::distill::label(
+        &second,
+        model.labels(),
+        &a.input,
+        &a.output,
+        &mut Bars::default(),
+    )?;
+    eprintln!(
+        "labelled {} messages with the {} second opinion in {:.1} s ({} lines without a text skipped); wrote {}",
+        done.rows,
+        second.mapped.model.kind(),
+        t0.elapsed().as_secs_f64(),
+        done.skipped,
+        a.output.display()
+    );
+    Ok(())
+}
+
+fn finetune(a: FinetuneArgs) -> CmdResult {
+    let config = Config::load(a.config.as_deref())?;
+    let models = super::models(&config)?;
+    let req = FinetuneRequest {
+        data: a.data,
+        dev: a.dev,
+        out: a.out,
+        epochs: a.epochs,
+        max_train: a.max_train,
+        seed: a.seed,
+        max_seq_len: a.max_seq_len,
+        threads: a.threads,
+        min_parity: a.min_parity,
+        holdout: a.holdout,
+        test: a.test,
+    };
+    let t0 = std::time::Instant::now();
+    let out = finetune_model(&req, &models, &mut Bars::default())?;
+    let s = &out.summary;
+    eprintln!(
+        "fine-tuned in {:.0} s (training {:.0} s): dev accuracy {:.2}% int8 ({:.2}% fp32); wrote {}",
+        t0.elapsed().as_secs_f64(),
+        s["training_seconds"].as_f64().unwrap_or(0.0),
+        100.0 * s["dev_accuracy_int8"].as_f64().unwrap_or(0.0),
+        100.0 * s["dev_accuracy_fp32"].as_f64().unwrap_or(0.0),
+        out.out.display()
+    );
+    let p = &out.parity;
+    eprintln!(
+        "parity as served (ONNX Runtime, one message at a time) against PyTorch fp32 on {} held-back \
+         messages: {:.2}% same top label, largest probability difference {:.3}",
+        p.n,
+        100.0 * p.agreement,
+        p.max_probability_diff
+    );
+    if p.agreement < a.min_parity {
+        return Err(Failure::Gate(format!(
+            "parity {:.4} < --min-parity {} (the model is kept in {})",
+            p.agreement,
+            a.min_parity,
+            out.out.display()
+        )));
+    }
+    eprintln!("use it with [slm] finetuned = \"{}\"", out.out.display());
+    Ok(())
 }
 
 fn train(a: TrainHeadArgs) -> CmdResult {

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use serde_json::json;
-use triage_eval::train::{TrainRequest, read_train_config, train_and_save};
+use triage_eval::train::{Distill, TrainRequest, read_train_config, train_and_save};
 
 use crate::exit::CmdResult;
 use crate::progress::Bars;
@@ -34,6 +34,16 @@ pub struct Args {
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// Also learn from rows the second opinion labelled (`triage slm label` output: JSONL with
+    /// "text", "label", "confidence"): distillation into the fast model.
+    #[arg(long)]
+    distill: Option<PathBuf>,
+    /// Weight of each distilled row, relative to a labelled row.
+    #[arg(long, default_value_t = 0.5, requires = "distill")]
+    distill_weight: f64,
+    /// Leave out distilled rows whose confidence is below this.
+    #[arg(long, default_value_t = 0.0, requires = "distill")]
+    distill_min_confidence: f64,
 }
 
 pub fn run(a: Args) -> CmdResult {
@@ -49,6 +59,11 @@ pub fn run(a: Args) -> CmdResult {
         dev: a.dev.clone(),
         config,
         description: a.description.clone(),
+        distill: a.distill.clone().map(|path| Distill {
+            path,
+            weight: a.distill_weight,
+            min_confidence: a.distill_min_confidence,
+        }),
     };
     let (model, train_seconds) = train_and_save(&req, &a.out, &mut Bars::default())?;
     let h = model.header();

@@ -13,6 +13,9 @@ pub const RUNTIME_LIBRARY: &str = "onnxruntime/libonnxruntime.so.1.31.1";
 pub const ENCODER_DIR: &str = "models/all-minilm-l6-v2-int8";
 /// Generator directory inside the cache directory.
 pub const GENERATOR_DIR: &str = "models/smollm2-135m-instruct-int4";
+/// The fine-tuned second opinion of the built-in default model, inside the cache directory
+/// (`scripts/install-models.sh` installs it from `models/default/sentiment4-minilm/`).
+pub const DEFAULT_FINETUNED_DIR: &str = "models/triage-sentiment4-minilm";
 
 /// Where inference runs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,6 +116,11 @@ impl ModelsConfig {
         self.encoder_dir
             .clone()
             .unwrap_or_else(|| self.cache_dir().join(ENCODER_DIR))
+    }
+
+    /// Where the built-in default model's fine-tuned second opinion is installed.
+    pub fn default_finetuned_dir(&self) -> PathBuf {
+        self.cache_dir().join(DEFAULT_FINETUNED_DIR)
     }
 
     /// The generator directory.

@@ -19,6 +19,12 @@ pub struct PolicyConfig {
     /// Only draft a reply when the fast label is at least this confident (below it, a second
     /// opinion is asked first).
     pub generate_min_confidence: f32,
+    /// A learned deferral model (JSON, from `triage calibrate --deferral`). With it, a message
+    /// asks for a second opinion when its deferral score reaches `deferral_threshold`, instead
+    /// of when its confidence is below its threshold.
+    pub deferral: Option<std::path::PathBuf>,
+    /// The deferral score from which a message asks for a second opinion (0..=1).
+    pub deferral_threshold: f32,
 }
 
 impl Default for PolicyConfig {
@@ -28,19 +34,25 @@ impl Default for PolicyConfig {
             thresholds: BTreeMap::new(),
             generative: Vec::new(),
             generate_min_confidence: 0.0,
+            deferral: None,
+            deferral_threshold: 0.5,
         }
     }
 }
 
-/// Budget settings.
+/// Budget settings: a token bucket counted in messages. Every message adds `max_share` of a
+/// token (up to `burst`), and every SLM call takes one, so over every prefix of `n` messages at
+/// most `max_share · n + burst` use the SLM, from the first message on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BudgetConfig {
-    /// Largest share of messages that may use the SLM (0..=1), measured over a sliding window.
+    /// Largest share of messages that may use the SLM (0..=1).
     pub max_share: f64,
-    /// Window, in messages, over which the share is measured.
-    pub window: u32,
-    /// Largest SLM calls per second (token bucket); none means no rate limit.
+    /// SLM calls the bucket holds: how far the SLM may run ahead of `max_share` in a burst (the
+    /// bucket starts full).
+    pub burst: u32,
+    /// Largest SLM calls per second (a second token bucket, in wall-clock time); none means no
+    /// rate limit.
     pub max_per_second: Option<f64>,
 }
 
@@ -48,7 +60,7 @@ impl Default for BudgetConfig {
     fn default() -> Self {
         Self {
             max_share: 0.15,
-            window: 1000,
+            burst: 5,
             max_per_second: None,
         }
     }

@@ -77,8 +77,12 @@ pub struct SlmConfig {
     pub mode: SlmMode,
     /// Where the runtime and the models are, threads, device.
     pub models: ModelsConfig,
-    /// The second-opinion head (from `triage slm train-head`). Unset: the head shipped for the
-    /// built-in default model.
+    /// A fine-tuned second opinion (a directory from `triage slm finetune`). It takes precedence
+    /// over `head`.
+    pub finetuned: Option<PathBuf>,
+    /// The frozen second opinion's head (from `triage slm train-head`), on the sentence encoder.
+    /// With neither set, the built-in default model gets its shipped fine-tuned second opinion
+    /// (or, when that is not installed, its shipped head); any other model needs one of the two.
     pub head: Option<PathBuf>,
     /// How the second opinion is used.
     pub combine: Combine,

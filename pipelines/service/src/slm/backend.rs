@@ -1,58 +1,38 @@
-//! The real small language models behind the executor: the sentence encoder with a
-//! classification head (second opinion) and the chat generator (drafted replies), from
+//! The real small language models behind the executor: the second opinion (a fine-tuned
+//! classifier, or the sentence encoder with a head) and the chat generator (drafted replies), from
 //! `triage-models`; and a wrapper that injects faults, for testing that failures degrade.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use triage_core::config::{FaultConfig, GenerateConfig, ModelsConfig};
-use triage_models::{ChatMessage, Encoder, GenerateOptions, Generator, Head};
+use triage_models::{ChatMessage, GenerateOptions, Generator, Mapped};
 
 use super::executor::{BackendError, SlmBackend};
 use crate::error::ServiceError;
 
-/// Encoder + head + generator.
+/// The second opinion (fine-tuned, or encoder + head) and the generator.
 pub struct ModelsBackend {
-    encoder: Encoder,
-    head: Head,
-    /// `columns[i]` is the head column of the fast model's label `i`.
-    columns: Vec<usize>,
+    second: Mapped,
     generator: Option<Generator>,
     generate: GenerateConfig,
 }
 
 impl ModelsBackend {
-    /// Loads the encoder, the head and (if `with_generator`) the generator. The head's labels
-    /// must be the fast model's labels.
+    /// The second opinion, and (if `with_generator`) the generator of `models`.
     pub fn load(
         models: &ModelsConfig,
-        head: Head,
-        fast_labels: &[String],
+        second: Mapped,
         with_generator: bool,
         generate: GenerateConfig,
     ) -> Result<Self, ServiceError> {
-        let columns = fast_labels
-            .iter()
-            .map(|l| {
-                head.labels().iter().position(|h| h == l).ok_or_else(|| {
-                    ServiceError::Config(format!(
-                        "the second-opinion head has no label {l:?} (it has {}); train one for this \
-                         model with `triage slm train-head`",
-                        head.labels().join(", ")
-                    ))
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let encoder = Encoder::from_config(models)?;
         let generator = if with_generator {
             Some(Generator::from_config(models)?)
         } else {
             None
         };
         Ok(Self {
-            encoder,
-            head,
-            columns,
+            second,
             generator,
             generate,
         })
@@ -61,12 +41,8 @@ impl ModelsBackend {
 
 impl SlmBackend for ModelsBackend {
     fn second_opinion(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, BackendError> {
-        let x = self.encoder.embed(texts)?;
-        let p = self.head.predict_proba(&x)?;
-        Ok(p.rows()
-            .into_iter()
-            .map(|row| self.columns.iter().map(|&c| row[c]).collect())
-            .collect())
+        let p = self.second.probabilities(texts)?;
+        Ok(p.rows().into_iter().map(|row| row.to_vec()).collect())
     }
 
     fn generate(&self, text: &str, label: &str) -> Result<String, BackendError> {

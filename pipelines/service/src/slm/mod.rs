@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use triage_classifier::Model;
 use triage_core::config::{PolicyConfig, SlmConfig, SlmMode};
-use triage_models::Head;
+use triage_models::SecondOpinion;
 
 pub use backend::{FaultyBackend, ModelsBackend};
 pub use executor::{BackendError, Executor, SlmBackend, SlmError, SlmRequest, SlmResponse};
@@ -41,8 +41,8 @@ impl SlmStage {
         })
     }
 
-    /// Builds the stage from the `[slm]` section for this model and policy: loads the encoder,
-    /// the head and, when the policy has generative labels, the generator. In `auto` mode a
+    /// Builds the stage from the `[slm]` section for this model and policy: loads the second
+    /// opinion ([`SecondOpinion::load`]) and, when the policy has generative labels, the generator. In `auto` mode a
     /// missing model or runtime disables the stage with a warning; in `on` mode it is an error.
     pub fn load(
         config: &SlmConfig,
@@ -70,18 +70,18 @@ impl SlmStage {
         root: &Path,
     ) -> Result<Self> {
         let models = config.models.resolved(root);
-        let head_path = config.head.as_ref().map(|p| root.join(p));
-        let head = Head::resolve(head_path.as_deref(), model.is_default())?;
         let t0 = Instant::now();
+        let second = SecondOpinion::load(config, root, model.labels(), model.is_default())?;
+        let kind = second.model.kind();
         let backend = ModelsBackend::load(
             &models,
-            head,
-            model.labels(),
+            second,
             !policy.generative.is_empty(),
             config.generate.clone(),
         )?;
         tracing::info!(
             seconds = t0.elapsed().as_secs_f64(),
+            second_opinion = kind,
             "small language models loaded"
         );
         let fault = &config.fault;

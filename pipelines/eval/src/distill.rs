@@ -1,0 +1,50 @@
+//! Distillation, the labelling half: the second opinion labels messages nobody labelled, and
+//! `triage train --distill` learns from those labels at a reduced weight
+//! ([`crate::train::Distill`]). What the slow model knows flows back into the fast path, so
+//! fewer messages need it (Online Cascade Learning, Nie et al., ICML 2024).
+
+use std::io::Write;
+use std::path::Path;
+
+use triage_core::Progress;
+use triage_core::argmax;
+
+use crate::error::{EvalError, Result};
+use crate::score::SecondOpinion;
+
+/// What [`label`] wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Labelled {
+    /// Rows written.
+    pub rows: usize,
+    /// Input lines skipped (no `text`).
+    pub skipped: usize,
+}
+
+/// Labels every message of `input` (JSONL with `text`) with `second`'s top label and its
+/// probability, in the fast model's label order (`labels`), and writes
+/// `{"text", "label", "confidence"}` lines to `output`.
+pub fn label(
+    second: &SecondOpinion,
+    labels: &[String],
+    input: &Path,
+    output: &Path,
+    progress: &mut dyn Progress,
+) -> Result<Labelled> {
+    let texts = triage_core::jsonl::read_texts(input, triage_core::jsonl::OtherLines::Skip)?;
+    let refs: Vec<&str> = texts.texts.iter().map(String::as_str).collect();
+    let probs = second.probabilities(&refs, progress)?;
+    let file = std::fs::File::create(output).map_err(|e| EvalError::io(output, e))?;
+    let mut w = std::io::BufWriter::new(file);
+    for (text, row) in texts.texts.iter().zip(probs.rows()) {
+        let row = row.to_vec();
+        let (best, p) = argmax(&row);
+        let line = serde_json::json!({"text": text, "label": labels[best], "confidence": p});
+        writeln!(w, "{line}").map_err(|e| EvalError::io(output, e))?;
+    }
+    w.flush().map_err(|e| EvalError::io(output, e))?;
+    Ok(Labelled {
+        rows: texts.texts.len(),
+        skipped: texts.skipped.len(),
+    })
+}
