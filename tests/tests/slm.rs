@@ -236,3 +236,67 @@ fn missing_or_corrupt_models_give_clear_errors() {
             .contains("SLM unavailable")
     );
 }
+
+/// Distillation end to end: the installed second opinion labels the sample log, and a fast
+/// model trains on those labels with `--distill` (its file records where they came from).
+#[test]
+fn the_second_opinion_labels_messages_for_distillation() {
+    models_installed();
+    let dir = tempfile::tempdir().unwrap();
+    let labelled = dir.path().join("labelled.jsonl");
+    let run = Command::new(triage_bin())
+        .current_dir(workspace())
+        .args([
+            "slm",
+            "label",
+            "--input",
+            "examples/messages.jsonl",
+            "--output",
+        ])
+        .arg(&labelled)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{err}");
+    assert!(err.contains("fine-tuned"), "{err}");
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(&labelled)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // The 70 messages with a text; the malformed lines are skipped and counted.
+    assert_eq!(rows.len(), 70, "{err}");
+    let labels = ["ambiguous", "negative", "neutral", "positive"];
+    for r in &rows {
+        assert!(labels.contains(&r["label"].as_str().unwrap()), "{r}");
+        let c = r["confidence"].as_f64().unwrap();
+        assert!((0.25..=1.0).contains(&c), "{r}");
+    }
+    let config = dir.path().join("train.toml");
+    std::fs::write(&config, "[tfidf]\nmin_df = 1\n").unwrap();
+    let model = dir.path().join("m.triage");
+    let run = Command::new(triage_bin())
+        .current_dir(workspace())
+        .args(["train", "--json", "--data"])
+        .arg(&labelled)
+        .arg("--distill")
+        .arg(&labelled)
+        .args(["--distill-weight", "0.5", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(summary["n_train"], 140, "labelled rows plus distilled rows");
+    let bytes = std::fs::read(&model).unwrap();
+    assert!(
+        String::from_utf8_lossy(&bytes).contains("distilled from"),
+        "the model file does not record the distillation"
+    );
+}
