@@ -30,13 +30,8 @@ pub struct Args {
     /// Fast model (overrides the configuration).
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Fine-tuned second opinion (a `triage slm finetune` directory; overrides the
-    /// configuration).
-    #[arg(long)]
-    finetuned: Option<PathBuf>,
-    /// Frozen second opinion's head (overrides the configuration).
-    #[arg(long, conflicts_with = "finetuned")]
-    head: Option<PathBuf>,
+    #[command(flatten)]
+    second: super::SecondOpinionArgs,
     /// Where to write the calibrated configuration (TOML).
     #[arg(long)]
     out: PathBuf,
@@ -77,7 +72,8 @@ pub fn run(a: Args) -> CmdResult {
     let mut bars = Bars::default();
     let scored = match (a.folds, &a.train_config) {
         (Some(k), Some(tc)) if k >= 2 => {
-            let second = SecondOpinion::load(&config, &root, None, a.head.as_deref(), &model)?;
+            let second =
+                SecondOpinion::load(&config, &root, None, a.second.head.as_deref(), &model)?;
             let settings = Folds {
                 folds: k,
                 train_config: read_train_config(Some(tc))?,
@@ -87,13 +83,7 @@ pub fn run(a: Args) -> CmdResult {
         }
         (Some(_), _) => return Err(Failure::usage(anyhow!("--folds must be at least 2"))),
         _ => {
-            let second = SecondOpinion::load(
-                &config,
-                &root,
-                a.finetuned.as_deref(),
-                a.head.as_deref(),
-                &model,
-            )?;
+            let second = a.second.load(&config, &model)?;
             second.score(&model, examples, &mut bars)?
         }
     };
@@ -162,9 +152,9 @@ pub fn run(a: Args) -> CmdResult {
     if let Some(m) = &a.model {
         config.model.path = Some(m.clone());
     }
-    if a.finetuned.is_some() || a.head.is_some() {
-        config.slm.finetuned = a.finetuned.clone();
-        config.slm.head = a.head.clone();
+    if a.second.finetuned.is_some() || a.second.head.is_some() {
+        config.slm.finetuned = a.second.finetuned.clone();
+        config.slm.head = a.second.head.clone();
     }
     let toml = config.redacted_toml()?;
     std::fs::write(&a.out, toml)

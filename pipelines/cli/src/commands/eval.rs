@@ -8,7 +8,6 @@ use triage_core::config::Config;
 use triage_eval::cascade::evaluate_config;
 use triage_eval::evaluate::evaluate;
 use triage_eval::report::{OperatingPoint, ReportInput, write_report};
-use triage_eval::score::SecondOpinion;
 
 use crate::exit::{CmdResult, Failure};
 use crate::progress::Bars;
@@ -37,13 +36,9 @@ pub struct Args {
     /// configured thresholds and budget (needs the small language models).
     #[arg(long)]
     cascade: bool,
-    /// Fine-tuned second opinion for --cascade (a `triage slm finetune` directory; overrides the
-    /// configuration).
-    #[arg(long)]
-    finetuned: Option<PathBuf>,
-    /// Frozen second opinion's head for --cascade (overrides the configuration).
-    #[arg(long, conflicts_with = "finetuned")]
-    head: Option<PathBuf>,
+    /// The second opinion for --cascade.
+    #[command(flatten)]
+    second: super::SecondOpinionArgs,
     /// A label whose messages are out of scope (CLINC150's `oos`): --cascade reports how the
     /// cascade treats them, when the model has that label.
     #[arg(long, default_value = "oos")]
@@ -58,13 +53,7 @@ pub fn run(a: Args) -> CmdResult {
     let model = Model::load_or_default(a.model.as_deref().or(config.model.path.as_deref()))?;
     let data = read_jsonl(&a.data)?;
     let cascade = if a.cascade {
-        let second = SecondOpinion::load(
-            &config,
-            &super::root()?,
-            a.finetuned.as_deref(),
-            a.head.as_deref(),
-            &model,
-        )?;
+        let second = a.second.load(&config, &model)?;
         let scored = second.score(&model, data.clone(), &mut Bars::default())?;
         Some(evaluate_config(
             &config,

@@ -43,12 +43,8 @@ pub struct LabelArgs {
     /// Fast model whose labels to use (overrides the configuration).
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Fine-tuned second opinion (overrides the configuration).
-    #[arg(long)]
-    finetuned: Option<PathBuf>,
-    /// Frozen second opinion's head (overrides the configuration).
-    #[arg(long, conflicts_with = "finetuned")]
-    head: Option<PathBuf>,
+    #[command(flatten)]
+    second: super::SecondOpinionArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -141,14 +137,7 @@ fn label(a: LabelArgs) -> CmdResult {
     let model = triage_classifier::Model::load_or_default(
         a.model.as_deref().or(config.model.path.as_deref()),
     )?;
-    let root = super::root()?;
-    let second = triage_eval::score::SecondOpinion::load(
-        &config,
-        &root,
-        a.finetuned.as_deref(),
-        a.head.as_deref(),
-        &model,
-    )?;
+    let second = a.second.load(&config, &model)?;
     let t0 = std::time::Instant::now();
     let done = triage_eval::distill::label(
         &second,
