@@ -10,7 +10,11 @@
 //! - `predict/predict_into/<data>`: the whole hot path, `Model::predict_into` with a reused `Scratch` and
 //!   output buffer (analyse + TF-IDF + logistic + softmax);
 //! - `train/train_5000/<data>`: `Model::train` on the first 5,000 training messages, with the default
-//!   model's own settings (analyser, TF-IDF, logistic).
+//!   model's own settings (analyser, TF-IDF, logistic);
+//! - `labels/<k>_<data>_<format>`: `predict_into` over each data set's test split, at 4 labels (the
+//!   default model, GoEmotions), 77 (banking77) and 151 (clinc150), with the weights held as f32
+//!   and as int8 ([`WeightFormat`]). The banking77 and clinc150 models are trained once with
+//!   `configs/<data>.toml` on their train split and cached under `target/bench-models/`.
 //!
 //! The model is the built-in default, `models/default/sentiment4.triage`. Messages are the
 //! GoEmotions sentiment4 test split (training: the train split) under `$TRIAGE_DATA` (default
@@ -23,7 +27,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use triage_classifier::{Example, Model, NoProgress, Scratch, TrainConfig, read_jsonl};
+use sha2::{Digest, Sha256};
+use triage_classifier::{
+    Example, Model, NoProgress, Scratch, TrainConfig, WeightFormat, read_jsonl,
+};
 
 const TRAIN_SUBSET: usize = 5_000;
 
@@ -161,5 +168,88 @@ fn benches(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(classify, benches);
+/// A model for `dataset` trained with `configs/<dataset>.toml`, cached by the config's and the
+/// training file's content; with its test texts. `None` (and a warning) without the data.
+fn many_label_model(dataset: &str) -> Option<(Model, Vec<String>)> {
+    let dir = data_dir().join(dataset);
+    let (train, test) = (dir.join("train.jsonl"), dir.join("test.jsonl"));
+    if !(train.is_file() && test.is_file()) {
+        eprintln!(
+            "classify bench: WARNING: {} not found (set TRIAGE_DATA); the labels/{dataset} \
+             benchmarks do not run",
+            dir.display()
+        );
+        return None;
+    }
+    let config_text = std::fs::read_to_string(workspace().join(format!("configs/{dataset}.toml")))
+        .unwrap_or_else(|e| panic!("configs/{dataset}.toml: {e}"));
+    let train_bytes = std::fs::read(&train).unwrap_or_else(|e| panic!("{}: {e}", train.display()));
+    let mut h = Sha256::new();
+    h.update(config_text.as_bytes());
+    h.update(&train_bytes);
+    let key = hex_prefix(&h.finalize());
+    let cache = workspace().join("target/bench-models");
+    let path = cache.join(format!("{dataset}-{key}.triage"));
+    let model = if path.is_file() {
+        Model::load(&path).unwrap_or_else(|e| panic!("{e}"))
+    } else {
+        eprintln!(
+            "classify bench: training {dataset} once (cached as {})",
+            path.display()
+        );
+        let config: TrainConfig =
+            toml::from_str(&config_text).unwrap_or_else(|e| panic!("configs/{dataset}.toml: {e}"));
+        let examples = read_jsonl(&train).unwrap_or_else(|e| panic!("{e}"));
+        let mut m = Model::train(&examples, &config, &mut NoProgress)
+            .unwrap_or_else(|e| panic!("training {dataset}: {e}"));
+        std::fs::create_dir_all(&cache).unwrap_or_else(|e| panic!("{}: {e}", cache.display()));
+        m.save(&path).unwrap_or_else(|e| panic!("{e}"));
+        m
+    };
+    let texts = read_jsonl(&test)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_iter()
+        .map(|e| e.text)
+        .collect();
+    Some((model, texts))
+}
+
+fn hex_prefix(bytes: &[u8]) -> String {
+    bytes[..6].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `predict_into` at 4, 77 and 151 labels, with f32 and int8 weights.
+fn labels(c: &mut Criterion) {
+    let default = Model::default_model();
+    let (texts, _, _, tag) = data(&default);
+    let mut sets = vec![(default, texts, tag.to_string())];
+    for ds in ["banking77", "clinc150"] {
+        if let Some((m, t)) = many_label_model(ds) {
+            sets.push((m, t, ds.to_string()));
+        }
+    }
+    let mut g = c.benchmark_group("labels");
+    for (mut model, texts, tag) in sets {
+        g.throughput(Throughput::Elements(texts.len() as u64));
+        for format in [WeightFormat::F32, WeightFormat::Int8] {
+            model.set_weight_format(format);
+            let k = model.labels().len();
+            g.bench_function(format!("{k}_{tag}_{format:?}").to_lowercase(), |b| {
+                let mut s = Scratch::default();
+                let mut probs = Vec::new();
+                b.iter(|| {
+                    let mut acc = 0f32;
+                    for t in &texts {
+                        model.predict_into(black_box(t), &mut s, &mut probs);
+                        acc += probs[0];
+                    }
+                    black_box(acc)
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(classify, benches, labels);
 criterion_main!(classify);

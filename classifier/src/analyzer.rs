@@ -166,6 +166,8 @@ pub struct Scratch {
     /// Distinct known features of a message: (table row, tf weight).
     pub(crate) rows: Vec<(u32, f32)>,
     pub(crate) logits: Vec<f32>,
+    /// Per-block partial scores (word, then char) for models with many labels.
+    pub(crate) parts: Vec<f32>,
 }
 
 /// The analyser's own buffers: the normalised text, its tokens and the stem memo.

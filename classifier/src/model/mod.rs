@@ -3,6 +3,7 @@
 //! [`serialization`] (the model file), and here the model and its scoring.
 
 pub mod config;
+pub mod scoring;
 pub mod serialization;
 pub mod trainer;
 
@@ -12,11 +13,13 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 pub use config::{TfidfConfig, TrainConfig};
+pub use scoring::WeightFormat;
 pub use serialization::{FORMAT_VERSION, ModelHeader};
 pub use trainer::TrainingInfo;
 
 use crate::analyzer::{Analyzer, Scratch};
 use crate::error::Result;
+use scoring::{Int8Table, block_f32, block_int8};
 
 /// A bucket with no row (before unknown buckets are pointed at the all-zero row).
 const NONE: u32 = u32::MAX;
@@ -47,6 +50,8 @@ pub struct Model {
     /// Row-major `(rows + 1) × (1 + k)`: each feature's IDF followed by its `k` weights, so
     /// scoring a feature touches one cache line; then one row of zeros for unknown buckets.
     table: Vec<f32>,
+    /// The table the model is scored with, when not `table` itself ([`WeightFormat`]).
+    scoring: Scoring,
     intercept: Vec<f32>,
     sha256: String,
 }
@@ -140,71 +145,102 @@ impl Model {
         let (word, char) = s.rows.split_at(n_word);
         out.clear();
         out.extend_from_slice(&self.intercept);
-        match out.len() {
-            2 => self.score::<2>(word, char, out),
-            3 => self.score::<3>(word, char, out),
-            4 => self.score::<4>(word, char, out),
-            5 => self.score::<5>(word, char, out),
-            6 => self.score::<6>(word, char, out),
-            _ => self.score_dyn(word, char, out),
+        let part = &mut s.parts;
+        #[cfg(target_arch = "x86_64")]
+        if scoring::has_avx2() {
+            // One of the crate's two unsafe blocks: calling a function compiled for AVX2.
+            // SAFETY: the CPU has AVX2 (checked at run time just above).
+            #[allow(unsafe_code)]
+            unsafe {
+                self.score_avx2(word, char, part, out)
+            };
+            softmax(out);
+            return;
         }
+        self.score(word, char, part, out);
         softmax(out);
+    }
+
+    /// [`Self::score`] compiled for AVX2 (8 lanes in the label loops).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn score_avx2(
+        &self,
+        word: &[(u32, f32)],
+        char: &[(u32, f32)],
+        part: &mut Vec<f32>,
+        out: &mut [f32],
+    ) {
+        self.score(word, char, part, out)
     }
 
     /// Adds the normalised TF-IDF vector times the weights to `out`: each block's partial score
     /// and squared norm are summed separately and combined at the end (per-block L2
-    /// normalisation is a per-block scale). `K` is the label count, known at compile time so
-    /// that the accumulators stay in registers.
-    #[inline]
-    fn score<const K: usize>(&self, word: &[(u32, f32)], char: &[(u32, f32)], out: &mut [f32]) {
-        let (mut w, mut ch) = ([0.0f32; K], [0.0f32; K]);
-        self.combine(word, char, &mut w, &mut ch, out);
-    }
-
-    /// [`Self::score`] for any label count.
-    fn score_dyn(&self, word: &[(u32, f32)], char: &[(u32, f32)], out: &mut [f32]) {
-        let (mut w, mut ch) = (vec![0.0f32; out.len()], vec![0.0f32; out.len()]);
-        self.combine(word, char, &mut w, &mut ch, out);
-    }
-
-    /// Scores both blocks into `w` and `ch` (zeroed, one slot per label) and adds their
-    /// normalised sum to `out`.
+    /// normalisation is a per-block scale). Up to six labels, the label count is a compile-time
+    /// constant so that the accumulators stay in registers; beyond, they live in `part`.
     #[inline(always)]
-    fn combine(
+    fn score(
         &self,
         word: &[(u32, f32)],
         char: &[(u32, f32)],
-        w: &mut [f32],
-        ch: &mut [f32],
+        part: &mut Vec<f32>,
         out: &mut [f32],
     ) {
-        let wi = self.block(word, w);
-        let ci = self.block(char, ch);
-        for ((o, &w), &ch) in out.iter_mut().zip(w.iter()).zip(ch.iter()) {
+        match (&self.scoring, out.len()) {
+            (Scoring::F32, 2) => self.score_k::<2>(word, char, out),
+            (Scoring::F32, 3) => self.score_k::<3>(word, char, out),
+            (Scoring::F32, 4) => self.score_k::<4>(word, char, out),
+            (Scoring::F32, 5) => self.score_k::<5>(word, char, out),
+            (Scoring::F32, 6) => self.score_k::<6>(word, char, out),
+            (scoring, k) => {
+                part.clear();
+                part.resize(2 * k, 0.0);
+                let (w, ch) = part.split_at_mut(k);
+                let (nw, nc) = match scoring {
+                    Scoring::Int8(q) => (block_int8(q, word, w), block_int8(q, char, ch)),
+                    Scoring::F32 => (
+                        block_f32(&self.table, word, w),
+                        block_f32(&self.table, char, ch),
+                    ),
+                };
+                self.combine(w, ch, nw, nc, out);
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn score_k<const K: usize>(&self, word: &[(u32, f32)], char: &[(u32, f32)], out: &mut [f32]) {
+        let (mut w, mut ch) = ([0.0f32; K], [0.0f32; K]);
+        let nw = block_f32(&self.table, word, &mut w);
+        let nc = block_f32(&self.table, char, &mut ch);
+        self.combine(&w, &ch, nw, nc, out);
+    }
+
+    /// Adds the two blocks' partial scores, each scaled by its normalisation factor, to `out`.
+    #[inline(always)]
+    fn combine(&self, w: &[f32], ch: &[f32], norm2_word: f32, norm2_char: f32, out: &mut [f32]) {
+        let (wi, ci) = (self.inv_norm(norm2_word), self.inv_norm(norm2_char));
+        for ((o, &w), &ch) in out.iter_mut().zip(w).zip(ch) {
             *o += w * wi + ch * ci;
         }
     }
 
-    /// Adds each row's TF-IDF value times its weights to `part` (one slot per label); returns
-    /// the block's L2 normalisation factor.
-    #[inline(always)]
-    fn block(&self, rows: &[(u32, f32)], part: &mut [f32]) -> f32 {
-        let stride = part.len() + 1;
-        let mut norm2 = 0.0f32;
-        for &(row, tf) in rows {
-            let start = row as usize * stride;
-            let r = &self.table[start..start + stride];
-            let v = tf * r[0];
-            norm2 += v * v;
-            for (p, &wt) in part.iter_mut().zip(&r[1..]) {
-                *p += v * wt;
-            }
+    /// How the weights are held for scoring.
+    pub fn weight_format(&self) -> WeightFormat {
+        match self.scoring {
+            Scoring::F32 => WeightFormat::F32,
+            Scoring::Int8(_) => WeightFormat::Int8,
         }
-        self.inv_norm(norm2)
+    }
+
+    /// Holds the weights in `format` from now on (the default is
+    /// [`WeightFormat::for_labels`]). The model file is unchanged: it always stores f32.
+    pub fn set_weight_format(&mut self, format: WeightFormat) {
+        self.scoring = Scoring::new(format, &self.table, self.header.labels.len());
     }
 
     /// The factor that L2-normalises a block with squared norm `norm2` (1 without L2 norm).
-    #[inline]
+    #[inline(always)]
     fn inv_norm(&self, norm2: f32) -> f32 {
         if !self.header.tfidf.l2_norm {
             1.0
@@ -228,6 +264,13 @@ impl Model {
         s.rows.iter().filter(|r| r.0 == zero_row).count() as f32 / n as f32
     }
 
+    /// The distinct features (known or not) of the text last predicted with `s`
+    /// ([`Model::predict_into`]): the rows its scoring read, the cost that grows with the
+    /// message's length and the analyser's n-gram ranges.
+    pub fn distinct_features(&self, s: &Scratch) -> usize {
+        s.rows.len()
+    }
+
     /// Predicts `text`'s label (uses a per-thread scratch buffer).
     pub fn predict(&self, text: &str) -> Prediction {
         SCRATCH.with(|s| {
@@ -248,6 +291,26 @@ impl Model {
             confidence: conf,
             probabilities: probs.to_vec(),
         }
+    }
+}
+
+/// The table a model is scored with, besides its f32 `table`.
+enum Scoring {
+    F32,
+    Int8(Int8Table),
+}
+
+impl Scoring {
+    fn new(format: WeightFormat, table: &[f32], k: usize) -> Self {
+        match format {
+            WeightFormat::F32 => Self::F32,
+            WeightFormat::Int8 => Self::Int8(Int8Table::new(table, k)),
+        }
+    }
+
+    /// The default for `k` labels ([`WeightFormat::for_labels`]).
+    fn for_labels(table: &[f32], k: usize) -> Self {
+        Self::new(WeightFormat::for_labels(k), table, k)
     }
 }
 

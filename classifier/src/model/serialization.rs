@@ -249,12 +249,14 @@ impl Model {
             }
             index[b as usize] = row as u32;
         }
+        let table = interleave(&idf, &weights, k);
         Ok(Model {
             header,
             analyzer,
             index: point_unknown_at_zero_row(index, buckets.len()),
             buckets,
-            table: interleave(&idf, &weights, k),
+            scoring: super::Scoring::for_labels(&table, k),
+            table,
             intercept,
             sha256,
         })

@@ -246,11 +246,13 @@ impl Model {
             description: None,
             body_bytes: 0,
         };
+        let table = interleave(&idf, &weights.w, weights.k);
         let mut model = Model {
             header,
             analyzer,
             index: point_unknown_at_zero_row(index, buckets.len()),
-            table: interleave(&idf, &weights.w, weights.k),
+            scoring: super::Scoring::for_labels(&table, weights.k),
+            table,
             buckets,
             intercept: weights.b,
             sha256: String::new(),

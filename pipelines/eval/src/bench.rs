@@ -16,6 +16,8 @@ pub struct Throughput {
     pub msgs_per_sec: f64,
     /// Microseconds per message in the best pass.
     pub us_per_msg: f64,
+    /// Mean distinct features per message (the rows scoring reads).
+    pub features_per_message: f64,
     /// A sum of the first probability of every prediction, so that the work cannot be optimised
     /// away (and two builds can be checked to compute the same).
     pub checksum: f64,
@@ -26,8 +28,10 @@ pub fn throughput(model: &Model, texts: &[String], repeat: usize) -> Throughput 
     let mut scratch = Scratch::default();
     let mut probs = Vec::new();
     let mut checksum = 0.0f64;
+    let mut features = 0usize;
     for t in texts {
         model.predict_into(t, &mut scratch, &mut probs);
+        features += model.distinct_features(&scratch);
     }
     let mut best = f64::INFINITY;
     for _ in 0..repeat.max(1) {
@@ -44,6 +48,7 @@ pub fn throughput(model: &Model, texts: &[String], repeat: usize) -> Throughput 
         seconds: best,
         msgs_per_sec: rate,
         us_per_msg: 1e6 / rate,
+        features_per_message: features as f64 / texts.len().max(1) as f64,
         checksum,
     }
 }

@@ -23,22 +23,33 @@ pub struct Args {
     /// Print JSON on stdout.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    weights: super::WeightsArgs,
 }
 
 pub fn run(a: Args) -> CmdResult {
-    let model = Model::load_or_default(a.model.as_deref())?;
+    let mut model = Model::load_or_default(a.model.as_deref())?;
+    a.weights.apply(&mut model);
     let texts = read_texts(&a.data, OtherLines::AsText)?.texts;
     let t = throughput(&model, &texts, a.repeat);
     if a.json {
         println!(
             "{}",
-            json!({"messages": t.messages, "seconds": t.seconds, "msgs_per_sec": t.msgs_per_sec,
-                   "us_per_msg": t.us_per_msg, "checksum": t.checksum})
+            json!({"weights": model.weight_format(), "messages": t.messages, "seconds": t.seconds, "msgs_per_sec": t.msgs_per_sec,
+                   "us_per_msg": t.us_per_msg, "features_per_message": t.features_per_message,
+                   "checksum": t.checksum})
         );
     } else {
         println!(
-            "{} messages in {:.4}s (best of {}): {:.0} msg/s, {:.3} µs/msg, one thread",
-            t.messages, t.seconds, a.repeat, t.msgs_per_sec, t.us_per_msg
+            "{} messages in {:.4}s (best of {}): {:.0} msg/s, {:.3} µs/msg, one thread, {:?} weights, \
+             {:.1} features/message",
+            t.messages,
+            t.seconds,
+            a.repeat,
+            t.msgs_per_sec,
+            t.us_per_msg,
+            model.weight_format(),
+            t.features_per_message
         );
     }
     Ok(())

@@ -46,11 +46,14 @@ pub struct Args {
     /// Service configuration (model, thresholds, budget, `[slm]`), e.g. from `triage calibrate`.
     #[arg(long)]
     config: Option<PathBuf>,
+    #[command(flatten)]
+    weights: super::WeightsArgs,
 }
 
 pub fn run(a: Args) -> CmdResult {
     let config = Config::load(a.config.as_deref())?;
-    let model = Model::load_or_default(a.model.as_deref().or(config.model.path.as_deref()))?;
+    let mut model = Model::load_or_default(a.model.as_deref().or(config.model.path.as_deref()))?;
+    a.weights.apply(&mut model);
     let data = read_jsonl(&a.data)?;
     let cascade = if a.cascade {
         let second = a.second.load(&config, &model)?;

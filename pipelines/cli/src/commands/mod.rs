@@ -28,6 +28,41 @@ pub fn models(config: &Config) -> Result<triage_core::config::ModelsConfig, crat
     Ok(config.slm.models.resolved(&root()?))
 }
 
+/// How the fast model holds its weights for scoring (`--weights`), for bench and eval.
+#[derive(clap::Args, Debug)]
+pub struct WeightsArgs {
+    /// How the fast model holds its weights: `auto` (f32 below 16 labels, int8 from 16), `f32`
+    /// or `int8`. The model file is the same; only scoring changes.
+    #[arg(long, value_enum, default_value_t = Weights::Auto)]
+    pub weights: Weights,
+}
+
+/// `--weights`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Weights {
+    /// By label count ([`triage_classifier::WeightFormat::for_labels`]).
+    Auto,
+    /// Exact f32 weights.
+    F32,
+    /// int8 weights with a per-row scale.
+    Int8,
+}
+
+impl WeightsArgs {
+    /// Sets `model`'s weight format as asked.
+    pub fn apply(&self, model: &mut Model) {
+        use triage_classifier::WeightFormat;
+        let format = match self.weights {
+            Weights::Auto => WeightFormat::for_labels(model.labels().len()),
+            Weights::F32 => WeightFormat::F32,
+            Weights::Int8 => WeightFormat::Int8,
+        };
+        if model.weight_format() != format {
+            model.set_weight_format(format);
+        }
+    }
+}
+
 /// The second opinion's overrides that the offline commands share.
 #[derive(clap::Args, Debug)]
 pub struct SecondOpinionArgs {

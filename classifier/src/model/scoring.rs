@@ -1,0 +1,189 @@
+//! How the weights are held for scoring, and the kernels that read them.
+//!
+//! Scoring one feature reads its IDF and one weight per label. With few labels an f32 row is
+//! one cache line ([`WeightFormat::F32`]). With many, the bytes grow with the label count, so
+//! from [`INT8_FROM_LABELS`] labels each row is held as int8 with one f32 scale
+//! ([`WeightFormat::Int8`]): a quarter of the bytes, and a rounding error of at most
+//! `max|w| / 254` per weight. (Pruning the small weights into (label, weight) pairs was measured
+//! and lost: see docs/accuracy.md.)
+//!
+//! The model file keeps f32 weights; the int8 table is built at load. The kernels are
+//! compiled twice, for the x86-64 baseline and for AVX2, and the second is picked at run time
+//! where the CPU has it (8 lanes instead of 4 in the dense label loops).
+
+use serde::{Deserialize, Serialize};
+
+/// How the weights are held for scoring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WeightFormat {
+    /// `[idf, w_0 .. w_k-1]` as f32: exact.
+    F32,
+    /// `[idf, scale]` as f32, then `k` int8 weights (`w ≈ scale · q`).
+    Int8,
+}
+
+impl WeightFormat {
+    /// The format a model with `k` labels is scored with by default: f32 up to
+    /// [`INT8_FROM_LABELS`] − 1 labels (a row is at most two cache lines), int8 from there.
+    pub fn for_labels(k: usize) -> Self {
+        if k >= INT8_FROM_LABELS {
+            Self::Int8
+        } else {
+            Self::F32
+        }
+    }
+}
+
+/// The label count from which [`WeightFormat::for_labels`] picks int8.
+pub const INT8_FROM_LABELS: usize = 16;
+
+/// `x / scale` rounded to int8.
+#[inline]
+fn quantise(x: f32, scale: f32) -> i8 {
+    (x / scale).round().clamp(-127.0, 127.0) as i8
+}
+
+/// A row's largest weight magnitude, and the int8 scale that maps it to 127.
+fn row_scale(w: &[f32]) -> f32 {
+    let max = w.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    if max > 0.0 { max / 127.0 } else { 0.0 }
+}
+
+/// Bytes before a quantised row's weights: its IDF and its scale, as f32.
+const Q_HEAD: usize = 8;
+
+/// The int8 table: one row per feature, `[idf f32][scale f32][k × i8]`, padded to a multiple
+/// of 4 bytes, then an all-zero row for unknown buckets.
+#[derive(Debug, Clone)]
+pub(crate) struct Int8Table {
+    bytes: Vec<u8>,
+    stride: usize,
+}
+
+impl Int8Table {
+    /// Quantises the f32 `table` (rows of `1 + k`: IDF then weights; the last row all zero).
+    pub(crate) fn new(table: &[f32], k: usize) -> Self {
+        let stride = (Q_HEAD + k).next_multiple_of(4);
+        let rows = table.len() / (k + 1);
+        let mut bytes = vec![0u8; rows * stride];
+        for (src, dst) in table
+            .chunks_exact(k + 1)
+            .zip(bytes.chunks_exact_mut(stride))
+        {
+            let (idf, w) = (src[0], &src[1..]);
+            let scale = row_scale(w);
+            dst[..4].copy_from_slice(&idf.to_le_bytes());
+            dst[4..8].copy_from_slice(&scale.to_le_bytes());
+            if scale > 0.0 {
+                for (q, &x) in dst[Q_HEAD..Q_HEAD + k].iter_mut().zip(w) {
+                    *q = quantise(x, scale) as u8;
+                }
+            }
+        }
+        Self { bytes, stride }
+    }
+
+    /// Bytes held.
+    #[cfg(test)]
+    pub(crate) fn len_bytes(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+/// Adds each row's TF-IDF value times its f32 weights to `part` (one slot per label); returns
+/// the block's squared norm.
+#[inline(always)]
+pub(crate) fn block_f32(table: &[f32], rows: &[(u32, f32)], part: &mut [f32]) -> f32 {
+    let stride = part.len() + 1;
+    let mut norm2 = 0.0f32;
+    for &(row, tf) in rows {
+        let start = row as usize * stride;
+        let r = &table[start..start + stride];
+        let v = tf * r[0];
+        norm2 += v * v;
+        for (p, &wt) in part.iter_mut().zip(&r[1..]) {
+            *p += v * wt;
+        }
+    }
+    norm2
+}
+
+/// [`block_f32`] over the int8 table.
+#[inline(always)]
+pub(crate) fn block_int8(t: &Int8Table, rows: &[(u32, f32)], part: &mut [f32]) -> f32 {
+    let k = part.len();
+    let mut norm2 = 0.0f32;
+    for &(row, tf) in rows {
+        let start = row as usize * t.stride;
+        let r = &t.bytes[start..start + Q_HEAD + k];
+        let idf = f32::from_le_bytes([r[0], r[1], r[2], r[3]]);
+        let scale = f32::from_le_bytes([r[4], r[5], r[6], r[7]]);
+        let v = tf * idf;
+        norm2 += v * v;
+        let vs = v * scale;
+        for (p, &q) in part.iter_mut().zip(&r[Q_HEAD..]) {
+            *p += vs * f32::from(q as i8);
+        }
+    }
+    norm2
+}
+
+/// Whether the AVX2 kernels can run here (checked once; the answer is cached by std).
+#[inline]
+pub(crate) fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn int8_rows_round_to_within_half_a_step() {
+        let k = 20;
+        // Two rows with different ranges, then the zero row.
+        let mut table = Vec::new();
+        for (r, amp) in [(0, 3.0f32), (1, 0.01)] {
+            table.push(1.5 + r as f32);
+            table.extend((0..k).map(|i| amp * ((i as f32 * 0.7 + r as f32).sin())));
+        }
+        table.extend(std::iter::repeat_n(0.0, k + 1));
+        let q = Int8Table::new(&table, k);
+        assert_eq!(q.stride % 4, 0);
+        assert_eq!(q.len_bytes(), 3 * q.stride);
+        for row in 0..2u32 {
+            let mut exact = vec![0.0f32; k];
+            let mut approx = vec![0.0f32; k];
+            let n_exact = block_f32(&table, &[(row, 2.0)], &mut exact);
+            let n_approx = block_int8(&q, &[(row, 2.0)], &mut approx);
+            assert_eq!(n_exact, n_approx, "the norm uses the exact IDF");
+            let src = &table[row as usize * (k + 1) + 1..(row as usize + 1) * (k + 1)];
+            let max = src.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+            let v = 2.0 * table[row as usize * (k + 1)];
+            for (e, a) in exact.iter().zip(&approx) {
+                assert!((e - a).abs() <= v * max / 254.0 * 1.001, "{e} vs {a}");
+            }
+        }
+        let mut zero = vec![0.0f32; k];
+        assert_eq!(block_int8(&q, &[(2, 5.0)], &mut zero), 0.0);
+        assert!(zero.iter().all(|&x| x == 0.0));
+    }
+
+    #[test]
+    fn the_format_follows_the_label_count() {
+        assert_eq!(WeightFormat::for_labels(4), WeightFormat::F32);
+        assert_eq!(
+            WeightFormat::for_labels(INT8_FROM_LABELS - 1),
+            WeightFormat::F32
+        );
+        assert_eq!(WeightFormat::for_labels(77), WeightFormat::Int8);
+    }
+}
