@@ -531,17 +531,42 @@ pub struct ServiceConfig<'a> {
 
 impl Service {
     /// Starts `triage run` with a config file for these topics; `args` are extra CLI flags.
+    /// The group timeouts are the tests' short ones (`session.timeout.ms` 3000).
     pub fn start(c: &ServiceConfig<'_>, args: &[&str]) -> Service {
+        Self::start_with(c, args, true, &[])
+    }
+
+    /// As [`Service::start`], with triage's default group timeouts (no `session.timeout.ms`).
+    pub fn start_default_timeouts(c: &ServiceConfig<'_>, args: &[&str]) -> Service {
+        Self::start_with(c, args, false, &[])
+    }
+
+    /// As [`Service::start`], with these environment variables (e.g. `TRIAGE__KAFKA__…`
+    /// overrides of the `[kafka]` section, which `extra` cannot reach).
+    pub fn start_env(c: &ServiceConfig<'_>, args: &[&str], env: &[(&str, &str)]) -> Service {
+        Self::start_with(c, args, true, env)
+    }
+
+    fn start_with(
+        c: &ServiceConfig<'_>,
+        args: &[&str],
+        test_timeouts: bool,
+        env: &[(&str, &str)],
+    ) -> Service {
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = dir.path().join("triage.toml");
         let log = dir.path().join("triage.log");
         let mut f = std::fs::File::create(&cfg).expect("config");
+        let timeouts = if test_timeouts {
+            "[kafka.properties]\n\"session.timeout.ms\" = \"3000\"\n\"heartbeat.interval.ms\" = \"1000\"\n"
+        } else {
+            ""
+        };
         write!(
             f,
             "[kafka]\nbrokers = \"{}\"\ngroup_id = \"{}\"\ninput_topics = [\"{}\"]\n\
              output_topic = \"{}\"\ndead_letter_topic = \"{}\"\ncommit_interval_ms = 500\n\
-             shutdown_timeout_ms = 20000\n\
-             [kafka.properties]\n\"session.timeout.ms\" = \"3000\"\n\"heartbeat.interval.ms\" = \"1000\"\n\
+             shutdown_timeout_ms = 20000\n{timeouts}\
              [metrics]\nenabled = false\n{}\n",
             c.broker, c.group, c.input, c.output, c.dlq, c.extra
         )
@@ -553,6 +578,7 @@ impl Service {
             .arg(&cfg)
             .args(args)
             .env("RUST_LOG", "info,librdkafka=warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log"))
             .spawn()

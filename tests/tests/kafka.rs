@@ -258,8 +258,13 @@ fn two_instances_share_partitions_and_survive_one_leaving() {
     let n = 40_000;
     let producer = produce_in_background(&addr, &t.input, messages(n), 3_000);
     let reader = Reader::start(&addr, &t.output);
-    let mut a = Service::start(&config(&addr, &t), &[]);
-    let mut b = Service::start(&config(&addr, &t), &[]);
+    // Dynamic membership: on tansu, two static members (triage's default) do not share a
+    // group. The one that stays never gets the partitions of the one that left (20,002 of
+    // 40,000 consumed in 180 s, "partitions assigned []" every 6 s), or one gets nothing, or
+    // both rebalance every 6 s with eager assignment (docs/kafka.md, "Restarts").
+    let dynamic = [("TRIAGE__KAFKA__GROUP_INSTANCE_ID", "none")];
+    let mut a = Service::start_env(&config(&addr, &t), &[], &dynamic);
+    let mut b = Service::start_env(&config(&addr, &t), &[], &dynamic);
     // Let the group settle with both members and work for a while.
     progress(
         &reader,
@@ -289,7 +294,12 @@ fn two_instances_share_partitions_and_survive_one_leaving() {
         sb["consumed"].as_u64().unwrap(),
     );
     eprintln!("instance A consumed {ca}, instance B consumed {cb}");
-    assert!(ca > 0 && cb > 0, "partitions were not shared: {ca} / {cb}");
+    assert!(
+        ca > 0 && cb > 0,
+        "partitions were not shared: {ca} / {cb}; logs:\n{}\n----\n{}",
+        a.log_text(),
+        b.log_text()
+    );
     assert!(ca + cb >= n as u64);
 }
 
@@ -440,4 +450,160 @@ fn replay_from_the_beginning_reclassifies_the_topic() {
         counts.values().all(|&c| c == 2),
         "each message classified twice"
     );
+}
+
+#[test]
+fn a_record_the_producer_refuses_is_dead_lettered_and_its_partition_moves_on() {
+    let addr = broker();
+    require_broker(&addr);
+    let t = topics(&addr, "refused");
+    // librdkafka refuses a record above the producer's message.max.bytes at once
+    // (MsgSizeTooLarge), before the broker sees it: a permanent error. The input (30 kB) is
+    // under the input limit (64 KiB), its decision (which keeps the input's other fields) is not
+    // under 20,000 bytes; nor is its dead letter (the refused decision), so the stripped dead
+    // letter (reason and source, no payload) is what reaches the dead-letter topic.
+    let extra = "[kafka.producer_properties]\n\"message.max.bytes\" = \"20000\"\n";
+    let good = messages(400);
+    let big_at = 150;
+    let big = format!(
+        "{{\"id\":\"big\",\"text\":\"hello there\",\"pad\":\"{}\"}}",
+        "x".repeat(30_000)
+    );
+    let mut payloads = good[..big_at].to_vec();
+    payloads.push(big.into_bytes());
+    payloads.extend(good[big_at..].iter().cloned());
+    let placed = produce(&addr, &t.input, &payloads, &[("origin", "refused-test")]);
+    let (big_p, big_o) = placed[big_at];
+    let after_in_partition = placed[big_at + 1..]
+        .iter()
+        .filter(|&&(p, _)| p == big_p)
+        .count();
+    assert!(
+        after_in_partition > 0,
+        "no message after the big one in its partition"
+    );
+    let out = Reader::start(&addr, &t.output);
+    let dlq = Reader::start(&addr, &t.dlq);
+    let cfg = ServiceConfig {
+        extra,
+        ..config(&addr, &t)
+    };
+    let mut svc = Service::start(&cfg, &[]);
+    progress(
+        &out,
+        &mut [&mut svc],
+        Duration::from_secs(90),
+        all_ids_present(good.len()),
+    );
+    assert!(
+        dlq.wait_for(Duration::from_secs(30), |r| !r.is_empty()),
+        "no dead letter; log:\n{}",
+        svc.log_text()
+    );
+    svc.signal("TERM");
+    assert_eq!(
+        svc.wait(Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        svc.log_text()
+    );
+    let s = svc.summary();
+    assert_eq!(s["produced"], good.len(), "{s}");
+    assert_eq!(s["dead_lettered"], 1, "{s}");
+    // The decision, then its dead letter, were refused; the stripped dead letter was taken.
+    assert_eq!(s["produce_rejected"], 2, "{s}");
+    assert_eq!(s["dropped"], 0, "{s}");
+    assert_eq!(s["abandoned"], 0, "{s}");
+    let dead = dlq.records();
+    assert_eq!(dead.len(), 1);
+    let d = &dead[0];
+    assert_eq!(
+        d.header("triage.error.kind").as_deref(),
+        Some("produce_rejected")
+    );
+    let reason = d.header("triage.error").unwrap();
+    assert!(
+        reason.contains("MessageSizeTooLarge") && reason.contains("payload"),
+        "the reason names the refusal: {reason}"
+    );
+    assert_eq!(
+        d.header("triage.source"),
+        Some(format!("{}/{big_p}/{big_o}", t.input))
+    );
+    assert!(
+        d.payload.is_empty(),
+        "the stripped dead letter has no payload"
+    );
+    // Every partition, the big one's included, is committed to its end: the refused record
+    // did not pin its partition.
+    let commits = committed(&addr, &t.group, &t.input, PARTITIONS);
+    for p in 0..PARTITIONS {
+        let end = placed
+            .iter()
+            .filter(|&&(pp, _)| pp == p)
+            .map(|&(_, o)| o + 1)
+            .max()
+            .unwrap_or(-1);
+        assert_eq!(
+            commits.get(&p).copied().unwrap_or(-1),
+            end,
+            "partition {p} (the big message's: {big_p}) is not committed to its end"
+        );
+    }
+    // And the group, restarted, re-reads nothing.
+    let mut again = Service::start(&cfg, &["--exit-when-idle", "3"]);
+    assert_eq!(again.wait(Duration::from_secs(120)), Some(0));
+    assert_eq!(again.summary()["consumed"], 0, "{}", again.log_text());
+}
+
+/// Seconds from `since` until `svc`'s log says "partitions assigned", polling.
+fn seconds_until_assigned(svc: &mut Service, since: std::time::Instant, limit: Duration) -> f64 {
+    while since.elapsed() < limit {
+        if svc.log_text().contains("partitions assigned") {
+            return since.elapsed().as_secs_f64();
+        }
+        svc.assert_running();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "no partitions within {limit:?} of the restart; log:\n{}",
+        svc.log_text()
+    );
+}
+
+#[test]
+fn kill_9_then_restart_gets_the_partitions_back_in_seconds_with_the_default_config() {
+    let addr = broker();
+    require_broker(&addr);
+    let t = topics(&addr, "restart");
+    let n = 20_000;
+    let producer = produce_in_background(&addr, &t.input, messages(n), 4_000);
+    let reader = Reader::start(&addr, &t.output);
+    // The default group settings: no session.timeout.ms of the tests', static membership "auto".
+    let mut svc = Service::start_default_timeouts(&config(&addr, &t), &[]);
+    progress(&reader, &mut [&mut svc], Duration::from_secs(120), |r| {
+        r.len() >= n / 5
+    });
+    svc.signal("KILL");
+    let killed = std::time::Instant::now();
+    let mut again = Service::start_default_timeouts(&config(&addr, &t), &[]);
+    assert_eq!(
+        svc.wait(Duration::from_secs(10)),
+        None,
+        "killed by a signal"
+    );
+    let secs = seconds_until_assigned(&mut again, killed, Duration::from_secs(120));
+    eprintln!("kill -9 and restart: partitions back after {secs:.2} s");
+    // The goal is 10 s; the bound is generous for a loaded machine (it was 83 s).
+    assert!(secs <= 30.0, "partitions came back after {secs:.1} s");
+    producer.join().expect("producer thread");
+    progress(
+        &reader,
+        &mut [&mut again],
+        Duration::from_secs(120),
+        all_ids_present(n),
+    );
+    check_nothing_lost(&reader.records(), n, "kill -9 and fast restart");
+    again.signal("TERM");
+    assert_eq!(again.wait(Duration::from_secs(60)), Some(0));
 }

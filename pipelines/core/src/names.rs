@@ -14,6 +14,15 @@ pub mod metric {
     pub const ROUTED: &str = "triage_routed_total";
     /// Deliveries retried after a transient failure (counter).
     pub const PRODUCE_RETRIES: &str = "triage_produce_retries_total";
+    /// Records refused for good by the broker or librdkafka (message too large, invalid or
+    /// unauthorised topic, invalid record), then dead-lettered (counter; label `topic`: what was
+    /// refused: `output`, `dead_letter`, `stripped_dead_letter`).
+    pub const PRODUCE_REJECTED: &str = "triage_produce_rejected_total";
+    /// Messages dropped because even their dead letter without payload was refused; their
+    /// offset moved on (counter). Anything above 0 needs a look at the logs.
+    pub const DEAD_LETTERS_LOST: &str = "triage_dead_letters_lost_total";
+    /// Records waiting to be retried after a transient failure (gauge).
+    pub const PRODUCE_RETRYING: &str = "triage_produce_retrying";
     /// Partitions paused and resumed by backpressure (counter; label `action`).
     pub const PARTITION_PAUSES: &str = "triage_partition_pauses_total";
     /// Messages received and not yet acknowledged (gauge).

@@ -20,12 +20,46 @@ pub struct Health {
     pub last_beat_ms: AtomicU64,
     /// Set once the consumer has subscribed and the loop runs.
     pub ready: AtomicBool,
+    /// Set while a delivery has been failing (and retried) for longer than
+    /// `[kafka] retry_unhealthy_ms`; cleared once the retries succeed.
+    pub produce_stalled: AtomicBool,
 }
 
 impl Health {
     /// The loop is alive now.
     pub fn beat(&self) {
         self.last_beat_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Whether deliveries go through (`false`: retries outstanding for too long).
+    pub fn set_producing(&self, ok: bool) {
+        self.produce_stalled.store(!ok, Ordering::Relaxed);
+    }
+
+    /// What `/health` answers.
+    pub fn report(&self) -> (StatusCode, String) {
+        let age = Duration::from_millis(
+            now_ms().saturating_sub(self.last_beat_ms.load(Ordering::Relaxed)),
+        );
+        let ready = self.ready.load(Ordering::Relaxed);
+        let stalled = self.produce_stalled.load(Ordering::Relaxed);
+        if ready && age < Duration::from_secs(30) && !stalled {
+            (
+                StatusCode::OK,
+                format!(
+                    "{{\"status\":\"ok\",\"last_beat_ms_ago\":{}}}\n",
+                    age.as_millis()
+                ),
+            )
+        } else {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "{{\"status\":\"unavailable\",\"ready\":{ready},\"produce_stalled\":{stalled},\"last_beat_ms_ago\":{}}}\n",
+                    age.as_millis()
+                ),
+            )
+        }
     }
 }
 
@@ -90,24 +124,29 @@ async fn render(State((handle, _)): State<(PrometheusHandle, Arc<Health>)>) -> S
 async fn health_check(
     State((_, health)): State<(PrometheusHandle, Arc<Health>)>,
 ) -> (StatusCode, String) {
-    let age =
-        Duration::from_millis(now_ms().saturating_sub(health.last_beat_ms.load(Ordering::Relaxed)));
-    let ready = health.ready.load(Ordering::Relaxed);
-    if ready && age < Duration::from_secs(30) {
-        (
-            StatusCode::OK,
-            format!(
-                "{{\"status\":\"ok\",\"last_beat_ms_ago\":{}}}\n",
-                age.as_millis()
-            ),
-        )
-    } else {
-        (
+    health.report()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stalled_deliveries_make_health_unavailable_until_they_clear() {
+        let h = Health::default();
+        assert_eq!(
+            h.report().0,
             StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "{{\"status\":\"unavailable\",\"ready\":{ready},\"last_beat_ms_ago\":{}}}\n",
-                age.as_millis()
-            ),
-        )
+            "not ready yet"
+        );
+        h.ready.store(true, Ordering::Relaxed);
+        h.beat();
+        assert_eq!(h.report().0, StatusCode::OK);
+        h.set_producing(false);
+        let (code, body) = h.report();
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("\"produce_stalled\":true"), "{body}");
+        h.set_producing(true);
+        assert_eq!(h.report().0, StatusCode::OK);
     }
 }

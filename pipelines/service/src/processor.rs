@@ -64,14 +64,44 @@ pub struct Label {
     pub confidence: f32,
 }
 
-/// Time spent on a message, in microseconds.
+/// Time spent on a message, in microseconds, written to the nanosecond (3 decimals):
+/// `"classify":24.126`, not `24.125999999999998`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
 pub struct Timings {
     /// Analyse + vectorise + predict.
+    #[serde(serialize_with = "short_us")]
     pub classify: f64,
     /// The small language model (queueing included), when it was asked.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "short_us_opt"
+    )]
     pub slm: Option<f64>,
+}
+
+/// A duration in microseconds rounded to 3 decimals. `n / 1000.0` is the double nearest to
+/// the decimal `n/1000`, so serde_json (ryu, shortest round-trip) prints at most 3 decimals.
+fn round_us(us: f64) -> f64 {
+    if us.is_finite() && us.abs() < 1e15 {
+        (us * 1000.0).round() / 1000.0
+    } else {
+        us
+    }
+}
+
+fn short_us<S: serde::Serializer>(us: &f64, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_f64(round_us(*us))
+}
+
+fn short_us_opt<S: serde::Serializer>(
+    us: &Option<f64>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    match us {
+        Some(v) => s.serialize_some(&round_us(*v)),
+        None => s.serialize_none(),
+    }
 }
 
 /// Classifier + router + budget + SLM stage: the shared processing path.
@@ -276,6 +306,62 @@ impl Processor {
             d.label = labels[outcome.label].clone();
             d.confidence = outcome.confidence;
             d.probabilities = labels.iter().cloned().zip(outcome.probabilities).collect();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decimals(json: &str, field: &str) -> usize {
+        let at = json.find(&format!("\"{field}\":")).expect(field) + field.len() + 3;
+        let num: String = json[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == '-')
+            .collect();
+        num.split('.').nth(1).map_or(0, str::len)
+    }
+
+    #[test]
+    fn timings_are_written_short() {
+        let d = Decision {
+            id: "x".into(),
+            label: "neutral".into(),
+            confidence: 0.5,
+            probabilities: BTreeMap::new(),
+            route: Route::Fast,
+            reason: "r".into(),
+            fast: Label {
+                label: "neutral".into(),
+                confidence: 0.5,
+            },
+            second_opinion: None,
+            reply: None,
+            model_version: "0123456789ab".into(),
+            timings_us: Timings {
+                classify: 24.125999999999998,
+                slm: Some(1.0 / 3.0 * 1000.0),
+            },
+            fields: Map::new(),
+        };
+        let json = serde_json::to_string(&d).unwrap();
+        assert!(json.contains("\"classify\":24.126"), "{json}");
+        assert!(decimals(&json, "classify") <= 3, "{json}");
+        assert!(decimals(&json, "slm") <= 3, "{json}");
+        assert!(json.contains("\"slm\":333.333"), "{json}");
+        // Field names unchanged, and the record reads back.
+        let back: Decision = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.timings_us.classify, 24.126);
+        // Many values: never more than 3 decimals.
+        for i in 0..10_000u32 {
+            let t = Timings {
+                classify: f64::from(i) * 0.0137 + 0.1,
+                slm: None,
+            };
+            let j = serde_json::to_string(&t).unwrap();
+            assert!(decimals(&j, "classify") <= 3, "{j}");
+            assert!(!j.contains("slm"), "{j}");
         }
     }
 }

@@ -31,6 +31,18 @@ pub struct KafkaConfig {
     pub shutdown_timeout_ms: u64,
     /// How often consumer lag is sampled for metrics, in milliseconds.
     pub lag_interval_ms: u64,
+    /// Static group membership (`group.instance.id`, KIP-345): a member that restarts with the
+    /// same id within the session timeout gets its partitions back at once, without a
+    /// rebalance. `"auto"` (the default): `<group>.<TRIAGE_INSTANCE_ID>` when that environment
+    /// variable is set, else `<group>.<hostname>.<slot>`, where the slot is the lowest number
+    /// whose lock file (in the temp directory) this process could take: stable across restarts
+    /// of one instance, different for two processes on one host. `""` or `"none"`: dynamic
+    /// membership. Anything else: that id, verbatim (it must differ per instance, or they fence
+    /// each other). docs/kafka.md has the trade-offs.
+    pub group_instance_id: String,
+    /// `/health` turns unhealthy while a delivery has been failing and retried for this long,
+    /// in milliseconds; healthy again once the retries succeed.
+    pub retry_unhealthy_ms: u64,
     /// Extra librdkafka properties for both clients (e.g. `security.protocol`, `sasl.*`,
     /// `ssl.*`, `session.timeout.ms`).
     pub properties: BTreeMap<String, String>,
@@ -52,11 +64,27 @@ impl Default for KafkaConfig {
             commit_interval_ms: 1000,
             shutdown_timeout_ms: 30_000,
             lag_interval_ms: 10_000,
+            group_instance_id: AUTO_INSTANCE_ID.into(),
+            retry_unhealthy_ms: 10_000,
             properties: BTreeMap::new(),
             consumer_properties: BTreeMap::new(),
             producer_properties: BTreeMap::new(),
         }
     }
+}
+
+/// `group_instance_id` for an id derived per instance.
+pub const AUTO_INSTANCE_ID: &str = "auto";
+
+/// What `group_instance_id` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InstanceId {
+    /// Dynamic membership.
+    Dynamic,
+    /// An id derived from the environment, the host and a per-host slot.
+    Auto,
+    /// This id.
+    Fixed(String),
 }
 
 /// Whether a librdkafka property holds a secret.
@@ -133,7 +161,7 @@ impl KafkaConfig {
         {
             if matches!(
                 key.as_str(),
-                "enable.auto.offset.store" | "group.id" | "bootstrap.servers"
+                "enable.auto.offset.store" | "group.id" | "bootstrap.servers" | "group.instance.id"
             ) {
                 return Err(format!(
                     "kafka property {key:?} is managed by triage; use the kafka section's own \
@@ -142,6 +170,15 @@ impl KafkaConfig {
             }
         }
         Ok(())
+    }
+
+    /// What `group_instance_id` asks for.
+    pub fn instance_id(&self) -> InstanceId {
+        match self.group_instance_id.trim() {
+            "" | "none" => InstanceId::Dynamic,
+            AUTO_INSTANCE_ID => InstanceId::Auto,
+            id => InstanceId::Fixed(id.to_string()),
+        }
     }
 
     /// The config as it may be logged: secrets redacted.
@@ -212,6 +249,26 @@ mod tests {
         // A non-secret value may stay: it helps to fix a typo.
         let m = client_config_error("Invalid value \"PLIAN\"", "sasl.mechanism", "PLIAN");
         assert!(m.contains("PLIAN"), "{m}");
+    }
+
+    #[test]
+    fn instance_id_is_auto_by_default_and_can_be_disabled() {
+        let c = KafkaConfig::default();
+        assert_eq!(c.instance_id(), InstanceId::Auto);
+        for off in ["", "none", " none "] {
+            let c = KafkaConfig {
+                group_instance_id: off.into(),
+                ..Default::default()
+            };
+            assert_eq!(c.instance_id(), InstanceId::Dynamic, "{off:?}");
+        }
+        let c: KafkaConfig = toml::from_str("group_instance_id = \"triage-a\"").unwrap();
+        assert_eq!(c.instance_id(), InstanceId::Fixed("triage-a".into()));
+        // Set in [kafka.properties], it would bypass the per-instance default.
+        let mut c = KafkaConfig::default();
+        c.consumer_properties
+            .insert("group.instance.id".into(), "x".into());
+        assert!(c.validate().unwrap_err().contains("managed by triage"));
     }
 
     #[test]

@@ -81,6 +81,13 @@ impl ConsumerContext for Ctx {
 
 pub(crate) type Consumer_ = StreamConsumer<Ctx>;
 
+/// The consumer's `session.timeout.ms` unless `[kafka.properties]` sets it.
+pub(crate) const DEFAULT_SESSION_TIMEOUT_MS: &str = "10000";
+/// Its `heartbeat.interval.ms` (a third of the session timeout).
+pub(crate) const DEFAULT_HEARTBEAT_INTERVAL_MS: &str = "3000";
+/// Its `partition.assignment.strategy`.
+pub(crate) const DEFAULT_ASSIGNMENT_STRATEGY: &str = "cooperative-sticky";
+
 pub(crate) fn kafka_err(what: &str, e: KafkaError) -> ServiceError {
     match &e {
         // Never rdkafka's Display of a refused property: it ends with the value (maybe a secret).
@@ -116,9 +123,16 @@ fn client_config(k: &KafkaConfig, extra: &BTreeMap<String, String>) -> ClientCon
     c
 }
 
-pub(crate) fn make_consumer(k: &KafkaConfig, group: &str) -> Result<Arc<Consumer_>> {
+pub(crate) fn make_consumer(
+    k: &KafkaConfig,
+    group: &str,
+    instance_id: Option<&str>,
+) -> Result<Arc<Consumer_>> {
     let mut c = ClientConfig::new();
     c.set_log_level(log_level(k, &k.consumer_properties));
+    if let Some(id) = instance_id {
+        c.set("group.instance.id", id);
+    }
     c.set("bootstrap.servers", &k.brokers)
         .set("group.id", group)
         .set("enable.auto.commit", "true")
@@ -126,7 +140,14 @@ pub(crate) fn make_consumer(k: &KafkaConfig, group: &str) -> Result<Arc<Consumer
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false")
         // A new group starts at the beginning: nothing published before it is skipped.
-        .set("auto.offset.reset", "earliest");
+        .set("auto.offset.reset", "earliest")
+        // A dead member's partitions wait for its session to expire, and tansu takes about half
+        // of it for every join: librdkafka's 45 s made a restart wait 83 s. 10 s (Kafka's own
+        // default before 3.0) with static membership gives them back in seconds; a member that
+        // stalls for longer than this is expelled (docs/kafka.md, "Restarts").
+        .set("session.timeout.ms", DEFAULT_SESSION_TIMEOUT_MS)
+        .set("heartbeat.interval.ms", DEFAULT_HEARTBEAT_INTERVAL_MS)
+        .set("partition.assignment.strategy", DEFAULT_ASSIGNMENT_STRATEGY);
     for (key, v) in k.properties.iter().chain(&k.consumer_properties) {
         c.set(key, v);
     }

@@ -17,9 +17,11 @@
 //! clients and [`sink`] produces the records and hands their acknowledgements back.
 
 mod client;
+mod instance;
 pub mod offsets;
 mod sink;
 
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,7 +46,7 @@ use crate::processor::{Decision, Processor};
 use crate::sink::{Sink, publish};
 use client::{Consumer_, RebalanceEvent, kafka_err, make_consumer, make_producer};
 use offsets::{OffsetTracker, Tp};
-use sink::{DeliveryOutcome, KafkaSink, Meta, Origin, Topic};
+use sink::{DeliveryOutcome, Failure, KafkaSink, Meta, Origin, Topic, failure_of};
 
 /// Where a run starts reading.
 #[derive(Debug, Clone, Default)]
@@ -68,8 +70,13 @@ pub struct RunSummary {
     pub produced: u64,
     /// Messages delivered to the dead-letter topic.
     pub dead_lettered: u64,
-    /// Deliveries that failed and were retried.
+    /// Deliveries that failed transiently and were retried.
     pub produce_retries: u64,
+    /// Records the broker (or librdkafka) refused for good, dead-lettered instead.
+    pub produce_rejected: u64,
+    /// Messages whose dead letter, even without its payload, was refused: logged, counted, and
+    /// their offset moved on.
+    pub dropped: u64,
     /// Messages still in flight when the run ended (not committed; they will be re-read).
     pub abandoned: u64,
     /// Why the run ended.
@@ -91,6 +98,10 @@ struct Loop {
     summary: RunSummary,
     /// When the last message arrived (or partitions were first assigned): the idle clock.
     last_message: Option<Instant>,
+    /// Records failing transiently, by input position, with when they first failed.
+    retrying: HashMap<(Tp, i64), Instant>,
+    /// A fatal producer error: the run drains, commits, and returns it.
+    fatal: Option<ServiceError>,
 }
 
 impl Loop {
@@ -175,7 +186,8 @@ impl Loop {
         }
     }
 
-    /// A delivery finished: acknowledge (and store the offset) or retry.
+    /// A delivery finished: acknowledge (and store the offset); or, by the kind of failure,
+    /// retry it, dead-letter it, or stop the run ([`failure_of`]).
     fn delivered(&mut self, consumer: &Consumer_, (meta, result): DeliveryOutcome) {
         match result {
             Ok(Ok(_)) => {
@@ -184,36 +196,83 @@ impl Loop {
                         self.summary.produced += 1;
                         metrics::counter!(metric::PRODUCED).increment(1);
                     }
-                    Topic::DeadLetter(kind) => {
+                    Topic::DeadLetter(kind) | Topic::Stripped(kind) => {
                         self.summary.dead_lettered += 1;
                         metrics::counter!(metric::DEAD_LETTERED, "kind" => kind).increment(1);
                     }
                 }
                 metrics::histogram!(metric::LATENCY).record(meta.received.elapsed().as_secs_f64());
-                if let Some(ack) = self.tracker.ack(&meta.tp, meta.offset) {
-                    if let Some(off) = ack.store
-                        && let Err(e) = consumer.store_offset(&meta.tp.0, meta.tp.1, off)
-                    {
-                        // The partition was revoked meanwhile: its new owner re-reads it.
-                        tracing::debug!(topic = %meta.tp.0, partition = meta.tp.1, error = %e, "offset not stored");
-                    }
-                    if self.tracker.is_paused(&meta.tp)
-                        && ack.in_flight <= self.kafka.max_in_flight_per_partition / 2
-                    {
-                        self.pause(consumer, &meta.tp, false);
+                self.retrying.remove(&(meta.tp.clone(), meta.offset));
+                self.ack(consumer, &meta.tp, meta.offset);
+            }
+            Ok(Err((err, owned))) => match failure_of(&err) {
+                Failure::Transient => {
+                    self.summary.produce_retries += 1;
+                    metrics::counter!(metric::PRODUCE_RETRIES).increment(1);
+                    self.retrying
+                        .entry((meta.tp.clone(), meta.offset))
+                        .or_insert_with(Instant::now);
+                    tracing::warn!(error = %err, attempt = meta.attempt + 1, topic = %meta.tp.0, partition = meta.tp.1, offset = meta.offset, "delivery failed; retrying");
+                    self.sink.retry(owned, meta);
+                }
+                Failure::Permanent => {
+                    self.retrying.remove(&(meta.tp.clone(), meta.offset));
+                    self.summary.produce_rejected += 1;
+                    let to = match meta.topic {
+                        Topic::Output => "output",
+                        Topic::DeadLetter(_) => "dead_letter",
+                        Topic::Stripped(_) => "stripped_dead_letter",
+                    };
+                    metrics::counter!(metric::PRODUCE_REJECTED, "topic" => to).increment(1);
+                    let reason = err.to_string();
+                    tracing::warn!(error = %reason, to, topic = %meta.tp.0, partition = meta.tp.1, offset = meta.offset, "record refused for good; dead-lettering");
+                    let (tp, offset) = (meta.tp.clone(), meta.offset);
+                    if !self.sink.refused(owned, meta, &reason) {
+                        self.summary.dropped += 1;
+                        metrics::counter!(metric::DEAD_LETTERS_LOST).increment(1);
+                        tracing::error!(error = %reason, topic = %tp.0, partition = tp.1, offset, "even the dead letter without payload was refused: the message is dropped and its offset moves on");
+                        self.ack(consumer, &tp, offset);
                     }
                 }
-            }
-            Ok(Err((err, owned))) => {
-                self.summary.produce_retries += 1;
-                metrics::counter!(metric::PRODUCE_RETRIES).increment(1);
-                tracing::warn!(error = %err, attempt = meta.attempt + 1, topic = %meta.tp.0, partition = meta.tp.1, offset = meta.offset, "delivery failed; retrying");
-                self.sink.retry(owned, meta);
-            }
+                Failure::Fatal => {
+                    self.retrying.remove(&(meta.tp.clone(), meta.offset));
+                    tracing::error!(error = %err, topic = %meta.tp.0, partition = meta.tp.1, offset = meta.offset, "the producer failed for good; stopping");
+                    if self.fatal.is_none() {
+                        self.fatal = Some(ServiceError::Kafka {
+                            message: format!("producing: {err}"),
+                            retryable: true,
+                        });
+                    }
+                }
+            },
             Err(_canceled) => {
                 tracing::error!(topic = %meta.tp.0, partition = meta.tp.1, offset = meta.offset, "delivery report lost; the message will be re-read after a restart");
             }
         }
+    }
+
+    /// The message at `offset` is done with (delivered, or given up): store what can be
+    /// stored and resume its partition if it drained.
+    fn ack(&mut self, consumer: &Consumer_, tp: &Tp, offset: i64) {
+        if let Some(ack) = self.tracker.ack(tp, offset) {
+            if let Some(off) = ack.store
+                && let Err(e) = consumer.store_offset(&tp.0, tp.1, off)
+            {
+                // The partition was revoked meanwhile: its new owner re-reads it.
+                tracing::debug!(topic = %tp.0, partition = tp.1, error = %e, "offset not stored");
+            }
+            if self.tracker.is_paused(tp)
+                && ack.in_flight <= self.kafka.max_in_flight_per_partition / 2
+            {
+                self.pause(consumer, tp, false);
+            }
+        }
+    }
+
+    /// Whether a delivery has been failing for longer than `retry_unhealthy_ms`.
+    fn stalled(&self) -> bool {
+        let limit = Duration::from_millis(self.kafka.retry_unhealthy_ms);
+        self.retrying.values().any(|t| t.elapsed() >= limit)
     }
 
     fn apply_rebalances(&mut self, consumer: &Consumer_) {
@@ -307,8 +366,15 @@ pub async fn run(
         ),
         (None, false) => kafka.group_id.clone(),
     };
-    tracing::info!(config = ?kafka.redacted(), group = %group, "starting kafka pipeline");
-    let consumer = make_consumer(&kafka, &group)?;
+    // A replay's group is used once: static membership would only leave lock files behind.
+    let instance = if replay && opts.group_id.is_none() {
+        None
+    } else {
+        Some(instance::resolve(&kafka, &group))
+    };
+    let instance_id = instance.as_ref().and_then(|i| i.id.as_deref());
+    tracing::info!(config = ?kafka.redacted(), group = %group, group_instance_id = instance_id.unwrap_or("(dynamic)"), "starting kafka pipeline");
+    let consumer = make_consumer(&kafka, &group, instance_id)?;
     let producer = make_producer(&kafka)?;
     let topics: Vec<&str> = kafka.input_topics.iter().map(String::as_str).collect();
     if let Some(ts) = opts.from_timestamp {
@@ -350,6 +416,8 @@ pub async fn run(
         probs: Vec::new(),
         summary: RunSummary::default(),
         last_message: opts.from_timestamp.map(|_| Instant::now()),
+        retrying: HashMap::new(),
+        fatal: None,
         kafka,
     };
     let mut lag_tick =
@@ -357,29 +425,36 @@ pub async fn run(
     let mut beat = tokio::time::interval(Duration::from_millis(500));
     let signal = shutdown_signal();
     tokio::pin!(signal);
+    // Every way out of the loop, an error included, goes through the drain and commit below.
+    let mut failed: Option<ServiceError> = None;
     let ended_by: String = loop {
-        tokio::select! {
+        let step: Result<()> = tokio::select! {
             biased;
             sig = &mut signal => break sig.to_string(),
             Some(outcome) = lp.sink.next_delivery(), if lp.sink.in_flight() > 0 => {
                 lp.delivered(&consumer, outcome);
+                Ok(())
             }
             Some(done) = lp.slm_pending.next(), if !lp.slm_pending.is_empty() => {
-                lp.publish_resolved(&consumer, done).await?;
+                lp.publish_resolved(&consumer, done).await
             }
             msg = consumer.recv() => match msg {
-                Ok(m) => lp.handle(&consumer, &m).await?,
+                Ok(m) => lp.handle(&consumer, &m).await,
                 Err(e) => {
                     tracing::warn!(error = %e, "consumer error");
                     tokio::time::sleep(Duration::from_millis(100)).await;
+                    Ok(())
                 }
             },
             _ = lag_tick.tick() => {
                 let c = Arc::clone(&consumer);
                 tokio::task::spawn_blocking(move || sample_lag(c));
+                Ok(())
             }
             _ = beat.tick() => {
                 health.beat();
+                health.set_producing(!lp.stalled());
+                metrics::gauge!(metric::PRODUCE_RETRYING).set(lp.retrying.len() as f64);
                 lp.apply_rebalances(&consumer);
                 if let Some(idle) = opts.exit_when_idle
                     && lp.sink.in_flight() == 0
@@ -388,7 +463,14 @@ pub async fn run(
                 {
                     break "idle".to_string();
                 }
+                Ok(())
             }
+        };
+        if let Err(e) = step.and_then(|()| lp.fatal.take().map_or(Ok(()), Err)) {
+            tracing::error!(error = %e, "stopping on an error");
+            let why = format!("error: {e}");
+            failed = Some(e);
+            break why;
         }
     };
     tracing::info!(reason = %ended_by, in_flight = lp.sink.in_flight() + lp.slm_pending.len(), "stopping: draining in-flight work");
@@ -404,8 +486,16 @@ pub async fn run(
         }
         tokio::select! {
             Some(outcome) = lp.sink.next_delivery(), if lp.sink.in_flight() > 0 => lp.delivered(&consumer, outcome),
-            Some(done) = lp.slm_pending.next(), if !lp.slm_pending.is_empty() => lp.publish_resolved(&consumer, done).await?,
+            Some(done) = lp.slm_pending.next(), if !lp.slm_pending.is_empty() => {
+                if let Err(e) = lp.publish_resolved(&consumer, done).await {
+                    tracing::error!(error = %e, "publishing while draining");
+                    failed.get_or_insert(e);
+                }
+            }
             _ = tokio::time::sleep(left) => break,
+        }
+        if let Some(e) = lp.fatal.take() {
+            failed.get_or_insert(e);
         }
         lp.apply_rebalances(&consumer);
     }
@@ -422,15 +512,18 @@ pub async fn run(
         );
     }
     let c = Arc::clone(&consumer);
-    let committed = tokio::task::spawn_blocking(move || c.commit_consumer_state(CommitMode::Sync))
-        .await
-        .map_err(|e| ServiceError::Internal(format!("commit task: {e}")))?;
-    match committed {
-        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-        Err(e) => tracing::warn!(error = %e, "final commit failed"),
+    match tokio::task::spawn_blocking(move || c.commit_consumer_state(CommitMode::Sync)).await {
+        Ok(Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "final commit failed"),
+        Err(e) => {
+            failed.get_or_insert(ServiceError::Internal(format!("commit task: {e}")));
+        }
     }
     consumer.unsubscribe();
     lp.summary.ended_by = ended_by;
     tracing::info!(summary = ?lp.summary, "stopped");
-    Ok(lp.summary)
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(lp.summary),
+    }
 }
