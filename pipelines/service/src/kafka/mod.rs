@@ -271,8 +271,11 @@ impl Loop {
 
     /// Whether a delivery has been failing for longer than `retry_unhealthy_ms`.
     fn stalled(&self) -> bool {
-        let limit = Duration::from_millis(self.kafka.retry_unhealthy_ms);
-        self.retrying.values().any(|t| t.elapsed() >= limit)
+        stalled(
+            &self.retrying,
+            Duration::from_millis(self.kafka.retry_unhealthy_ms),
+            Instant::now(),
+        )
     }
 
     fn apply_rebalances(&mut self, consumer: &Consumer_) {
@@ -296,6 +299,13 @@ impl Loop {
         }
         metrics::gauge!(metric::IN_FLIGHT).set(self.tracker.in_flight() as f64);
     }
+}
+
+/// Whether any record in `retrying` first failed at least `limit` before `now`.
+fn stalled(retrying: &HashMap<(Tp, i64), Instant>, limit: Duration, now: Instant) -> bool {
+    retrying
+        .values()
+        .any(|&t| now.saturating_duration_since(t) >= limit)
 }
 
 fn sample_lag(consumer: Arc<Consumer_>) {
@@ -525,5 +535,29 @@ pub async fn run(
     match failed {
         Some(e) => Err(e),
         None => Ok(lp.summary),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_is_stalled_only_while_an_old_retry_is_outstanding() {
+        let t0 = Instant::now();
+        let limit = Duration::from_secs(10);
+        let mut retrying = HashMap::new();
+        assert!(
+            !stalled(&retrying, limit, t0 + limit * 5),
+            "nothing retried"
+        );
+        retrying.insert((("in".to_string(), 0), 7), t0);
+        assert!(!stalled(&retrying, limit, t0 + Duration::from_secs(9)));
+        assert!(stalled(&retrying, limit, t0 + limit));
+        // A newer failure does not hide the old one, and the old one's success clears it.
+        retrying.insert((("in".to_string(), 1), 3), t0 + Duration::from_secs(9));
+        assert!(stalled(&retrying, limit, t0 + Duration::from_secs(11)));
+        retrying.remove(&(("in".to_string(), 0), 7));
+        assert!(!stalled(&retrying, limit, t0 + Duration::from_secs(11)));
     }
 }
