@@ -1,5 +1,7 @@
-//! Choosing training settings on train/dev data only: a grid of alpha × class weight, each
-//! scored on a dev split or by k-fold cross-validation, the best kept by a stated criterion.
+//! Choosing training settings on train/dev data only: a grid of character n-gram range × alpha ×
+//! class weight, each scored on a dev split or by k-fold cross-validation. The choice is speed
+//! aware: of the settings within a stated margin of the best score, the one whose messages have
+//! the fewest features (the cost of scoring), as [`choose`] states; [`pareto`] gives the table.
 
 use std::time::Instant;
 
@@ -7,6 +9,7 @@ use serde::Serialize;
 use triage_classifier::{ClassWeight, Example, Model, TrainConfig};
 use triage_core::NoProgress;
 
+use crate::bench::{Throughput, throughput};
 use crate::error::{EvalError, Result};
 use crate::evaluate::evaluate;
 
@@ -77,6 +80,10 @@ pub struct Trial {
     pub macro_f1: f64,
     /// Seconds it took.
     pub seconds: f64,
+    /// Mean distinct features per scored message (the cost of scoring one).
+    pub features_per_message: f64,
+    /// Classify throughput of the trial's model on the scored messages, one thread.
+    pub msgs_per_sec: f64,
 }
 
 impl Trial {
@@ -90,19 +97,39 @@ impl Trial {
     }
 }
 
-/// Accuracy and macro-F1 of `config` on the dev split, or averaged over the folds.
-pub fn score(data: &[Example], config: &TrainConfig, scoring: &Scoring<'_>) -> Result<(f64, f64)> {
+/// A setting's scores: accuracy and macro-F1 (on the dev split, or averaged over the folds),
+/// and the speed of the model on the messages it was scored on (the dev split's, or the last
+/// fold's).
+pub struct Scored {
+    /// Accuracy.
+    pub accuracy: f64,
+    /// Macro-F1.
+    pub macro_f1: f64,
+    /// Speed and features per message.
+    pub speed: Throughput,
+}
+
+/// Scores `config`: see [`Scored`].
+pub fn score(data: &[Example], config: &TrainConfig, scoring: &Scoring<'_>) -> Result<Scored> {
+    let speed = |m: &Model, held: &[Example]| {
+        let texts: Vec<String> = held.iter().map(|e| e.text.clone()).collect();
+        throughput(m, &texts, 3)
+    };
     match scoring {
         Scoring::Dev(dev) => {
             let m = Model::train(data, config, &mut NoProgress)?;
             let r = evaluate(&m, dev, &mut NoProgress).report;
-            Ok((r.accuracy, r.macro_f1))
+            Ok(Scored {
+                accuracy: r.accuracy,
+                macro_f1: r.macro_f1,
+                speed: speed(&m, dev),
+            })
         }
         Scoring::Folds(folds) => {
             if *folds < 2 {
                 return Err(EvalError::Invalid("--folds must be at least 2".into()));
             }
-            let (mut acc, mut f1) = (0.0, 0.0);
+            let (mut acc, mut f1, mut last) = (0.0, 0.0, None);
             for f in 0..*folds {
                 let (train, held) = split(data.len(), *folds, f);
                 let train: Vec<Example> = train.iter().map(|&i| data[i].clone()).collect();
@@ -111,37 +138,84 @@ pub fn score(data: &[Example], config: &TrainConfig, scoring: &Scoring<'_>) -> R
                 let r = evaluate(&m, &held, &mut NoProgress).report;
                 acc += r.accuracy / *folds as f64;
                 f1 += r.macro_f1 / *folds as f64;
+                if f + 1 == *folds {
+                    last = Some(speed(&m, &held));
+                }
             }
-            Ok((acc, f1))
+            Ok(Scored {
+                accuracy: acc,
+                macro_f1: f1,
+                speed: last.expect("at least two folds"),
+            })
         }
     }
 }
 
-/// Scores every alpha × class weight on top of `base`; `on_trial` sees each as it finishes.
+/// Parses a character n-gram range: `2-5`, `4` (one length) or `off`.
+pub fn char_range(s: &str) -> Result<[u8; 2]> {
+    let bad = || {
+        EvalError::Invalid(format!(
+            "--char-ngrams takes ranges like 2-5, 4 or off, not {s:?}"
+        ))
+    };
+    if s == "off" {
+        return Ok([0, 0]);
+    }
+    let (a, b) = s.split_once('-').unwrap_or((s, s));
+    let (a, b) = (
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    );
+    Ok([a, b])
+}
+
+/// What the grid varies, on top of a base configuration.
+pub struct Grid<'a> {
+    /// Character n-gram ranges (`[0, 0]`: none); empty: the base's.
+    pub char_ngrams: &'a [[u8; 2]],
+    /// L2 strengths.
+    pub alphas: &'a [f64],
+    /// Class weights.
+    pub class_weights: &'a [ClassWeight],
+}
+
+/// Scores every character range × alpha × class weight of `grid` on top of `base`; `on_trial`
+/// sees each as it finishes.
 pub fn grid(
     data: &[Example],
     base: &TrainConfig,
-    alphas: &[f64],
-    class_weights: &[ClassWeight],
+    grid: &Grid<'_>,
     scoring: &Scoring<'_>,
     mut on_trial: impl FnMut(&Trial),
 ) -> Result<Vec<Trial>> {
+    let own = [base.analyzer.char_ngrams];
+    let ranges = if grid.char_ngrams.is_empty() {
+        &own[..]
+    } else {
+        grid.char_ngrams
+    };
     let mut out = Vec::new();
-    for cw in class_weights {
-        for &alpha in alphas {
-            let mut config = base.clone();
-            config.logistic.alpha = alpha;
-            config.logistic.class_weight = cw.clone();
-            let t0 = Instant::now();
-            let (accuracy, macro_f1) = score(data, &config, scoring)?;
-            let trial = Trial {
-                config,
-                accuracy,
-                macro_f1,
-                seconds: t0.elapsed().as_secs_f64(),
-            };
-            on_trial(&trial);
-            out.push(trial);
+    for &chars in ranges {
+        for cw in grid.class_weights {
+            for &alpha in grid.alphas {
+                let mut config = base.clone();
+                config.analyzer.char_ngrams = chars;
+                config.logistic.alpha = alpha;
+                config.logistic.class_weight = cw.clone();
+                config.analyzer.validate()?;
+                let t0 = Instant::now();
+                let s = score(data, &config, scoring)?;
+                let trial = Trial {
+                    config,
+                    accuracy: s.accuracy,
+                    macro_f1: s.macro_f1,
+                    seconds: t0.elapsed().as_secs_f64(),
+                    features_per_message: s.speed.features_per_message,
+                    msgs_per_sec: s.speed.msgs_per_sec,
+                };
+                on_trial(&trial);
+                out.push(trial);
+            }
         }
     }
     Ok(out)
@@ -152,6 +226,38 @@ pub fn best(trials: &[Trial], criterion: Criterion) -> Option<&Trial> {
     trials
         .iter()
         .max_by(|x, y| x.score(criterion).total_cmp(&y.score(criterion)))
+}
+
+/// The speed-aware choice: of the trials scoring within `margin` of the best by `criterion`,
+/// the one with the fewest features per message (a deterministic proxy for speed: timings move
+/// with the machine's load); among equals, the higher score. `margin` 0 is [`best`] with ties
+/// broken by speed.
+pub fn choose(trials: &[Trial], criterion: Criterion, margin: f64) -> Option<&Trial> {
+    let top = best(trials, criterion)?.score(criterion);
+    trials
+        .iter()
+        .filter(|t| t.score(criterion) >= top - margin)
+        .min_by(|x, y| {
+            x.features_per_message
+                .total_cmp(&y.features_per_message)
+                .then(y.score(criterion).total_cmp(&x.score(criterion)))
+        })
+}
+
+/// Whether each trial is on the Pareto front of score against features per message: no other
+/// trial scores at least as well with no more features, and strictly better in one.
+pub fn pareto(trials: &[Trial], criterion: Criterion) -> Vec<bool> {
+    trials
+        .iter()
+        .map(|t| {
+            !trials.iter().any(|o| {
+                let (so, st) = (o.score(criterion), t.score(criterion));
+                so >= st
+                    && o.features_per_message <= t.features_per_message
+                    && (so > st || o.features_per_message < t.features_per_message)
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -197,18 +303,57 @@ mod tests {
         }
         let mut base = TrainConfig::default();
         base.tfidf.min_df = 1;
-        let trials = grid(
-            &data,
-            &base,
-            &[0.1, 1.0],
-            &[ClassWeight::None],
-            &Scoring::Folds(3),
-            |_| {},
-        )
-        .unwrap();
+        let g = Grid {
+            char_ngrams: &[],
+            alphas: &[0.1, 1.0],
+            class_weights: &[ClassWeight::None],
+        };
+        let trials = grid(&data, &base, &g, &Scoring::Folds(3), |_| {}).unwrap();
         assert_eq!(trials.len(), 2);
         let b = best(&trials, Criterion::Mean).unwrap();
         assert!(b.accuracy > 0.95, "{}", b.accuracy);
+        assert!(
+            trials
+                .iter()
+                .all(|t| t.features_per_message > 0.0 && t.msgs_per_sec > 0.0)
+        );
         assert!(score(&data, &base, &Scoring::Folds(1)).is_err());
+    }
+
+    #[test]
+    fn the_choice_is_the_fewest_features_within_the_margin() {
+        let mut data = Vec::new();
+        for i in 0..60 {
+            data.push(ex(&format!("great lovely thanks {i}"), "pos"));
+            data.push(ex(&format!("awful broken refund {i}"), "neg"));
+        }
+        let mut base = TrainConfig::default();
+        base.tfidf.min_df = 1;
+        let g = Grid {
+            char_ngrams: &[[2, 5], [4, 4], [0, 0]],
+            alphas: &[1.0],
+            class_weights: &[ClassWeight::None],
+        };
+        let trials = grid(&data, &base, &g, &Scoring::Folds(3), |_| {}).unwrap();
+        assert_eq!(trials.len(), 3);
+        let f: Vec<f64> = trials.iter().map(|t| t.features_per_message).collect();
+        assert!(
+            f[0] > 3.0 * f[1] && f[1] > f[2],
+            "features per message {f:?}"
+        );
+        // Words alone separate these perfectly, so within any margin they win on speed.
+        let c = choose(&trials, Criterion::Mean, 0.005).unwrap();
+        assert_eq!(c.config.analyzer.char_ngrams, [0, 0]);
+        assert_eq!(pareto(&trials, Criterion::Mean), vec![false, false, true]);
+        // A tie-break only: with no margin the best score still wins.
+        let mut worse = trials.clone();
+        worse[2].accuracy = 0.5;
+        worse[2].macro_f1 = 0.5;
+        let c = choose(&worse, Criterion::Mean, 0.0).unwrap();
+        assert_ne!(c.config.analyzer.char_ngrams, [0, 0]);
+        assert_eq!(char_range("2-5").unwrap(), [2, 5]);
+        assert_eq!(char_range("4").unwrap(), [4, 4]);
+        assert_eq!(char_range("off").unwrap(), [0, 0]);
+        assert!(char_range("x").is_err());
     }
 }
