@@ -182,19 +182,15 @@ impl Problem<'_> {
         let b: Vec<f32> = b64.iter().map(|&v| v as f32).collect();
         let mut gw = vec![0.0f32; d * k];
         let mut gb = vec![0.0f64; k];
-        #[cfg(target_arch = "x86_64")]
-        let mut loss = if crate::model::scoring::has_avx2() {
-            // One of the crate's two unsafe blocks: calling a function compiled for AVX2.
-            // SAFETY: the CPU has AVX2 (checked at run time just above).
-            #[allow(unsafe_code)]
-            unsafe {
-                self.sweep_avx2(&w, &b, &mut gw, &mut gb)
-            }
-        } else {
-            self.sweep_k(&w, &b, &mut gw, &mut gb)
+        let mut loss = match k {
+            2 => self.sweep::<2>(&w, &b, &mut gw, &mut gb),
+            3 => self.sweep::<3>(&w, &b, &mut gw, &mut gb),
+            4 => self.sweep::<4>(&w, &b, &mut gw, &mut gb),
+            5 => self.sweep::<5>(&w, &b, &mut gw, &mut gb),
+            6 => self.sweep::<6>(&w, &b, &mut gw, &mut gb),
+            8 => self.sweep::<8>(&w, &b, &mut gw, &mut gb),
+            _ => self.sweep::<0>(&w, &b, &mut gw, &mut gb),
         };
-        #[cfg(not(target_arch = "x86_64"))]
-        let mut loss = self.sweep_k(&w, &b, &mut gw, &mut gb);
         let mut grad = Vec::with_capacity((d + 1) * k);
         let mut reg = 0.0;
         for (&g, &wj) in gw.iter().zip(w64) {
@@ -206,31 +202,8 @@ impl Problem<'_> {
         (loss, Array1::from(grad))
     }
 
-    /// [`Self::sweep_k`] compiled for AVX2 (8 lanes in the class loops; the same operations
-    /// lane by lane, so the same result).
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    fn sweep_avx2(&self, w: &[f32], b: &[f32], gw: &mut [f32], gb: &mut [f64]) -> f64 {
-        self.sweep_k(w, b, gw, gb)
-    }
-
-    /// [`Self::sweep`], unrolled for the few-class counts.
-    #[inline(always)]
-    fn sweep_k(&self, w: &[f32], b: &[f32], gw: &mut [f32], gb: &mut [f64]) -> f64 {
-        match self.k {
-            2 => self.sweep::<2>(w, b, gw, gb),
-            3 => self.sweep::<3>(w, b, gw, gb),
-            4 => self.sweep::<4>(w, b, gw, gb),
-            5 => self.sweep::<5>(w, b, gw, gb),
-            6 => self.sweep::<6>(w, b, gw, gb),
-            8 => self.sweep::<8>(w, b, gw, gb),
-            _ => self.sweep::<0>(w, b, gw, gb),
-        }
-    }
-
     /// One pass over the samples: returns the data loss, accumulates the gradient. `K` is the
     /// class count when it is a compile-time constant, 0 otherwise.
-    #[inline(always)]
     fn sweep<const K: usize>(&self, w: &[f32], b: &[f32], gw: &mut [f32], gb: &mut [f64]) -> f64 {
         let k = if K == 0 { self.k } else { K };
         let mut h = vec![0.0f32; k];

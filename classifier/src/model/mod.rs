@@ -148,7 +148,7 @@ impl Model {
         let part = &mut s.parts;
         #[cfg(target_arch = "x86_64")]
         if scoring::has_avx2() {
-            // One of the crate's two unsafe blocks: calling a function compiled for AVX2.
+            // The crate's one unsafe block: calling a function compiled for AVX2.
             // SAFETY: the CPU has AVX2 (checked at run time just above).
             #[allow(unsafe_code)]
             unsafe {
