@@ -100,6 +100,20 @@ fn data(model: &Model) -> (Vec<String>, Vec<Example>, String, &'static str) {
     )
 }
 
+/// Times `predict_into` over every text, with a reused scratch and output buffer.
+fn predict_all(b: &mut criterion::Bencher<'_>, model: &Model, texts: &[String]) {
+    let mut s = Scratch::default();
+    let mut probs = Vec::new();
+    b.iter(|| {
+        let mut acc = 0f32;
+        for t in texts {
+            model.predict_into(black_box(t), &mut s, &mut probs);
+            acc += probs[0];
+        }
+        black_box(acc)
+    })
+}
+
 fn benches(c: &mut Criterion) {
     let model = Model::default_model();
     // The data set is part of each benchmark's name, so that criterion never compares a fallback
@@ -134,16 +148,7 @@ fn benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("predict");
     g.throughput(Throughput::Elements(n));
     g.bench_function(format!("predict_into/{tag}"), |b| {
-        let mut s = Scratch::default();
-        let mut probs = Vec::new();
-        b.iter(|| {
-            let mut acc = 0f32;
-            for t in &texts {
-                model.predict_into(black_box(t), &mut s, &mut probs);
-                acc += probs[0];
-            }
-            black_box(acc)
-        })
+        predict_all(b, &model, &texts)
     });
     g.finish();
 
@@ -235,16 +240,7 @@ fn labels(c: &mut Criterion) {
             model.set_weight_format(format);
             let k = model.labels().len();
             g.bench_function(format!("{k}_{tag}_{format:?}").to_lowercase(), |b| {
-                let mut s = Scratch::default();
-                let mut probs = Vec::new();
-                b.iter(|| {
-                    let mut acc = 0f32;
-                    for t in &texts {
-                        model.predict_into(black_box(t), &mut s, &mut probs);
-                        acc += probs[0];
-                    }
-                    black_box(acc)
-                })
+                predict_all(b, &model, &texts)
             });
         }
     }

@@ -294,8 +294,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn cross_validation_scores_a_learnable_task() {
+    /// Two classes that the words alone separate, and settings that keep every feature.
+    fn learnable() -> (Vec<Example>, TrainConfig) {
         let mut data = Vec::new();
         for i in 0..60 {
             data.push(ex(&format!("great lovely thanks {i}"), "pos"));
@@ -303,6 +303,12 @@ mod tests {
         }
         let mut base = TrainConfig::default();
         base.tfidf.min_df = 1;
+        (data, base)
+    }
+
+    #[test]
+    fn cross_validation_scores_a_learnable_task() {
+        let (data, base) = learnable();
         let g = Grid {
             char_ngrams: &[],
             alphas: &[0.1, 1.0],
@@ -322,13 +328,7 @@ mod tests {
 
     #[test]
     fn the_choice_is_the_fewest_features_within_the_margin() {
-        let mut data = Vec::new();
-        for i in 0..60 {
-            data.push(ex(&format!("great lovely thanks {i}"), "pos"));
-            data.push(ex(&format!("awful broken refund {i}"), "neg"));
-        }
-        let mut base = TrainConfig::default();
-        base.tfidf.min_df = 1;
+        let (data, base) = learnable();
         let g = Grid {
             char_ngrams: &[[2, 5], [4, 4], [0, 0]],
             alphas: &[1.0],

@@ -149,6 +149,24 @@ pub(crate) struct KafkaSink {
     completed: VecDeque<DeliveryOutcome>,
 }
 
+/// A record not (yet) in the log, to be sent to `topic`: no timestamp, partition or offset.
+fn unsent(
+    topic: &str,
+    payload: Option<Vec<u8>>,
+    key: Option<Vec<u8>>,
+    headers: Option<OwnedHeaders>,
+) -> OwnedMessage {
+    OwnedMessage::new(
+        payload,
+        key,
+        topic.to_string(),
+        Timestamp::NotAvailable,
+        -1,
+        -1,
+        headers,
+    )
+}
+
 fn record_headers(base: Option<OwnedHeaders>, extra: &[(&str, &[u8])]) -> OwnedHeaders {
     let mut out = base.unwrap_or_else(|| OwnedHeaders::new_with_capacity(extra.len()));
     for (k, v) in extra {
@@ -221,13 +239,10 @@ impl KafkaSink {
                     }
                 }
                 Err((e, back)) => {
-                    let owned = OwnedMessage::new(
+                    let owned = unsent(
+                        &topic,
                         back.payload.map(<[u8]>::to_vec),
                         back.key.map(<[u8]>::to_vec),
-                        topic.clone(),
-                        Timestamp::NotAvailable,
-                        -1,
-                        -1,
                         back.headers,
                     );
                     self.completed.push_back((meta, Ok(Err((e, owned)))));
@@ -296,13 +311,10 @@ impl KafkaSink {
                         (header::SOURCE, source.as_bytes()),
                     ],
                 );
-                let msg = OwnedMessage::new(
+                let msg = unsent(
+                    &self.dead_letter_topic,
                     owned.payload().map(<[u8]>::to_vec),
                     owned.key().map(<[u8]>::to_vec),
-                    self.dead_letter_topic.clone(),
-                    Timestamp::NotAvailable,
-                    -1,
-                    -1,
                     Some(headers),
                 );
                 (msg, Topic::DeadLetter(PRODUCE_REJECTED))
@@ -333,15 +345,7 @@ impl KafkaSink {
                         (header::SOURCE, source.as_bytes()),
                     ],
                 );
-                let msg = OwnedMessage::new(
-                    None,
-                    None,
-                    self.dead_letter_topic.clone(),
-                    Timestamp::NotAvailable,
-                    -1,
-                    -1,
-                    Some(headers),
-                );
+                let msg = unsent(&self.dead_letter_topic, None, None, Some(headers));
                 (msg, Topic::Stripped(kind))
             }
         };
