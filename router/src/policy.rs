@@ -107,29 +107,51 @@ impl Policy {
     /// With a deferral `score` (a learned deferral model's), the message is unsure when the score
     /// reaches `deferral_threshold`; without, when the confidence is below the label's threshold.
     pub fn plan(&self, label: &str, confidence: f32, score: Option<f32>) -> Plan {
-        let threshold = self.threshold(label);
-        let t = self.config.deferral_threshold;
-        let (unsure, sure_reason) = match score {
-            Some(s) if s >= t => {
-                return Plan {
-                    route: Route::SecondOpinion,
-                    reason: format!("deferral score {s:.3} >= {t:.3} for {label}"),
-                };
-            }
-            Some(s) => (false, format!("deferral score {s:.3} < {t:.3} for {label}")),
-            None => (
-                confidence < threshold,
-                format!("confidence {confidence:.3} >= threshold {threshold:.3} for {label}"),
-            ),
+        // The reason is written once, for the route taken (this runs for every message).
+        let reason = |what: &str, value: f32, cmp: &str, bound: f32, tail: &str| {
+            let mut r = String::with_capacity(64);
+            r.push_str(what);
+            push_3(&mut r, value);
+            r.push_str(cmp);
+            push_3(&mut r, bound);
+            r.push_str(tail);
+            r.push_str(label);
+            r
         };
-        if unsure {
-            return Plan {
-                route: Route::SecondOpinion,
-                reason: format!(
-                    "confidence {confidence:.3} < threshold {threshold:.3} for {label}"
-                ),
-            };
-        }
+        let sure_reason = match score {
+            Some(s) => {
+                let t = self.config.deferral_threshold;
+                if s >= t {
+                    return Plan {
+                        route: Route::SecondOpinion,
+                        reason: reason("deferral score ", s, " >= ", t, " for "),
+                    };
+                }
+                (s, " < ", t, "deferral score ", " for ")
+            }
+            None => {
+                let threshold = self.threshold(label);
+                if confidence < threshold {
+                    return Plan {
+                        route: Route::SecondOpinion,
+                        reason: reason(
+                            "confidence ",
+                            confidence,
+                            " < threshold ",
+                            threshold,
+                            " for ",
+                        ),
+                    };
+                }
+                (
+                    confidence,
+                    " >= threshold ",
+                    threshold,
+                    "confidence ",
+                    " for ",
+                )
+            }
+        };
         if self.config.generative.iter().any(|g| g == label)
             && confidence >= self.config.generate_min_confidence
         {
@@ -138,16 +160,82 @@ impl Policy {
                 reason: format!("{label} is a generative label"),
             };
         }
+        let (value, cmp, bound, what, tail) = sure_reason;
         Plan {
             route: Route::Fast,
-            reason: sure_reason,
+            reason: reason(what, value, cmp, bound, tail),
         }
     }
+}
+
+/// Appends `x` with exactly 3 decimals, as `format!("{x:.3}")` writes it (ties to even; an f32
+/// times 1000 is exact in an f64, so the rounding is of the exact value), without the
+/// formatting machinery: this runs for every message.
+fn push_3(out: &mut String, x: f32) {
+    let scaled = f64::from(x) * 1000.0;
+    if !(scaled.is_finite() && scaled.abs() < 1e15) {
+        use std::fmt::Write as _;
+        let _ = write!(out, "{x:.3}");
+        return;
+    }
+    let n = scaled.round_ties_even();
+    if n < 0.0 || (n == 0.0 && x.is_sign_negative()) {
+        out.push('-');
+    }
+    let n = n.abs() as u64;
+    let (int, frac) = (n / 1000, n % 1000);
+    let mut buf = [0u8; 24];
+    let mut i = buf.len();
+    for d in [frac % 10, frac / 10 % 10, frac / 100] {
+        i -= 1;
+        buf[i] = b'0' + d as u8;
+    }
+    i -= 1;
+    buf[i] = b'.';
+    let mut int = int;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (int % 10) as u8;
+        int /= 10;
+        if int == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&buf[i..]).expect("ASCII digits"));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn three_decimals_as_format_writes_them() {
+        let mut xs: Vec<f32> = vec![
+            0.0,
+            -0.0,
+            1.0,
+            0.0625,
+            0.1875,
+            0.0005,
+            0.0015,
+            0.9995,
+            0.99951,
+            2.5e-4,
+            -0.0625,
+            -1.2345,
+            123.4565,
+            1e9,
+            0.3785279,
+            f32::MIN_POSITIVE,
+        ];
+        xs.extend((0..200_000u32).map(|i| i as f32 / 100_000.0));
+        xs.extend((0..5_000u32).map(|i| (i as f32 + 0.5) / 1000.0));
+        for x in xs {
+            let mut s = String::new();
+            push_3(&mut s, x);
+            assert_eq!(s, format!("{x:.3}"), "{x:e}");
+        }
+    }
 
     #[test]
     fn per_label_thresholds_override_the_default() {

@@ -1,7 +1,7 @@
 //! One routing policy: the service's processing path (`Processor::step` + `resolve`, as
 //! `triage replay` and `triage run` call it) and the offline simulation (`cascade::simulate`, as
 //! `triage calibrate` and `triage eval --cascade` call it) give every message of a random
-//! stream the same route, label and probabilities, with generative labels, a budget and, in
+//! stream the same route, label and probabilities (as published, to 4 decimals), with generative labels, a budget and, in
 //! some cases, a learned deferral model.
 //!
 //! The fast model is a real one, trained here on a small vocabulary; the SLM is a stand-in whose
@@ -16,8 +16,9 @@ use triage_core::config::{BudgetConfig, Combine, Config, PolicyConfig};
 use triage_eval::cascade::{CascadeInputs, simulate};
 use triage_router::deferral::NUMERIC_FEATURES;
 use triage_router::{Deferral, Router};
+use triage_service::record::published_probability;
 use triage_service::slm::{BackendError, SlmBackend, SlmStage};
-use triage_service::{Processor, Step};
+use triage_service::{Decision, Processor, Step};
 
 const WORDS: [&str; 12] = [
     "great", "thanks", "broken", "refund", "maybe", "hello", "awful", "love", "slow", "ok", "why",
@@ -157,15 +158,18 @@ proptest! {
         let stage = SlmStage::with_backend(Arc::new(StandIn), &config.slm).unwrap();
         let processor = Processor::new(Arc::clone(&model), &config, stage, root.path()).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
-        let (mut scratch, mut probs) = (Scratch::default(), Vec::new());
+        let (mut scratch, mut probs, mut out) = (Scratch::default(), Vec::new(), Vec::new());
         let mut service = Vec::new();
         for (i, t) in texts.iter().enumerate() {
             let payload = serde_json::json!({"id": i.to_string(), "text": t}).to_string();
-            let d = match processor.step(payload.as_bytes(), &config.input, || "x".into(), &mut scratch, &mut probs) {
-                Step::Done(d) => *d,
-                Step::Slm(p) => rt.block_on(processor.resolve(*p)),
+            out.clear();
+            let record = match processor.step(payload.as_bytes(), &config.input, || "x".into(), &mut scratch, &mut probs, &mut out) {
+                Step::Done(_) => out.clone(),
+                Step::Slm(p) => rt.block_on(processor.resolve(*p)).json,
                 Step::Dead(e) => panic!("{e}"),
             };
+            // What is published, read back.
+            let d: Decision = serde_json::from_slice(&record).unwrap();
             service.push(d);
         }
 
@@ -198,9 +202,11 @@ proptest! {
         for (i, (d, o)) in service.iter().zip(&offline).enumerate() {
             prop_assert_eq!(d.route, o.route, "message {}: {:?}", i, texts[i]);
             prop_assert_eq!(&d.label, &model.labels()[o.label], "message {}", i);
-            prop_assert_eq!(d.confidence, o.confidence, "message {}", i);
-            let published: Vec<f32> = d.probabilities.values().copied().collect();
-            prop_assert_eq!(&published, &o.probabilities, "message {}", i);
+            // Published to 4 decimals: the simulation's figures, rounded the same way.
+            prop_assert_eq!(d.confidence, published_probability(o.confidence), "message {}", i);
+            let published: Vec<f32> = model.labels().iter().map(|l| d.probabilities[l]).collect();
+            let simulated: Vec<f32> = o.probabilities.iter().map(|&p| published_probability(p)).collect();
+            prop_assert_eq!(&published, &simulated, "message {}", i);
             prop_assert_eq!(&d.reason, &o.reason, "message {}", i);
         }
     }

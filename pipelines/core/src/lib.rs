@@ -20,7 +20,8 @@
 //! let config = Config::default();
 //! let m = decode(br#"{"id":"m-1","text":"hi there","user":"u9"}"#, &config.input, || "line-1".into())
 //!     .unwrap();
-//! assert_eq!((m.id.as_str(), m.text.as_str()), ("m-1", "hi there"));
+//! assert_eq!((&*m.id, &*m.text), ("m-1", "hi there"));
+//! assert_eq!(m.fields.get("user").map(|v| v.get()), Some(r#""u9""#));
 //! assert_eq!(triage_core::argmax(&[0.1, 0.7, 0.2]), (1, 0.7));
 //! ```
 #![forbid(unsafe_code)]

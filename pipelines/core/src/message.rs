@@ -1,6 +1,10 @@
 //! Input messages: bytes in, a [`Message`] or a [`DecodeError`] out. Replay and Kafka share it.
 
+use std::borrow::Cow;
+
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 /// How input payloads are read.
@@ -26,15 +30,115 @@ impl Default for InputConfig {
     }
 }
 
-/// A decoded input message.
+/// A decoded input message. It borrows from the payload wherever it can: the text and the id
+/// are copied only when they hold JSON escapes, and the other fields are kept as the raw JSON
+/// they were written as, to be copied through to the output unchanged.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Message {
+pub struct Message<'a> {
     /// Its id: from the payload or derived from its position.
-    pub id: String,
+    pub id: Cow<'a, str>,
     /// The text to classify.
-    pub text: String,
+    pub text: Cow<'a, str>,
     /// The payload's other fields, kept for the output.
-    pub fields: Map<String, Value>,
+    pub fields: Fields<'a>,
+}
+
+/// The payload's other fields, in their order of arrival, each value as the raw JSON text it
+/// was written as (a key given twice keeps its last value, as a JSON object does).
+#[derive(Debug, Clone, Default)]
+pub struct Fields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl PartialEq for Fields<'_> {
+    /// The same keys in the same order, with the same raw values.
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len()
+            && self
+                .iter()
+                .zip(other.iter())
+                .all(|((k, v), (l, w))| k == l && v.get() == w.get())
+    }
+}
+
+impl<'a> Fields<'a> {
+    /// How many fields.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The raw JSON value of a field.
+    pub fn get(&self, key: &str) -> Option<&'a RawValue> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
+    }
+
+    /// Whether a field is present.
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// The fields and their raw values, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &'a RawValue)> + '_ {
+        self.0.iter().map(|(k, v)| (k.as_ref(), *v))
+    }
+
+    /// The fields parsed into a JSON map (for tests and tools; the pipeline copies them raw).
+    pub fn to_map(&self) -> Map<String, Value> {
+        self.iter()
+            .map(|(k, v)| {
+                let v = serde_json::from_str(v.get()).expect("a raw value is valid JSON");
+                (k.to_string(), v)
+            })
+            .collect()
+    }
+
+    /// Writes the fields as the members of a JSON object (`"k":v,"k2":v2`, no braces): keys
+    /// escaped, values as they came.
+    pub fn write_members(&self, out: &mut Vec<u8>) {
+        for (i, (k, v)) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_json_str(out, k);
+            out.push(b':');
+            out.extend_from_slice(v.get().as_bytes());
+        }
+    }
+
+    /// The fields of an object's members: a key given twice keeps its place and its last value.
+    fn from_members(mut members: Vec<(Cow<'a, str>, &'a RawValue)>) -> Self {
+        let repeated = members
+            .iter()
+            .enumerate()
+            .any(|(i, (k, _))| members[..i].iter().any(|(j, _)| j == k));
+        if repeated {
+            let mut unique: Vec<(Cow<'a, str>, &'a RawValue)> = Vec::with_capacity(members.len());
+            for (k, v) in members.drain(..) {
+                match unique.iter_mut().find(|(j, _)| *j == k) {
+                    Some(slot) => slot.1 = v,
+                    None => unique.push((k, v)),
+                }
+            }
+            members = unique;
+        }
+        Self(members)
+    }
+}
+
+/// Writes `s` as a JSON string (quoted, escaped as serde_json escapes it) to `out`.
+pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    // The common case, nothing to escape, is one copy; serde_json's escaper otherwise.
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        serde_json::to_writer(&mut *out, s).expect("writing to a Vec cannot fail");
+    }
 }
 
 /// Why a payload could not be decoded. Each kind ends up in the dead-letter output.
@@ -91,23 +195,109 @@ impl DecodeError {
     }
 }
 
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+/// The JSON type of a raw value, by its first byte (a raw value is valid JSON, without leading
+/// white space).
+fn type_name(v: &RawValue) -> &'static str {
+    match v.get().as_bytes().first() {
+        Some(b'n') => "null",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'"') => "a string",
+        Some(b'[') => "an array",
+        Some(b'{') => "an object",
+        _ => "a number",
     }
 }
 
+/// A string that borrows from the payload when it has no escapes.
+struct CowStr<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for CowStr<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = CowStr<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(CowStr(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(CowStr(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(CowStr(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// A JSON document: an object's members, raw, or anything else (which is not a message).
+enum Document<'a> {
+    Object(Vec<(Cow<'a, str>, &'a RawValue)>),
+    NotObject,
+}
+
+impl<'de> Deserialize<'de> for Document<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Document<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON document")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(4));
+                while let Some(CowStr(k)) = map.next_key()? {
+                    members.push((k, map.next_value::<&'de RawValue>()?));
+                }
+                Ok(Document::Object(members))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+                Ok(Document::NotObject)
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Document::NotObject)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Document::NotObject)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Document::NotObject)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Document::NotObject)
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(Document::NotObject)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Document::NotObject)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A raw JSON string's value, borrowed when it has no escapes.
+fn raw_str(v: &RawValue) -> Cow<'_, str> {
+    serde_json::from_str::<CowStr<'_>>(v.get())
+        .map(|s| s.0)
+        .expect("a raw JSON string is a valid string")
+}
+
 /// Decodes one payload. `fallback_id` gives the id when the payload has none.
-pub fn decode(
-    bytes: &[u8],
+///
+/// The message borrows from `bytes`: nothing is copied but escaped strings and the list of the
+/// other fields. The whole payload must be valid JSON before any field is looked at, so a
+/// malformed document is `not_json` whatever its fields.
+pub fn decode<'a>(
+    bytes: &'a [u8],
     config: &InputConfig,
     fallback_id: impl FnOnce() -> String,
-) -> Result<Message, DecodeError> {
+) -> Result<Message<'a>, DecodeError> {
     if bytes.len() > config.max_message_bytes {
         return Err(DecodeError::TooLarge {
             size: bytes.len(),
@@ -115,36 +305,52 @@ pub fn decode(
         });
     }
     let text = std::str::from_utf8(bytes).map_err(|e| DecodeError::NotUtf8(e.valid_up_to()))?;
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| DecodeError::NotJson(e.to_string()))?;
-    let Value::Object(mut fields) = value else {
-        return Err(DecodeError::NotObject);
+    let members = match serde_json::from_str(text) {
+        Ok(Document::Object(members)) => members,
+        Ok(Document::NotObject) => return Err(DecodeError::NotObject),
+        Err(e) => return Err(DecodeError::NotJson(e.to_string())),
     };
-    let text = match fields.remove(&config.text_field) {
-        None => return Err(DecodeError::MissingText(config.text_field.clone())),
-        Some(Value::String(s)) => s,
-        Some(other) => {
-            return Err(DecodeError::WrongType {
-                field: config.text_field.clone(),
-                expected: "a string",
-                found: type_name(&other),
-            });
+    // The text and the id are taken out; the other members stay, in order, as the fields (one
+    // list, no copy). A key given twice keeps its last value, as serde_json's map does.
+    let (mut text, mut id) = (None, None);
+    let mut members = members;
+    members.retain(|(k, v)| {
+        if *k == config.text_field {
+            text = Some(*v);
+            false
+        } else if *k == config.id_field {
+            id = Some(*v);
+            false
+        } else {
+            true
         }
+    });
+    let fields = Fields::from_members(members);
+    let wrong_type = |field: &String, expected, v| DecodeError::WrongType {
+        field: field.clone(),
+        expected,
+        found: type_name(v),
+    };
+    let text = match text {
+        None => return Err(DecodeError::MissingText(config.text_field.clone())),
+        Some(v) if v.get().starts_with('"') => raw_str(v),
+        Some(v) => return Err(wrong_type(&config.text_field, "a string", v)),
     };
     if text.trim().is_empty() {
         return Err(DecodeError::EmptyText(config.text_field.clone()));
     }
-    let id = match fields.remove(&config.id_field) {
-        None | Some(Value::Null) => fallback_id(),
-        Some(Value::String(s)) => s,
-        Some(Value::Number(n)) => n.to_string(),
-        Some(other) => {
-            return Err(DecodeError::WrongType {
-                field: config.id_field.clone(),
-                expected: "a string or a number",
-                found: type_name(&other),
-            });
-        }
+    let id = match id {
+        None => Cow::Owned(fallback_id()),
+        Some(v) => match type_name(v) {
+            "null" => Cow::Owned(fallback_id()),
+            "a string" => raw_str(v),
+            "a number" => {
+                let n: serde_json::Number =
+                    serde_json::from_str(v.get()).expect("a raw JSON number is a number");
+                Cow::Owned(n.to_string())
+            }
+            _ => return Err(wrong_type(&config.id_field, "a string or a number", v)),
+        },
     };
     Ok(Message { id, text, fields })
 }
@@ -153,7 +359,7 @@ pub fn decode(
 mod tests {
     use super::*;
 
-    fn dec(bytes: &[u8]) -> Result<Message, DecodeError> {
+    fn dec(bytes: &[u8]) -> Result<Message<'_>, DecodeError> {
         decode(bytes, &InputConfig::default(), || "pos-1".into())
     }
 
@@ -162,12 +368,66 @@ mod tests {
         let m = dec(br#"{"id":"a1","text":"hi there","user":"u9","n":3}"#).unwrap();
         assert_eq!(m.id, "a1");
         assert_eq!(m.text, "hi there");
-        assert_eq!(m.fields["user"], "u9");
+        assert_eq!(m.fields.get("user").unwrap().get(), r#""u9""#);
         assert_eq!(m.fields.len(), 2);
         let m = dec(br#"{"text":"no id"}"#).unwrap();
         assert_eq!(m.id, "pos-1");
         let m = dec(br#"{"id":42,"text":"numeric id"}"#).unwrap();
         assert_eq!(m.id, "42");
+    }
+
+    #[test]
+    fn borrows_what_it_can_and_keeps_fields_raw() {
+        let payload = br#"{"n": 1.50, "text":"plain","id":"a\u0031","meta":{"k": [1, 2]},"n":2e0,"k\"ey":"v"}"#;
+        let m = dec(payload).unwrap();
+        assert!(matches!(m.text, Cow::Borrowed("plain")));
+        assert!(
+            matches!(&m.id, Cow::Owned(s) if s == "a1"),
+            "escaped: copied"
+        );
+        // Order of arrival; a repeated key keeps its last value; values exactly as written.
+        let fields: Vec<(&str, &str)> = m.fields.iter().map(|(k, v)| (k, v.get())).collect();
+        assert_eq!(
+            fields,
+            [
+                ("n", "2e0"),
+                ("meta", r#"{"k": [1, 2]}"#),
+                ("k\"ey", r#""v""#)
+            ]
+        );
+        let mut out = Vec::new();
+        m.fields.write_members(&mut out);
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            r#""n":2e0,"meta":{"k": [1, 2]},"k\"ey":"v""#
+        );
+        let map = m.fields.to_map();
+        assert_eq!(map["meta"]["k"][1], 2);
+        // A document that is malformed after a wrong-typed field is `not_json`, as before.
+        assert_eq!(dec(br#"{"text":5,"#).unwrap_err().kind(), "not_json");
+        assert_eq!(dec(br#"{"text":5} x"#).unwrap_err().kind(), "not_json");
+        assert_eq!(dec(b" \"str\" ").unwrap_err().kind(), "not_object");
+        assert_eq!(
+            dec(br#"{"text":"a","text":null}"#).unwrap_err().kind(),
+            "wrong_type"
+        );
+        assert_eq!(dec(br#"{"text":null,"text":"b"}"#).unwrap().text, "b");
+    }
+
+    #[test]
+    fn json_strings_are_written_as_serde_json_writes_them() {
+        for s in [
+            "",
+            "plain",
+            "q\"uote",
+            "back\\slash",
+            "tab\tnl\n\u{1}",
+            "é ✓ \u{7f}",
+        ] {
+            let mut out = Vec::new();
+            write_json_str(&mut out, s);
+            assert_eq!(out, serde_json::to_vec(s).unwrap(), "{s:?}");
+        }
     }
 
     #[test]

@@ -118,7 +118,7 @@ proptest! {
         let config = cfg(bytes.len());
         let m = decode(&bytes, &config, || "pos-7".into()).expect("valid message decodes");
         prop_assert_eq!(&m.text, &text);
-        prop_assert!(same_json(&Value::Object(m.fields.clone()), &Value::Object(others.clone())),
+        prop_assert!(same_json(&Value::Object(m.fields.to_map()), &Value::Object(others.clone())),
                      "fields changed: {:?} vs {:?}", m.fields, others);
         let want_id = match id {
             None | Some(Value::Null) => "pos-7".to_string(),

@@ -1,20 +1,23 @@
 //! Offline replay: a message log (JSONL) in, one decision per message out, bad lines to a
-//! dead-letter file. No broker needed. The source reads lines; [`FileSink`] writes them.
+//! dead-letter file. No broker needed. The source reads chunks of lines, decides them (on one
+//! thread or several, the output in input order either way); [`FileSink`] writes them.
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use triage_classifier::Scratch;
-use triage_core::message::{DecodeError, InputConfig};
+use triage_core::message::{DecodeError, InputConfig, Message, decode};
 use triage_core::{Progress, Unit};
+use triage_router::{Budget, Route};
 
 use crate::error::{Result, ServiceError};
-use crate::processor::{Decision, Processor, Step};
-use crate::sink::Sink;
+use crate::processor::{Classified, Processor, Record, Step, Verdict};
 
 /// Where replay reads and writes. `-` means stdin / stdout.
 #[derive(Debug, Clone)]
@@ -27,6 +30,8 @@ pub struct ReplayOptions {
     pub dead_letter: PathBuf,
     /// How payloads are read.
     pub input_config: InputConfig,
+    /// Threads deciding chunks of lines (1: all on the calling thread).
+    pub threads: usize,
 }
 
 /// What a replay did.
@@ -90,11 +95,392 @@ impl<R: Read> Read for Counted<'_, R> {
     }
 }
 
-/// Lines decided before the SLM calls among them are awaited together (so they batch) and the
-/// chunk is written out in input order.
-const CHUNK: usize = 256;
+/// Bytes per chunk (whole lines; a longer line makes a longer chunk): a chunk is decided on the
+/// fast path, then its SLM calls are awaited together (so that they batch) and its results
+/// written out in input order. With several threads, each takes whole chunks.
+const CHUNK_BYTES: usize = 128 * 1024;
+
+/// Byte buffers for chunks and their results, used again instead of freed: fresh large buffers
+/// cost a page fault per page.
+#[derive(Default)]
+struct Pool(Mutex<Vec<Vec<u8>>>);
+
+impl Pool {
+    fn get(&self) -> Vec<u8> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_default()
+    }
+
+    fn put(&self, mut buf: Vec<u8>) {
+        buf.clear();
+        let mut pool = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < 64 {
+            pool.push(buf);
+        }
+    }
+}
+
+/// One chunk of the input: whole lines, as read.
+struct Chunk {
+    /// Its place in the input (0, 1, 2, ...): the order results are written in.
+    seq: u64,
+    /// The line number of its first line.
+    first_line: u64,
+    /// The lines, each with its `\n` (the last one may lack it).
+    bytes: Vec<u8>,
+}
+
+/// What a chunk became: the bytes to append to each file, and its counts.
+#[derive(Default)]
+struct Done {
+    out: Vec<u8>,
+    dead: Vec<u8>,
+    counts: Counts,
+}
+
+/// A summary's counts, by label and route index, summed over chunks.
+#[derive(Default)]
+struct Counts {
+    lines: u64,
+    blank: u64,
+    decisions: u64,
+    dead_lettered: u64,
+    by_route: [u64; ROUTES.len()],
+    by_label: Vec<u64>,
+    dead_letter_kinds: BTreeMap<&'static str, u64>,
+    classify_us: f64,
+}
+
+const ROUTES: [Route; 5] = [
+    Route::Fast,
+    Route::SecondOpinion,
+    Route::Generate,
+    Route::OverBudget,
+    Route::Degraded,
+];
+
+fn route_index(r: Route) -> usize {
+    ROUTES.iter().position(|&x| x == r).unwrap_or(0)
+}
+
+impl Counts {
+    fn decision(&mut self, v: Verdict) {
+        self.decisions += 1;
+        self.by_route[route_index(v.route)] += 1;
+        if self.by_label.len() <= v.label {
+            self.by_label.resize(v.label + 1, 0);
+        }
+        self.by_label[v.label] += 1;
+        self.classify_us += v.classify_us;
+    }
+
+    fn add(&mut self, o: &Counts) {
+        self.lines += o.lines;
+        self.blank += o.blank;
+        self.decisions += o.decisions;
+        self.dead_lettered += o.dead_lettered;
+        for (a, b) in self.by_route.iter_mut().zip(o.by_route) {
+            *a += b;
+        }
+        if self.by_label.len() < o.by_label.len() {
+            self.by_label.resize(o.by_label.len(), 0);
+        }
+        for (a, b) in self.by_label.iter_mut().zip(&o.by_label) {
+            *a += b;
+        }
+        for (k, v) in &o.dead_letter_kinds {
+            *self.dead_letter_kinds.entry(k).or_default() += v;
+        }
+        self.classify_us += o.classify_us;
+    }
+}
+
+/// Whose turn it is to route: chunk `next` routes its messages under `budget`, then hands it
+/// on, so that the budget sees the messages in input order whatever the number of threads
+/// (the same routes as one thread: every prefix of the input keeps the share).
+struct Turn {
+    state: Mutex<(u64, Budget)>,
+    changed: Condvar,
+    /// Set when the replay stops early: nobody waits for a turn that will not come.
+    abort: AtomicBool,
+}
+
+impl Turn {
+    /// Runs `f` with the budget once every earlier chunk has routed; `None` if aborted.
+    fn take<R>(&self, seq: u64, f: impl FnOnce(&mut Budget) -> R) -> Option<R> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while state.0 != seq {
+            if self.abort.load(Ordering::Relaxed) {
+                return None;
+            }
+            state = self
+                .changed
+                .wait_timeout(state, Duration::from_millis(50))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        let r = f(&mut state.1);
+        state.0 += 1;
+        self.changed.notify_all();
+        Some(r)
+    }
+}
+
+/// A line of a chunk after the fast path.
+enum Slot {
+    /// Blank: skipped.
+    Blank,
+    /// Its record is in the chunk's output at this range.
+    Decided(std::ops::Range<usize>, Verdict),
+    /// Waits for the SLM (the index into the chunk's pending calls).
+    Slm(usize),
+    /// Not a message: dead-lettered.
+    Dead(DecodeError, std::ops::Range<usize>),
+}
+
+/// One thread's reusable buffers.
+struct Worker<'p> {
+    processor: &'p Processor,
+    input: &'p InputConfig,
+    pool: &'p Pool,
+    scratch: Scratch,
+    probs: Vec<f32>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl<'p> Worker<'p> {
+    fn new(
+        processor: &'p Processor,
+        input: &'p InputConfig,
+        pool: &'p Pool,
+    ) -> std::io::Result<Self> {
+        Ok(Self {
+            processor,
+            input,
+            pool,
+            scratch: Scratch::default(),
+            probs: Vec::new(),
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()?,
+        })
+    }
+
+    /// Decides a chunk: decode and classify every line, route them in input order when the
+    /// chunk's turn comes, write the decided ones, await the SLM calls together, and write
+    /// everything out in input order. `None` if the replay was aborted meanwhile.
+    fn chunk(&mut self, chunk: Chunk, turn: &Turn) -> Option<Done> {
+        let done = self.decide(&chunk, turn);
+        self.pool.put(chunk.bytes);
+        done
+    }
+
+    fn decide(&mut self, chunk: &Chunk, turn: &Turn) -> Option<Done> {
+        let p = self.processor;
+        let mut done = Done {
+            out: self.pool.get(),
+            dead: self.pool.get(),
+            counts: Counts::default(),
+        };
+        let lines: Vec<&[u8]> = chunk.bytes.split_inclusive(|&b| b == b'\n').collect();
+        // 1. Decode and classify (in parallel with other chunks).
+        let k = p.labels().len();
+        let mut all_probs: Vec<f32> = Vec::with_capacity(lines.len() * k);
+        let mut read: Vec<Option<Result<(Message<'_>, Classified), DecodeError>>> =
+            Vec::with_capacity(lines.len());
+        for (i, raw) in lines.iter().enumerate() {
+            let line = trim_newline(raw);
+            done.counts.lines += 1;
+            if line.iter().all(u8::is_ascii_whitespace) {
+                done.counts.blank += 1;
+                read.push(None);
+                continue;
+            }
+            let lineno = chunk.first_line + i as u64;
+            let r = decode(line, self.input, || format!("line-{lineno}")).map(|m| {
+                let c = p.classify(&m, &mut self.scratch, &mut self.probs);
+                all_probs.extend_from_slice(&self.probs);
+                (m, c)
+            });
+            read.push(Some(r));
+        }
+        // 2. Route, in input order across chunks.
+        let routings = turn.take(chunk.seq, |budget| {
+            let mut at = 0;
+            read.iter()
+                .map(|r| match r {
+                    Some(Ok((_, c))) => {
+                        let probs = &all_probs[at..at + k];
+                        at += k;
+                        Some(p.route(c, probs, budget))
+                    }
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        })?;
+        // 3. Write what is decided; collect the SLM calls.
+        let mut slots = Vec::with_capacity(lines.len());
+        let mut pending = Vec::new();
+        let mut at = 0;
+        for ((r, routing), raw) in read.into_iter().zip(routings).zip(&lines) {
+            let slot = match (r, routing) {
+                (None, _) => Slot::Blank,
+                (Some(Err(e)), _) => {
+                    let start = done.dead.len();
+                    done.dead.extend_from_slice(trim_newline(raw));
+                    Slot::Dead(e, start..done.dead.len())
+                }
+                (Some(Ok((msg, c))), Some(routing)) => {
+                    let probs = &all_probs[at..at + k];
+                    at += k;
+                    let start = done.out.len();
+                    match p.finish(&msg, &c, routing, probs, &mut done.out) {
+                        Step::Done(v) => {
+                            done.out.push(b'\n');
+                            Slot::Decided(start..done.out.len(), v)
+                        }
+                        Step::Slm(pend) => {
+                            pending.push(p.resolve(*pend));
+                            Slot::Slm(pending.len() - 1)
+                        }
+                        Step::Dead(_) => unreachable!("a decoded message is not dead"),
+                    }
+                }
+                (Some(Ok(_)), None) => unreachable!("every message is routed"),
+            };
+            slots.push(slot);
+        }
+        // 4. Await the SLM calls together, then write the chunk in input order.
+        let mut resolved: Vec<Option<Record>> = if pending.is_empty() {
+            Vec::new()
+        } else {
+            self.runtime
+                .block_on(futures::future::join_all(pending))
+                .into_iter()
+                .map(Some)
+                .collect()
+        };
+        // Without SLM calls the decided records are already the chunk's output, in order.
+        let decided = if resolved.is_empty() {
+            None
+        } else {
+            let d = std::mem::take(&mut done.out);
+            done.out.reserve(d.len() + resolved.len() * 512);
+            Some(d)
+        };
+        let raw_dead = std::mem::replace(&mut done.dead, self.pool.get());
+        for (i, slot) in slots.into_iter().enumerate() {
+            let lineno = chunk.first_line + i as u64;
+            match slot {
+                Slot::Blank => {}
+                Slot::Decided(range, v) => {
+                    if let Some(d) = &decided {
+                        done.out.extend_from_slice(&d[range]);
+                    }
+                    done.counts.decision(v);
+                }
+                Slot::Slm(j) => {
+                    let record = resolved[j].take().expect("each SLM result is written once");
+                    done.out.extend_from_slice(&record.json);
+                    done.out.push(b'\n');
+                    done.counts.decision(record.verdict);
+                }
+                Slot::Dead(e, range) => {
+                    write_dead_letter(&mut done.dead, &e, &raw_dead[range], lineno);
+                    done.counts.dead_lettered += 1;
+                    *done.counts.dead_letter_kinds.entry(e.kind()).or_default() += 1;
+                    tracing::debug!(line = lineno, error = e.kind(), "dead-lettered");
+                }
+            }
+        }
+        self.pool.put(raw_dead);
+        if let Some(d) = decided {
+            self.pool.put(d);
+        }
+        Some(done)
+    }
+}
+
+fn trim_newline(mut line: &[u8]) -> &[u8] {
+    while let [rest @ .., b'\n' | b'\r'] = line {
+        line = rest;
+    }
+    line
+}
+
+/// Appends a dead-letter record (one JSON line) for a bad line.
+fn write_dead_letter(out: &mut Vec<u8>, err: &DecodeError, raw: &[u8], line: u64) {
+    let raw_utf8 = std::str::from_utf8(raw).is_ok();
+    let dl = DeadLetter {
+        line,
+        error: err.kind(),
+        reason: err.to_string(),
+        raw: String::from_utf8_lossy(raw),
+        raw_hex: (!raw_utf8).then(|| hex::encode(raw)),
+    };
+    serde_json::to_writer(&mut *out, &dl).expect("writing to a Vec cannot fail");
+    out.push(b'\n');
+}
+
+/// Reads whole lines into chunks of about [`CHUNK_BYTES`].
+struct Chunker<'a, R> {
+    reader: R,
+    pool: &'a Pool,
+    seq: u64,
+    next_line: u64,
+    /// The start of a line the last read cut off.
+    carry: Vec<u8>,
+    eof: bool,
+}
+
+impl<R: Read> Chunker<'_, R> {
+    fn next(&mut self) -> std::io::Result<Option<Chunk>> {
+        let mut bytes = self.pool.get();
+        bytes.append(&mut self.carry);
+        let mut want = CHUNK_BYTES;
+        loop {
+            if !self.eof && bytes.len() < want {
+                let limit = (want - bytes.len()) as u64;
+                let n = (&mut self.reader).take(limit).read_to_end(&mut bytes)?;
+                self.eof = (n as u64) < limit;
+            }
+            if self.eof {
+                break;
+            }
+            match bytes.iter().rposition(|&b| b == b'\n') {
+                Some(end) => {
+                    self.carry.extend_from_slice(&bytes[end + 1..]);
+                    bytes.truncate(end + 1);
+                    break;
+                }
+                // One line longer than a chunk: read on.
+                None => want += CHUNK_BYTES,
+            }
+        }
+        if bytes.is_empty() {
+            self.pool.put(bytes);
+            return Ok(None);
+        }
+        let lines = bytes.split_inclusive(|&b| b == b'\n').count() as u64;
+        let chunk = Chunk {
+            seq: self.seq,
+            first_line: self.next_line + 1,
+            bytes,
+        };
+        self.seq += 1;
+        self.next_line += lines;
+        Ok(Some(chunk))
+    }
+}
 
 /// Runs a replay to the end of the input.
+///
+/// With `threads` above 1, whole chunks of lines are decided on that many threads while this
+/// one reads and writes; the output is the same as with one thread (the same records in the
+/// same order, the budget applied in input order), but for the measured timings.
 pub fn replay(
     processor: &Processor,
     opts: &ReplayOptions,
@@ -108,122 +494,136 @@ pub fn replay(
         let len = f.metadata().map(|m| m.len()).ok();
         (Box::new(f), len)
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .map_err(|e| ServiceError::io(&opts.input, e))?;
     progress.phase("replay", total, Unit::Bytes);
     let mut sink = FileSink::new(opts)?;
-    let mut reader = BufReader::with_capacity(
-        1 << 16,
-        Counted {
+    let pool = Pool::default();
+    let mut chunks = Chunker {
+        reader: Counted {
             inner: reader,
             progress: &mut *progress,
         },
-    );
-    let mut scratch = Scratch::default();
-    let mut probs = Vec::new();
-    let mut line = Vec::new();
-    let mut classify_us = 0.0;
-    let mut eof = false;
-    while !eof {
-        // Decide a chunk on the fast path and collect its SLM calls; then await those together
-        // (the executor batches them) and write the chunk out in input order.
-        let mut chunk: Vec<(Step, u64, Vec<u8>)> = Vec::with_capacity(CHUNK);
-        while chunk.len() < CHUNK {
-            line.clear();
-            let n = reader
-                .read_until(b'\n', &mut line)
-                .map_err(|e| ServiceError::io(&opts.input, e))?;
-            if n == 0 {
-                eof = true;
-                break;
-            }
-            sink.summary.lines += 1;
-            let lineno = sink.summary.lines;
-            while matches!(line.last(), Some(b'\n' | b'\r')) {
-                line.pop();
-            }
-            if line.iter().all(u8::is_ascii_whitespace) {
-                sink.summary.blank += 1;
-                continue;
-            }
-            let step = processor.step(
-                &line,
-                &opts.input_config,
-                || format!("line-{lineno}"),
-                &mut scratch,
-                &mut probs,
-            );
-            let raw = match &step {
-                Step::Dead(_) => line.clone(),
-                Step::Done(d) => {
-                    classify_us += d.timings_us.classify;
-                    Vec::new()
-                }
-                Step::Slm(p) => {
-                    classify_us += p.classify_us();
-                    Vec::new()
-                }
-            };
-            chunk.push((step, lineno, raw));
+        pool: &pool,
+        seq: 0,
+        next_line: 0,
+        carry: Vec::new(),
+        eof: false,
+    };
+    let turn = Turn {
+        state: Mutex::new((0, processor.new_budget())),
+        changed: Condvar::new(),
+        abort: AtomicBool::new(false),
+    };
+    let read_err = |e| ServiceError::io(&opts.input, e);
+    let threads = opts.threads.max(1);
+    let mut counts = Counts::default();
+    if threads == 1 {
+        let mut worker = Worker::new(processor, &opts.input_config, &pool)
+            .map_err(|e| ServiceError::io(&opts.input, e))?;
+        while let Some(chunk) = chunks.next().map_err(read_err)? {
+            let done = worker
+                .chunk(chunk, &turn)
+                .ok_or_else(|| ServiceError::Internal("replay aborted".into()))?;
+            sink.write(&done)?;
+            counts.add(&done.counts);
+            pool.put(done.out);
+            pool.put(done.dead);
         }
-        runtime.block_on(write_chunk(processor, &mut sink, chunk))?;
+    } else {
+        std::thread::scope(|scope| -> Result<()> {
+            // Chunk n goes to worker n % threads, whose results come back in its order: reading
+            // the workers' results round-robin restores the input order.
+            let mut to_workers = Vec::with_capacity(threads);
+            let mut from_workers = Vec::with_capacity(threads);
+            for _ in 0..threads {
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(2);
+                let (done_tx, done_rx) = std::sync::mpsc::channel::<Done>();
+                let mut worker = Worker::new(processor, &opts.input_config, &pool)
+                    .map_err(|e| ServiceError::io(&opts.input, e))?;
+                let turn = &turn;
+                scope.spawn(move || {
+                    for chunk in rx {
+                        let Some(done) = worker.chunk(chunk, turn) else {
+                            return;
+                        };
+                        if done_tx.send(done).is_err() {
+                            return;
+                        }
+                    }
+                });
+                to_workers.push(tx);
+                from_workers.push(done_rx);
+            }
+            let r = (|| -> Result<()> {
+                let (mut sent, mut written) = (0u64, 0u64);
+                let mut write_next = |written: &mut u64| -> Result<()> {
+                    let done = from_workers[(*written % threads as u64) as usize]
+                        .recv()
+                        .map_err(|_| ServiceError::Internal("a replay thread stopped".into()))?;
+                    sink.write(&done)?;
+                    counts.add(&done.counts);
+                    pool.put(done.out);
+                    pool.put(done.dead);
+                    *written += 1;
+                    Ok(())
+                };
+                while let Some(chunk) = chunks.next().map_err(read_err)? {
+                    to_workers[(sent % threads as u64) as usize]
+                        .send(chunk)
+                        .map_err(|_| ServiceError::Internal("a replay thread stopped".into()))?;
+                    sent += 1;
+                    while sent - written > 2 * threads as u64 {
+                        write_next(&mut written)?;
+                    }
+                }
+                to_workers.clear();
+                while written < sent {
+                    write_next(&mut written)?;
+                }
+                Ok(())
+            })();
+            if r.is_err() {
+                turn.abort.store(true, Ordering::Relaxed);
+                to_workers.clear();
+            }
+            r
+        })?;
     }
-    drop(reader);
+    drop(chunks);
     let mut summary = sink.finish()?;
     progress.finish_phase();
+    let labels = processor.labels();
+    summary.lines = counts.lines;
+    summary.blank = counts.blank;
+    summary.decisions = counts.decisions;
+    summary.dead_lettered = counts.dead_lettered;
+    for (r, n) in ROUTES.iter().zip(counts.by_route) {
+        if n > 0 {
+            summary.by_route.insert(r.as_str().to_string(), n);
+        }
+    }
+    for (l, &n) in labels.iter().zip(&counts.by_label) {
+        if n > 0 {
+            summary.by_label.insert(l.clone(), n);
+        }
+    }
+    for (k, n) in counts.dead_letter_kinds {
+        summary.dead_letter_kinds.insert(k.to_string(), n);
+    }
     summary.seconds = t0.elapsed().as_secs_f64();
     summary.mean_classify_us = if summary.decisions > 0 {
-        classify_us / summary.decisions as f64
+        counts.classify_us / summary.decisions as f64
     } else {
         0.0
     };
     Ok(summary)
 }
 
-/// Resolves the chunk's SLM calls concurrently, then writes every line's result in order.
-async fn write_chunk(
-    processor: &Processor,
-    sink: &mut FileSink<'_>,
-    chunk: Vec<(Step, u64, Vec<u8>)>,
-) -> Result<()> {
-    let mut order = Vec::with_capacity(chunk.len());
-    let mut pending = Vec::new();
-    for (step, lineno, raw) in chunk {
-        match step {
-            Step::Slm(p) => {
-                order.push((None, lineno, raw));
-                pending.push(processor.resolve(*p));
-            }
-            other => order.push((Some(other), lineno, raw)),
-        }
-    }
-    let mut resolved = futures::future::join_all(pending).await.into_iter();
-    for (step, lineno, raw) in order {
-        match step {
-            None => {
-                let d = resolved.next().ok_or_else(|| {
-                    ServiceError::Internal("a resolved decision is missing".into())
-                })?;
-                sink.decision(&d, lineno).await?;
-            }
-            Some(Step::Done(d)) => sink.decision(&d, lineno).await?,
-            Some(Step::Dead(e)) => sink.dead_letter(&e, &raw, lineno).await?,
-            Some(Step::Slm(_)) => unreachable!("SLM steps were taken out above"),
-        }
-    }
-    Ok(())
-}
-
 /// Writes decisions to the output file and dead letters to the dead-letter file (opened at
-/// the first one), and counts them.
+/// the first one).
 pub struct FileSink<'a> {
     out: Box<dyn Write>,
     dlq: Option<Box<dyn Write>>,
     opts: &'a ReplayOptions,
-    record: Vec<u8>,
-    summary: ReplaySummary,
 }
 
 impl<'a> FileSink<'a> {
@@ -233,12 +633,27 @@ impl<'a> FileSink<'a> {
             out: open_out(&opts.output)?,
             dlq: None,
             opts,
-            record: Vec::new(),
-            summary: ReplaySummary::default(),
         })
     }
 
-    /// Flushes both files; returns the counts.
+    /// Appends a decided chunk to the files.
+    fn write(&mut self, done: &Done) -> Result<()> {
+        self.out
+            .write_all(&done.out)
+            .map_err(|e| ServiceError::io(&self.opts.output, e))?;
+        if !done.dead.is_empty() {
+            if self.dlq.is_none() {
+                self.dlq = Some(open_out(&self.opts.dead_letter)?);
+            }
+            if let Some(w) = self.dlq.as_mut() {
+                w.write_all(&done.dead)
+                    .map_err(|e| ServiceError::io(&self.opts.dead_letter, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes both files.
     pub fn finish(mut self) -> Result<ReplaySummary> {
         self.out
             .flush()
@@ -247,56 +662,7 @@ impl<'a> FileSink<'a> {
             w.flush()
                 .map_err(|e| ServiceError::io(&self.opts.dead_letter, e))?;
         }
-        Ok(self.summary)
-    }
-}
-
-impl Sink for FileSink<'_> {
-    /// The line number.
-    type Origin = u64;
-
-    async fn decision(&mut self, d: &Decision, _line: u64) -> Result<()> {
-        let out_err = |e| ServiceError::io(&self.opts.output, e);
-        let summary = &mut self.summary;
-        *summary
-            .by_route
-            .entry(d.route.as_str().to_string())
-            .or_default() += 1;
-        *summary.by_label.entry(d.label.clone()).or_default() += 1;
-        self.record.clear();
-        serde_json::to_writer(&mut self.record, d)
-            .map_err(|e| out_err(std::io::Error::other(e)))?;
-        self.record.push(b'\n');
-        self.out.write_all(&self.record).map_err(out_err)?;
-        summary.decisions += 1;
-        Ok(())
-    }
-
-    async fn dead_letter(&mut self, err: &DecodeError, raw: &[u8], line: u64) -> Result<()> {
-        let raw_utf8 = std::str::from_utf8(raw).is_ok();
-        let dl = DeadLetter {
-            line,
-            error: err.kind(),
-            reason: err.to_string(),
-            raw: String::from_utf8_lossy(raw),
-            raw_hex: (!raw_utf8).then(|| hex::encode(raw)),
-        };
-        if self.dlq.is_none() {
-            self.dlq = Some(open_out(&self.opts.dead_letter)?);
-        }
-        if let Some(w) = self.dlq.as_mut() {
-            let dl_err = |e| ServiceError::io(&self.opts.dead_letter, e);
-            serde_json::to_writer(&mut *w, &dl).map_err(|e| dl_err(std::io::Error::other(e)))?;
-            w.write_all(b"\n").map_err(dl_err)?;
-        }
-        self.summary.dead_lettered += 1;
-        *self
-            .summary
-            .dead_letter_kinds
-            .entry(err.kind().to_string())
-            .or_default() += 1;
-        tracing::debug!(line, error = err.kind(), "dead-lettered");
-        Ok(())
+        Ok(ReplaySummary::default())
     }
 }
 

@@ -30,8 +30,11 @@ pub mod file;
 pub mod kafka;
 pub mod metrics;
 pub mod processor;
+pub mod record;
 pub mod sink;
 pub mod slm;
 
 pub use error::{Result, ServiceError};
-pub use processor::{Decision, Label, Pending, Processor, Step, Timings};
+pub use processor::{
+    Classified, Decision, Label, Pending, Processor, Record, Step, Timings, Verdict,
+};

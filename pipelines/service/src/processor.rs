@@ -1,5 +1,5 @@
-//! One processing path for every source: a payload in, a [`Step`] out; a [`Decision`] once the
-//! SLM (if asked) has answered.
+//! One processing path for every source: a payload in, a [`Step`] out; a decision record once
+//! the SLM (if asked) has answered.
 //!
 //! [`Processor::step`] decodes the payload, runs the fast classifier and routes the message
 //! ([`Router::route`]; microseconds, synchronous). When the route asks for the small language
@@ -18,12 +18,15 @@ use triage_classifier::{Model, Scratch};
 use triage_core::config::Config;
 use triage_core::message::{DecodeError, InputConfig, Message, decode};
 use triage_core::names::metric;
-use triage_router::{Answer, Budget, Route, Router, Routing, Signals};
+use triage_router::{Answer, Budget, Outcome, Route, Router, Routing, Signals};
 
 use crate::error::Result;
+use crate::record::{Members, RecordWriter, View};
 use crate::slm::{SlmRequest, SlmResponse, SlmStage};
 
-/// The result record published for every message.
+/// The record published for every message. The service writes it with
+/// [`crate::record::RecordWriter`], field for field this struct's JSON, without building one;
+/// consumers (and the tests) read records back into it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
     /// The input message's id.
@@ -110,35 +113,71 @@ pub struct Processor {
     router: Router,
     budget: Mutex<Budget>,
     slm: SlmStage,
+    writer: RecordWriter,
+}
+
+/// What a published record says, beside its bytes: what sinks count, and put in headers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Verdict {
+    /// The published label (an index into [`Processor::labels`]).
+    pub label: usize,
+    /// The route.
+    pub route: Route,
+    /// Time the fast path took, in microseconds.
+    pub classify_us: f64,
+}
+
+/// A decision record, written: the JSON of a [`Decision`] and its [`Verdict`].
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// The record, one JSON object without a newline.
+    pub json: Vec<u8>,
+    /// What it says.
+    pub verdict: Verdict,
 }
 
 /// What became of one payload on the fast path.
 pub enum Step {
-    /// Decided: publish it.
-    Done(Box<Decision>),
+    /// Decided: its record was appended to the output buffer given to [`Processor::step`].
+    Done(Verdict),
     /// The route asks the SLM: pass it to [`Processor::resolve`], then publish.
     Slm(Box<Pending>),
     /// Not a message: dead-letter it with the reason.
     Dead(DecodeError),
 }
 
+/// The fast classifier's reading of one message, before it is routed.
+#[derive(Debug, Clone, Copy)]
+pub struct Classified {
+    /// Analyse + vectorise + predict, in microseconds.
+    pub classify_us: f64,
+    /// The share of the message's n-grams the model has never seen (only computed when a
+    /// learned deferral model needs it).
+    pub unseen_share: f32,
+    /// The text's length in bytes.
+    pub bytes: usize,
+}
+
 /// A message waiting for the small language model.
 pub struct Pending {
-    decision: Decision,
+    id: String,
+    /// The input's other fields, written as object members.
+    fields: Vec<u8>,
     routing: Routing,
     fast: Vec<f32>,
     text: String,
+    classify_us: f64,
 }
 
 impl Pending {
     /// The message's id.
     pub fn id(&self) -> &str {
-        &self.decision.id
+        &self.id
     }
 
     /// Time the fast path took, in microseconds.
     pub fn classify_us(&self) -> f64 {
-        self.decision.timings_us.classify
+        self.classify_us
     }
 }
 
@@ -153,6 +192,7 @@ impl Processor {
             root,
         )?;
         Ok(Self {
+            writer: RecordWriter::new(model.labels(), model.version()),
             model,
             router,
             budget: Mutex::new(Budget::new(config.budget.clone())?),
@@ -167,8 +207,28 @@ impl Processor {
         Self::new(model, config, slm, root)
     }
 
+    /// The fast model's labels: [`Verdict::label`] indexes them.
+    pub fn labels(&self) -> &[String] {
+        self.model.labels()
+    }
+
+    /// The fast model's version (first 12 hex digits of its SHA-256).
+    pub fn model_version(&self) -> &str {
+        self.model.version()
+    }
+
+    /// A budget as configured, fresh: for a source that routes with its own (parallel replay
+    /// hands one along its chunks, in input order).
+    pub fn new_budget(&self) -> Budget {
+        self.budget
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Decodes a payload and, if it is a message, classifies and routes it (fast path;
-    /// synchronous). `fallback_id` names a message without an id.
+    /// synchronous). `fallback_id` names a message without an id. A decided message's record
+    /// is appended to `out`.
     pub fn step(
         &self,
         payload: &[u8],
@@ -176,137 +236,233 @@ impl Processor {
         fallback_id: impl FnOnce() -> String,
         scratch: &mut Scratch,
         probs: &mut Vec<f32>,
+        out: &mut Vec<u8>,
     ) -> Step {
         match decode(payload, input, fallback_id) {
-            Ok(msg) => self.decide(msg, scratch, probs),
+            Ok(msg) => self.decide(&msg, scratch, probs, out),
             Err(e) => Step::Dead(e),
         }
     }
 
-    /// Classifies and routes a decoded message.
-    pub fn decide(&self, msg: Message, scratch: &mut Scratch, probs: &mut Vec<f32>) -> Step {
+    /// Classifies and routes a decoded message, under the processor's own budget.
+    pub fn decide(
+        &self,
+        msg: &Message<'_>,
+        scratch: &mut Scratch,
+        probs: &mut Vec<f32>,
+        out: &mut Vec<u8>,
+    ) -> Step {
+        let c = self.classify(msg, scratch, probs);
+        let routing = {
+            let mut budget = self.budget.lock().unwrap_or_else(|e| e.into_inner());
+            self.route(&c, probs, &mut budget)
+        };
+        self.finish(msg, &c, routing, probs, out)
+    }
+
+    /// The fast classifier on a message: its probabilities into `probs`.
+    pub fn classify(
+        &self,
+        msg: &Message<'_>,
+        scratch: &mut Scratch,
+        probs: &mut Vec<f32>,
+    ) -> Classified {
         let t0 = Instant::now();
         self.model.predict_into(&msg.text, scratch, probs);
-        let classify = t0.elapsed().as_secs_f64() * 1e6;
-        let signals = Signals {
-            probs,
+        let classify_us = t0.elapsed().as_secs_f64() * 1e6;
+        Classified {
+            classify_us,
             unseen_share: if self.router.deferral().is_some() {
                 self.model.unseen_share(scratch)
             } else {
                 0.0
             },
             bytes: msg.text.len(),
+        }
+    }
+
+    /// The route of a classified message (`probs` as [`Processor::classify`] left them),
+    /// recorded in `budget`.
+    pub fn route(&self, c: &Classified, probs: &[f32], budget: &mut Budget) -> Routing {
+        let signals = Signals {
+            probs,
+            unseen_share: c.unseen_share,
+            bytes: c.bytes,
         };
-        let routing = {
-            let mut budget = self.budget.lock().unwrap_or_else(|e| e.into_inner());
-            self.router.route(&signals, &mut budget)
+        self.router.route(&signals, budget)
+    }
+
+    /// A routed message: its record appended to `out` when it is decided, or the SLM call it
+    /// waits for. Without an SLM (off, or not installed) a route that asks for it is settled
+    /// here, at once, as `degraded`.
+    pub fn finish(
+        &self,
+        msg: &Message<'_>,
+        c: &Classified,
+        routing: Routing,
+        probs: &[f32],
+        out: &mut Vec<u8>,
+    ) -> Step {
+        let fast = (routing.label, routing.confidence);
+        let timings = Timings {
+            classify: c.classify_us,
+            slm: None,
         };
-        let labels = self.model.labels();
-        let label = labels[routing.label].clone();
-        let decision = Decision {
-            id: msg.id,
-            fast: Label {
-                label: label.clone(),
-                confidence: routing.confidence,
-            },
-            label,
-            confidence: routing.confidence,
-            probabilities: labels.iter().cloned().zip(probs.iter().copied()).collect(),
-            route: routing.route,
-            reason: routing.reason.clone(),
-            second_opinion: None,
-            reply: None,
-            model_version: self.model.version().to_string(),
-            timings_us: Timings {
-                classify,
-                slm: None,
-            },
-            fields: msg.fields,
-        };
+        let fields = Members::Raw(&msg.fields);
         if routing.route.uses_slm() {
-            Step::Slm(Box::new(Pending {
-                decision,
-                routing,
-                fast: probs.clone(),
-                text: msg.text,
-            }))
-        } else {
-            Step::Done(Box::new(decision))
+            if self.slm.executor.is_some() {
+                let mut fields = Vec::new();
+                msg.fields.write_members(&mut fields);
+                return Step::Slm(Box::new(Pending {
+                    id: msg.id.to_string(),
+                    fields,
+                    routing,
+                    fast: probs.to_vec(),
+                    text: msg.text.to_string(),
+                    classify_us: c.classify_us,
+                }));
+            }
+            let outcome = self.unavailable(routing, probs);
+            let verdict = self.write(&msg.id, &outcome, fast, None, timings, fields, out);
+            return Step::Done(verdict);
+        }
+        self.writer.write(
+            &View {
+                id: &msg.id,
+                label: routing.label,
+                confidence: routing.confidence,
+                probabilities: probs,
+                route: routing.route,
+                reason: &routing.reason,
+                fast,
+                second_opinion: None,
+                reply: None,
+                timings,
+                fields,
+            },
+            out,
+        );
+        Step::Done(Verdict {
+            label: routing.label,
+            route: routing.route,
+            classify_us: c.classify_us,
+        })
+    }
+
+    /// The outcome of a route that asks for the SLM when there is none: `degraded`, with why.
+    fn unavailable(&self, routing: Routing, fast: &[f32]) -> Outcome {
+        metrics::counter!(metric::SLM_CALLS, "kind" => "unavailable").increment(1);
+        self.router
+            .settle(routing, fast, Answer::Failed(&self.slm.unavailable))
+    }
+
+    /// Writes a settled message's record to `out`.
+    #[allow(clippy::too_many_arguments)]
+    fn write(
+        &self,
+        id: &str,
+        outcome: &Outcome,
+        fast: (usize, f32),
+        reply: Option<&str>,
+        timings: Timings,
+        fields: Members<'_>,
+        out: &mut Vec<u8>,
+    ) -> Verdict {
+        self.writer.write(
+            &View {
+                id,
+                label: outcome.label,
+                confidence: outcome.confidence,
+                probabilities: &outcome.probabilities,
+                route: outcome.route,
+                reason: &outcome.reason,
+                fast,
+                second_opinion: outcome.second_opinion,
+                reply,
+                timings,
+                fields,
+            },
+            out,
+        );
+        Verdict {
+            label: outcome.label,
+            route: outcome.route,
+            classify_us: timings.classify,
         }
     }
 
     /// Asks the SLM for a pending message and settles it: the second opinion combined in, the
     /// drafted reply attached, or `degraded` (the fast label stands) when the SLM is
-    /// unavailable, fails or times out.
-    pub async fn resolve(&self, pending: Pending) -> Decision {
+    /// unavailable, fails or times out. Returns the written record.
+    pub async fn resolve(&self, pending: Pending) -> Record {
         let Pending {
-            mut decision,
+            id,
+            fields,
             routing,
             fast,
             text,
+            classify_us,
         } = pending;
-        let Some(executor) = &self.slm.executor else {
-            metrics::counter!(metric::SLM_CALLS, "kind" => "unavailable").increment(1);
-            let outcome = self
-                .router
-                .settle(routing, &fast, Answer::Failed(&self.slm.unavailable));
-            self.apply(&mut decision, outcome);
-            return decision;
+        let fast_label = (routing.label, routing.confidence);
+        let mut timings = Timings {
+            classify: classify_us,
+            slm: None,
         };
-        let request = match routing.route {
-            Route::Generate => SlmRequest::Generate {
-                text,
-                label: decision.label.clone(),
-            },
-            _ => SlmRequest::SecondOpinion(text),
-        };
-        let t0 = Instant::now();
-        let answer = executor.call(request).await;
-        let us = t0.elapsed().as_secs_f64() * 1e6;
-        decision.timings_us.slm = Some(us);
-        metrics::histogram!(metric::SLM_SECONDS).record(us / 1e6);
-        let failure;
-        let outcome = match &answer {
-            Ok(SlmResponse::Probabilities(p)) => {
-                self.router.settle(routing, &fast, Answer::SecondOpinion(p))
+        let (outcome, reply) = match &self.slm.executor {
+            None => (self.unavailable(routing, &fast), None),
+            Some(executor) => {
+                let request = match routing.route {
+                    Route::Generate => SlmRequest::Generate {
+                        text,
+                        label: self.model.labels()[routing.label].clone(),
+                    },
+                    _ => SlmRequest::SecondOpinion(text),
+                };
+                let t0 = Instant::now();
+                let answer = executor.call(request).await;
+                let us = t0.elapsed().as_secs_f64() * 1e6;
+                timings.slm = Some(us);
+                metrics::histogram!(metric::SLM_SECONDS).record(us / 1e6);
+                let failure;
+                let outcome = match &answer {
+                    Ok(SlmResponse::Probabilities(p)) => {
+                        self.router.settle(routing, &fast, Answer::SecondOpinion(p))
+                    }
+                    Ok(SlmResponse::Reply(_)) => self.router.settle(routing, &fast, Answer::Reply),
+                    Err(e) => {
+                        failure = e.to_string();
+                        self.router.settle(routing, &fast, Answer::Failed(&failure))
+                    }
+                };
+                let kind = match (&answer, outcome.route) {
+                    (Err(e), _) => e.kind(),
+                    (Ok(_), Route::Degraded) => "error",
+                    (Ok(SlmResponse::Probabilities(_)), _) => "second_opinion",
+                    (Ok(SlmResponse::Reply(_)), _) => "generate",
+                };
+                metrics::counter!(metric::SLM_CALLS, "kind" => kind).increment(1);
+                if outcome.route == Route::Degraded {
+                    tracing::debug!(id = %id, reason = %outcome.reason, "SLM call failed; publishing the fast label");
+                }
+                let reply = match (answer, outcome.route) {
+                    (Ok(SlmResponse::Reply(reply)), Route::Generate) => Some(reply),
+                    _ => None,
+                };
+                (outcome, reply)
             }
-            Ok(SlmResponse::Reply(_)) => self.router.settle(routing, &fast, Answer::Reply),
-            Err(e) => {
-                failure = e.to_string();
-                self.router.settle(routing, &fast, Answer::Failed(&failure))
-            }
         };
-        let kind = match (&answer, outcome.route) {
-            (Err(e), _) => e.kind(),
-            (Ok(_), Route::Degraded) => "error",
-            (Ok(SlmResponse::Probabilities(_)), _) => "second_opinion",
-            (Ok(SlmResponse::Reply(_)), _) => "generate",
-        };
-        metrics::counter!(metric::SLM_CALLS, "kind" => kind).increment(1);
-        if outcome.route == Route::Degraded {
-            tracing::debug!(id = %decision.id, reason = %outcome.reason, "SLM call failed; publishing the fast label");
-        }
-        if let (Ok(SlmResponse::Reply(reply)), Route::Generate) = (answer, outcome.route) {
-            decision.reply = Some(reply);
-        }
-        self.apply(&mut decision, outcome);
-        decision
-    }
-
-    /// Writes the router's outcome into the decision.
-    fn apply(&self, d: &mut Decision, outcome: triage_router::Outcome) {
-        let labels = self.model.labels();
-        d.route = outcome.route;
-        d.reason = outcome.reason;
-        d.second_opinion = outcome.second_opinion.map(|(l, c)| Label {
-            label: labels[l].clone(),
-            confidence: c,
-        });
-        if outcome.route == Route::SecondOpinion {
-            d.label = labels[outcome.label].clone();
-            d.confidence = outcome.confidence;
-            d.probabilities = labels.iter().cloned().zip(outcome.probabilities).collect();
-        }
+        let mut json =
+            Vec::with_capacity(256 + fields.len() + reply.as_ref().map_or(0, String::len));
+        let verdict = self.write(
+            &id,
+            &outcome,
+            fast_label,
+            reply.as_deref(),
+            timings,
+            Members::Written(&fields),
+            &mut json,
+        );
+        Record { json, verdict }
     }
 }
 
@@ -321,6 +477,13 @@ mod tests {
             .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == '-')
             .collect();
         num.split('.').nth(1).map_or(0, str::len)
+    }
+
+    fn processor() -> Processor {
+        let model = Arc::new(Model::default_model());
+        let config = Config::default();
+        let slm = SlmStage::disabled("off in this test");
+        Processor::new(model, &config, slm, Path::new(".")).unwrap()
     }
 
     #[test]
@@ -362,6 +525,92 @@ mod tests {
             let j = serde_json::to_string(&t).unwrap();
             assert!(decimals(&j, "classify") <= 3, "{j}");
             assert!(!j.contains("slm"), "{j}");
+        }
+    }
+
+    /// The written record is the JSON of the `Decision` it describes, with its numbers
+    /// rounded: serde writes the same object, field for field, in the same order.
+    #[test]
+    fn the_written_record_is_the_decision_serde_would_write() {
+        let p = processor();
+        let (mut scratch, mut probs, mut out) = (Scratch::default(), Vec::new(), Vec::new());
+        let payloads = [
+            r#"{"id":"m-1","text":"thanks, that fixed it","user":"u\"9","n":[1, {"a": null}]}"#,
+            r#"{"text":"this is awful and \u00e9 nobody \"helped\""}"#,
+            r#"{"id":7,"text":"ok","z":1,"a":2,"z":3}"#,
+        ];
+        for (i, payload) in payloads.iter().enumerate() {
+            out.clear();
+            let step = p.step(
+                payload.as_bytes(),
+                &InputConfig::default(),
+                || format!("line-{i}"),
+                &mut scratch,
+                &mut probs,
+                &mut out,
+            );
+            let json = std::str::from_utf8(&out).unwrap();
+            let verdict = match step {
+                Step::Done(v) => v,
+                Step::Slm(_) => panic!("no SLM route without budget/SLM here"),
+                Step::Dead(e) => panic!("{e}"),
+            };
+            let d: Decision = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {json}"));
+            assert_eq!(d.label, p.labels()[verdict.label]);
+            assert_eq!(d.route, verdict.route);
+            // Serde's own writing of what was read back has the same fields, nested alike, in
+            // the same order, with the same values (up to f32 precision).
+            let ours: serde_json::Value = serde_json::from_str(json).unwrap();
+            let theirs = serde_json::to_value(&d).unwrap();
+            assert!(same_shape(&ours, &theirs), "{json}\n{theirs}");
+            let order: Vec<usize> = [
+                "\"id\":",
+                "\"label\":",
+                "\"confidence\":",
+                "\"probabilities\":",
+                "\"route\":",
+                "\"reason\":",
+                "\"fast\":",
+                "\"model_version\":",
+                "\"timings_us\":",
+            ]
+            .iter()
+            .map(|k| json.find(k).unwrap())
+            .collect();
+            assert!(order.windows(2).all(|w| w[0] < w[1]), "{json}");
+            // Probabilities: 4 decimals at most, the rounded fast probabilities.
+            for (label, &pr) in p.labels().iter().zip(&probs) {
+                assert_eq!(
+                    d.probabilities[label],
+                    crate::record::published_probability(pr)
+                );
+            }
+            assert!(decimals(json, "confidence") <= 4, "{json}");
+            assert!(!json.contains('\n'));
+        }
+        // Other fields are copied as written, in their order, a repeated key once (its last value).
+        let last = std::str::from_utf8(&out).unwrap();
+        assert!(last.ends_with(r#","fields":{"z":3,"a":2}}"#), "{last}");
+        assert!(last.starts_with(r#"{"id":"7","#), "{last}");
+    }
+
+    /// The same keys at every level, the same strings, and numbers equal up to f32 precision.
+    fn same_shape(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+        use serde_json::Value as V;
+        match (a, b) {
+            (V::Object(x), V::Object(y)) => {
+                x.len() == y.len()
+                    && x.iter()
+                        .all(|(k, v)| y.get(k).is_some_and(|w| same_shape(v, w)))
+            }
+            (V::Array(x), V::Array(y)) => {
+                x.len() == y.len() && x.iter().zip(y).all(|(v, w)| same_shape(v, w))
+            }
+            (V::Number(x), V::Number(y)) => {
+                let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+                (x - y).abs() <= 1e-6 * x.abs().max(1.0)
+            }
+            _ => a == b,
         }
     }
 }

@@ -6,7 +6,7 @@
 use triage_core::message::DecodeError;
 
 use crate::error::Result;
-use crate::processor::{Decision, Pending, Step};
+use crate::processor::{Pending, Step, Verdict};
 
 /// Where results go.
 pub trait Sink {
@@ -14,10 +14,11 @@ pub trait Sink {
     /// topic, partition and offset with the record's key and headers).
     type Origin;
 
-    /// Publishes a decision.
+    /// Publishes a decision: its record (one JSON object, no newline) and what it says.
     fn decision(
         &mut self,
-        decision: &Decision,
+        record: &[u8],
+        verdict: Verdict,
         origin: Self::Origin,
     ) -> impl Future<Output = Result<()>>;
 
@@ -30,18 +31,20 @@ pub trait Sink {
     ) -> impl Future<Output = Result<()>>;
 }
 
-/// Publishes what [`crate::Processor::step`] decided now, or returns the SLM call to await before
-/// the decision can be published: the source chooses when to await it (replay awaits a chunk
-/// together so that the calls batch; Kafka keeps polling meanwhile) and then publishes the
-/// result of [`crate::Processor::resolve`] with [`Sink::decision`].
+/// Publishes what [`crate::Processor::step`] decided now (its record is `record`, the bytes
+/// `step` appended), or returns the SLM call to await before the decision can be published: the
+/// source chooses when to await it (replay awaits a chunk together so that the calls batch;
+/// Kafka keeps polling meanwhile) and then publishes the result of
+/// [`crate::Processor::resolve`] with [`Sink::decision`].
 pub async fn publish<S: Sink>(
     sink: &mut S,
     step: Step,
+    record: &[u8],
     raw: &[u8],
     origin: S::Origin,
 ) -> Result<Option<(Box<Pending>, S::Origin)>> {
     match step {
-        Step::Done(d) => sink.decision(&d, origin).await.map(|()| None),
+        Step::Done(v) => sink.decision(record, v, origin).await.map(|()| None),
         Step::Slm(p) => Ok(Some((p, origin))),
         Step::Dead(e) => sink.dead_letter(&e, raw, origin).await.map(|()| None),
     }

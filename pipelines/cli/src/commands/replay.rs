@@ -32,6 +32,10 @@ pub struct Args {
     /// Print the summary as JSON on stdout (needs --output to be a file).
     #[arg(long)]
     json: bool,
+    /// Threads deciding chunks of lines; the output is the same, in the same order, with any
+    /// number [default: the cores available]
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 pub fn run(a: Args) -> CmdResult {
@@ -52,6 +56,9 @@ pub fn run(a: Args) -> CmdResult {
         output: a.output.clone(),
         dead_letter: dead_letter.clone(),
         input_config: config.input.clone(),
+        threads: a.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        }),
     };
     let summary = replay(&processor, &opts, &mut Bars::default())?;
     if a.json && a.output != Path::new("-") {

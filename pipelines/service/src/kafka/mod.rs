@@ -42,7 +42,7 @@ use triage_core::names::metric;
 
 use crate::error::{Result, ServiceError};
 use crate::metrics::Health;
-use crate::processor::{Decision, Processor};
+use crate::processor::{Processor, Record};
 use crate::sink::{Sink, publish};
 use client::{Consumer_, RebalanceEvent, kafka_err, make_consumer, make_producer};
 use offsets::{OffsetTracker, Tp};
@@ -84,7 +84,7 @@ pub struct RunSummary {
 }
 
 /// A decision the SLM has settled, with where its input came from.
-type SlmPending = FuturesUnordered<Pin<Box<dyn Future<Output = (Decision, Origin)> + Send>>>;
+type SlmPending = FuturesUnordered<Pin<Box<dyn Future<Output = (Record, Origin)> + Send>>>;
 
 struct Loop {
     kafka: KafkaConfig,
@@ -95,6 +95,8 @@ struct Loop {
     slm_pending: SlmPending,
     scratch: Scratch,
     probs: Vec<f32>,
+    /// The record of the message being handled (reused).
+    record: Vec<u8>,
     summary: RunSummary,
     /// When the last message arrived (or partitions were first assigned): the idle clock.
     last_message: Option<Instant>,
@@ -117,12 +119,14 @@ impl Loop {
             self.pause(consumer, &tp, true);
         }
         let payload = msg.payload().unwrap_or(&[]);
+        self.record.clear();
         let step = self.processor.step(
             payload,
             &self.input,
             || format!("{}/{}/{}", tp.0, tp.1, offset),
             &mut self.scratch,
             &mut self.probs,
+            &mut self.record,
         );
         let origin = Origin {
             meta: Meta {
@@ -135,7 +139,7 @@ impl Loop {
             key: msg.key().map(<[u8]>::to_vec),
             headers: msg.headers().map(|h| h.detach()),
         };
-        let published = publish(&mut self.sink, step, payload, origin).await;
+        let published = publish(&mut self.sink, step, &self.record, payload, origin).await;
         self.settle_completed(consumer);
         if let Some((pending, origin)) = published? {
             // Off the loop: the executor answers (or times out) while polling goes on.
@@ -151,9 +155,12 @@ impl Loop {
     async fn publish_resolved(
         &mut self,
         consumer: &Consumer_,
-        (decision, origin): (Decision, Origin),
+        (record, origin): (Record, Origin),
     ) -> Result<()> {
-        let r = self.sink.decision(&decision, origin).await;
+        let r = self
+            .sink
+            .decision(&record.json, record.verdict, origin)
+            .await;
         self.settle_completed(consumer);
         r
     }
@@ -416,14 +423,22 @@ pub async fn run(
         .ready
         .store(true, std::sync::atomic::Ordering::Relaxed);
 
+    let sink = KafkaSink::new(
+        producer,
+        &kafka.output_topic,
+        &kafka.dead_letter_topic,
+        processor.labels(),
+        processor.model_version(),
+    );
     let mut lp = Loop {
         input,
         processor,
-        sink: KafkaSink::new(producer, &kafka.output_topic, &kafka.dead_letter_topic),
+        sink,
         tracker: OffsetTracker::default(),
         slm_pending: FuturesUnordered::new(),
         scratch: Scratch::default(),
         probs: Vec::new(),
+        record: Vec::new(),
         summary: RunSummary::default(),
         last_message: opts.from_timestamp.map(|_| Instant::now()),
         retrying: HashMap::new(),

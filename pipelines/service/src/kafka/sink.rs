@@ -23,8 +23,8 @@ use triage_core::message::DecodeError;
 use triage_core::names::{header, metric};
 
 use super::offsets::Tp;
-use crate::error::{Result, ServiceError};
-use crate::processor::Decision;
+use crate::error::Result;
+use crate::processor::Verdict;
 use crate::sink::Sink;
 
 /// The dead-letter kind (`triage.error.kind`) of a record the broker, or librdkafka, refused for
@@ -144,6 +144,12 @@ pub(crate) struct KafkaSink {
     producer: FutureProducer,
     output_topic: String,
     dead_letter_topic: String,
+    /// The fast model's labels, for the `triage.label` header.
+    labels: Vec<String>,
+    /// Its version, for the `triage.model` header.
+    model_version: String,
+    /// The `routed` counter of each (route, label), made at its first use.
+    routed: Vec<Option<metrics::Counter>>,
     pending: Pending,
     /// Deliveries that finished while the sink waited for room in the producer's queue.
     completed: VecDeque<DeliveryOutcome>,
@@ -179,11 +185,20 @@ fn record_headers(base: Option<OwnedHeaders>, extra: &[(&str, &[u8])]) -> OwnedH
 }
 
 impl KafkaSink {
-    pub(crate) fn new(producer: FutureProducer, output: &str, dead_letter: &str) -> Self {
+    pub(crate) fn new(
+        producer: FutureProducer,
+        output: &str,
+        dead_letter: &str,
+        labels: &[String],
+        model_version: &str,
+    ) -> Self {
         Self {
             producer,
             output_topic: output.to_string(),
             dead_letter_topic: dead_letter.to_string(),
+            labels: labels.to_vec(),
+            model_version: model_version.to_string(),
+            routed: Vec::new(),
             pending: FuturesUnordered::new(),
             completed: VecDeque::new(),
         }
@@ -362,24 +377,31 @@ impl KafkaSink {
 impl Sink for KafkaSink {
     type Origin = Origin;
 
-    async fn decision(&mut self, d: &Decision, origin: Origin) -> Result<()> {
-        metrics::counter!(metric::ROUTED, "route" => d.route.as_str(), "label" => d.label.clone())
+    async fn decision(&mut self, record: &[u8], v: Verdict, origin: Origin) -> Result<()> {
+        let label = &self.labels[v.label];
+        // Counted here, where every decision passes; the handle is made once per pair.
+        let slot = v.route as usize * self.labels.len() + v.label;
+        if self.routed.len() <= slot {
+            self.routed.resize(slot + 1, None);
+        }
+        self.routed[slot]
+            .get_or_insert_with(|| {
+                metrics::counter!(metric::ROUTED, "route" => v.route.as_str(), "label" => label.clone())
+            })
             .increment(1);
-        let body = serde_json::to_vec(d)
-            .map_err(|e| ServiceError::Internal(format!("encoding a decision: {e}")))?;
         let headers = record_headers(
             origin.headers,
             &[
-                (header::LABEL, d.label.as_bytes()),
-                (header::ROUTE, d.route.as_str().as_bytes()),
-                (header::MODEL, d.model_version.as_bytes()),
+                (header::LABEL, label.as_bytes()),
+                (header::ROUTE, v.route.as_str().as_bytes()),
+                (header::MODEL, self.model_version.as_bytes()),
             ],
         );
         let meta = Meta {
             topic: Topic::Output,
             ..origin.meta
         };
-        self.enqueue(Topic::Output, origin.key.as_deref(), &body, headers, meta)
+        self.enqueue(Topic::Output, origin.key.as_deref(), record, headers, meta)
             .await
     }
 

@@ -1,0 +1,256 @@
+//! The published decision record, written straight into a byte buffer.
+//!
+//! Every decision, in replay and in Kafka, is written by [`RecordWriter::write`]: field for
+//! field the JSON of [`crate::Decision`] (which reads it back), without building one. The
+//! labels and the model version are escaped once, when the writer is made; the message's other
+//! fields are copied through as the raw JSON they came as; numbers are written short:
+//! - probabilities and confidences with at most 4 decimals ([`PROBABILITY_DECIMALS`]: the
+//!   fast model's probabilities are not calibrated to 1e-4, so more digits would only be
+//!   noise), trailing zeros dropped (`0.9763`, `0.25`, `1`);
+//! - timings in microseconds with at most 3 decimals (to the nanosecond): `24.126`, not
+//!   `24.125999999999998`.
+
+use triage_core::message::{Fields, write_json_str};
+use triage_router::Route;
+
+use crate::processor::Timings;
+
+/// Decimals kept in published probabilities and confidences.
+pub const PROBABILITY_DECIMALS: u32 = 4;
+
+/// Decimals kept in published timings (microseconds).
+pub const MICROSECOND_DECIMALS: u32 = 3;
+
+/// The value a published probability reads back as: `p` rounded to
+/// [`PROBABILITY_DECIMALS`] decimals.
+pub fn published_probability(p: f32) -> f32 {
+    let scale = 10f64.powi(PROBABILITY_DECIMALS as i32);
+    ((f64::from(p) * scale).round() / scale) as f32
+}
+
+/// A message's other fields, as the record copies them.
+#[derive(Debug, Clone, Copy)]
+pub enum Members<'a> {
+    /// Straight from the decoded payload.
+    Raw(&'a Fields<'a>),
+    /// Already written as object members (`"k":v,...`), for a message that waited for the SLM.
+    Written(&'a [u8]),
+}
+
+impl Members<'_> {
+    fn is_empty(&self) -> bool {
+        match self {
+            Members::Raw(f) => f.is_empty(),
+            Members::Written(w) => w.is_empty(),
+        }
+    }
+}
+
+/// What a record says, by label index; [`RecordWriter`] knows the label names.
+#[derive(Debug, Clone, Copy)]
+pub struct View<'a> {
+    /// The message id.
+    pub id: &'a str,
+    /// The published label.
+    pub label: usize,
+    /// Its confidence.
+    pub confidence: f32,
+    /// The published probabilities, in the model's label order.
+    pub probabilities: &'a [f32],
+    /// The route.
+    pub route: Route,
+    /// Why.
+    pub reason: &'a str,
+    /// The fast classifier's label and confidence.
+    pub fast: (usize, f32),
+    /// The second opinion's label and confidence.
+    pub second_opinion: Option<(usize, f32)>,
+    /// The drafted reply.
+    pub reply: Option<&'a str>,
+    /// Time spent.
+    pub timings: Timings,
+    /// The input's other fields.
+    pub fields: Members<'a>,
+}
+
+/// Writes decision records for one model's labels.
+#[derive(Debug, Clone)]
+pub struct RecordWriter {
+    /// Each label as a JSON string (quoted, escaped), by label index.
+    quoted: Vec<Vec<u8>>,
+    /// Label indices in the order the `probabilities` object lists them (sorted by name).
+    sorted: Vec<usize>,
+    /// `,"model_version":"…","timings_us":{"classify":`: constant per model.
+    model_version: Vec<u8>,
+}
+
+impl RecordWriter {
+    /// A writer for a model's labels and version.
+    pub fn new(labels: &[String], model_version: &str) -> Self {
+        let quoted = labels
+            .iter()
+            .map(|l| {
+                let mut q = Vec::new();
+                write_json_str(&mut q, l);
+                q
+            })
+            .collect();
+        let mut sorted: Vec<usize> = (0..labels.len()).collect();
+        sorted.sort_by(|&a, &b| labels[a].cmp(&labels[b]));
+        let mut model = b",\"model_version\":".to_vec();
+        write_json_str(&mut model, model_version);
+        model.extend_from_slice(b",\"timings_us\":{\"classify\":");
+        Self {
+            quoted,
+            sorted,
+            model_version: model,
+        }
+    }
+
+    /// Appends the record (one JSON object, no newline) to `out`.
+    pub fn write(&self, v: &View<'_>, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"id\":");
+        write_json_str(out, v.id);
+        out.extend_from_slice(b",\"label\":");
+        out.extend_from_slice(&self.quoted[v.label]);
+        out.extend_from_slice(b",\"confidence\":");
+        write_probability(out, v.confidence);
+        out.extend_from_slice(b",\"probabilities\":{");
+        for (n, &i) in self.sorted.iter().enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(&self.quoted[i]);
+            out.push(b':');
+            write_probability(out, v.probabilities[i]);
+        }
+        out.extend_from_slice(b"},\"route\":\"");
+        out.extend_from_slice(v.route.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"reason\":");
+        write_json_str(out, v.reason);
+        out.extend_from_slice(b",\"fast\":");
+        self.label(out, v.fast);
+        if let Some(so) = v.second_opinion {
+            out.extend_from_slice(b",\"second_opinion\":");
+            self.label(out, so);
+        }
+        if let Some(reply) = v.reply {
+            out.extend_from_slice(b",\"reply\":");
+            write_json_str(out, reply);
+        }
+        out.extend_from_slice(&self.model_version);
+        write_decimal(out, v.timings.classify, MICROSECOND_DECIMALS);
+        if let Some(slm) = v.timings.slm {
+            out.extend_from_slice(b",\"slm\":");
+            write_decimal(out, slm, MICROSECOND_DECIMALS);
+        }
+        out.push(b'}');
+        if !v.fields.is_empty() {
+            out.extend_from_slice(b",\"fields\":{");
+            match v.fields {
+                Members::Raw(f) => f.write_members(out),
+                Members::Written(w) => out.extend_from_slice(w),
+            }
+            out.push(b'}');
+        }
+        out.push(b'}');
+    }
+
+    fn label(&self, out: &mut Vec<u8>, (label, confidence): (usize, f32)) {
+        out.extend_from_slice(b"{\"label\":");
+        out.extend_from_slice(&self.quoted[label]);
+        out.extend_from_slice(b",\"confidence\":");
+        write_probability(out, confidence);
+        out.push(b'}');
+    }
+}
+
+fn write_probability(out: &mut Vec<u8>, p: f32) {
+    write_decimal(out, f64::from(p), PROBABILITY_DECIMALS);
+}
+
+/// Writes `x` rounded to at most `decimals` decimals, trailing zeros dropped (`0.25`, `3`).
+/// Values out of the plain range (not finite, or 1e15 and over) are written as serde_json
+/// writes them.
+pub fn write_decimal(out: &mut Vec<u8>, x: f64, decimals: u32) {
+    let scale = 10u64.pow(decimals);
+    if !(x.is_finite() && x.abs() < 1e15) {
+        serde_json::to_writer(&mut *out, &x).expect("writing to a Vec cannot fail");
+        return;
+    }
+    let n = (x.abs() * scale as f64).round() as u64;
+    // Written right to left into one buffer, then copied once.
+    let mut buf = [0u8; 40];
+    let mut i = buf.len();
+    let (mut int, mut frac) = (n / scale, n % scale);
+    if frac != 0 {
+        let mut digits = decimals;
+        while frac % 10 == 0 {
+            frac /= 10;
+            digits -= 1;
+        }
+        for _ in 0..digits {
+            i -= 1;
+            buf[i] = b'0' + (frac % 10) as u8;
+            frac /= 10;
+        }
+        i -= 1;
+        buf[i] = b'.';
+    }
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (int % 10) as u8;
+        int /= 10;
+        if int == 0 {
+            break;
+        }
+    }
+    if x < 0.0 && n > 0 {
+        i -= 1;
+        buf[i] = b'-';
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dec(x: f64, d: u32) -> String {
+        let mut out = Vec::new();
+        write_decimal(&mut out, x, d);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn decimals_are_short_and_read_back_rounded() {
+        assert_eq!(dec(24.125999999999998, 3), "24.126");
+        assert_eq!(dec(0.97634, 4), "0.9763");
+        assert_eq!(dec(0.25, 4), "0.25");
+        assert_eq!(dec(1.0, 4), "1");
+        assert_eq!(dec(0.0, 4), "0");
+        assert_eq!(dec(0.00004, 4), "0");
+        assert_eq!(dec(0.99996, 4), "1");
+        assert_eq!(dec(0.0001, 4), "0.0001");
+        assert_eq!(dec(-2.5, 3), "-2.5");
+        assert_eq!(dec(-0.0001, 3), "0");
+        assert_eq!(dec(123456.0405, 3), "123456.041");
+        assert_eq!(dec(f64::NAN, 3), "null");
+        assert_eq!(dec(1e20, 3), "1e+20");
+        // Every value reads back as the decimal it was rounded to.
+        for i in 0..20_000u32 {
+            let x = f64::from(i) * 0.000_173_1 + 0.000_01;
+            let s = dec(x, 4);
+            let back: f64 = s.parse().unwrap();
+            assert!((back - (x * 1e4).round() / 1e4).abs() < 1e-12, "{x} -> {s}");
+            assert!(
+                s.split('.')
+                    .nth(1)
+                    .is_none_or(|f| f.len() <= 4 && !f.ends_with('0'))
+            );
+            let p = x as f32;
+            let s = dec(f64::from(p), 4);
+            assert_eq!(s.parse::<f32>().unwrap(), published_probability(p), "{p}");
+        }
+    }
+}
