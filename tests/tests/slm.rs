@@ -300,3 +300,22 @@ fn the_second_opinion_labels_messages_for_distillation() {
         "the model file does not record the distillation"
     );
 }
+
+/// The configuration docker-compose.yml mounts (configs/triage.toml) runs the whole cascade: with
+/// the models where the image puts them (`$TRIAGE_CACHE`), unsure messages get second opinions
+/// and negative ones drafted replies, within the budget, and nothing is degraded. (No Docker
+/// engine here: the image's build steps are the same scripts, checked by the user-clone run.)
+#[test]
+fn the_compose_configuration_runs_the_whole_cascade() {
+    models_installed();
+    let cfg = std::fs::read_to_string(workspace().join("configs/triage.toml")).unwrap();
+    let (code, ds, err) = replay(&format!("{cfg}\n{PATIENT}"));
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(ds.len(), 70);
+    assert!(routes(&ds, "degraded").is_empty(), "{err}");
+    let slm = routes(&ds, "second_opinion").len() + routes(&ds, "generate").len();
+    assert!(!routes(&ds, "second_opinion").is_empty(), "{err}");
+    assert!(!routes(&ds, "generate").is_empty(), "{err}");
+    // max_share 0.15 and a burst of 5 over 70 messages.
+    assert!(slm as f64 <= 0.15 * 70.0 + 5.0, "{slm} SLM calls");
+}
