@@ -234,8 +234,12 @@ impl KafkaSink {
         headers: OwnedHeaders,
         meta: Meta,
     ) -> Result<()> {
-        let topic = self.topic(to).to_string();
-        let mut record = FutureRecord::to(&topic).payload(payload).headers(headers);
+        // The topic is borrowed from its own field, apart from the ones the loop below changes.
+        let topic = match to {
+            Topic::Output => &self.output_topic,
+            Topic::DeadLetter(_) | Topic::Stripped(_) => &self.dead_letter_topic,
+        };
+        let mut record = FutureRecord::to(topic).payload(payload).headers(headers);
         if let Some(k) = key {
             record = record.key(k);
         }
@@ -255,7 +259,7 @@ impl KafkaSink {
                 }
                 Err((e, back)) => {
                     let owned = unsent(
-                        &topic,
+                        topic,
                         back.payload.map(<[u8]>::to_vec),
                         back.key.map(<[u8]>::to_vec),
                         back.headers,
@@ -264,13 +268,6 @@ impl KafkaSink {
                     return Ok(());
                 }
             }
-        }
-    }
-
-    fn topic(&self, to: Topic) -> &str {
-        match to {
-            Topic::Output => &self.output_topic,
-            Topic::DeadLetter(_) | Topic::Stripped(_) => &self.dead_letter_topic,
         }
     }
 
