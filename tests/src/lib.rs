@@ -678,6 +678,13 @@ pub fn messages(n: usize) -> Vec<Vec<u8>> {
 }
 
 /// The sum of a decision record's `probabilities` (a label → probability object).
+/// How far a decision's published probabilities may sum from 1: each is rounded to 4 decimals
+/// (`triage_service::record::PROBABILITY_DECIMALS`), so by at most 5e-5 per label.
+pub fn probability_sum_tolerance(decision: &serde_json::Value) -> f64 {
+    let labels = decision["probabilities"].as_object().map_or(0, |p| p.len());
+    5e-5 * labels as f64 + 1e-6
+}
+
 pub fn probability_sum(decision: &serde_json::Value) -> f64 {
     decision["probabilities"]
         .as_object()

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use triage_tests::{
     OwnBroker, Reader, Record, Service, ServiceConfig, broker, committed, create_topics, messages,
-    probability_sum, produce, produce_in_background, require_broker, signal, unique,
+    probability_sum, probability_sum_tolerance, produce, produce_in_background, require_broker,
+    signal, unique,
 };
 
 /// Waits for the reader while checking that every service is still running.
@@ -128,7 +129,7 @@ fn ten_thousand_messages_end_to_end() {
         assert_eq!(r.header("triage.label").as_deref(), Some(label));
         assert_eq!(r.header("triage.route").as_deref(), d["route"].as_str());
         let p = probability_sum(&d);
-        assert!((p - 1.0).abs() < 1e-4);
+        assert!((p - 1.0).abs() <= probability_sum_tolerance(&d), "{d}");
         assert!(d["confidence"].as_f64().unwrap() >= 0.25);
         assert!(!d["reason"].as_str().unwrap().is_empty());
         assert_eq!(d["model_version"].as_str().unwrap().len(), 12);
