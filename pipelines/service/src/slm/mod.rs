@@ -1,7 +1,9 @@
 //! The small-language-model stage: the models behind an executor that runs them off the async
-//! workers (dedicated threads, dynamic batching, timeouts, a concurrency limit). The router
-//! decides who asks it; [`crate::Processor::resolve`] asks it.
+//! workers (dedicated threads, dynamic batching, timeouts) with an admission stage in front
+//! (when the SLM is saturated, the most urgent calls first). The router decides who asks it;
+//! [`crate::Processor::resolve`] asks it.
 
+pub mod admission;
 pub mod backend;
 pub mod executor;
 
