@@ -67,6 +67,9 @@ pub struct FaultConfig {
     pub error_share: f64,
     /// Share of calls that hang past the executor's timeout (0..=1).
     pub timeout_share: f64,
+    /// Every model call (a batch of second opinions, or a reply) takes this many milliseconds
+    /// more: a slow SLM, for overload tests.
+    pub delay_ms: u64,
 }
 
 /// The `[slm]` section.

@@ -87,17 +87,18 @@ impl SlmStage {
             "small language models loaded"
         );
         let fault = &config.fault;
-        let backend: Arc<dyn SlmBackend> = if fault.error_share > 0.0 || fault.timeout_share > 0.0 {
-            tracing::warn!(?fault, "SLM fault injection is ON");
-            let past = |ms: u64| Duration::from_millis(ms + ms / 2 + 50);
-            let hang = (
-                past(config.executor.timeout_ms),
-                past(config.executor.generate_timeout_ms),
-            );
-            Arc::new(FaultyBackend::new(backend, fault.clone(), hang))
-        } else {
-            Arc::new(backend)
-        };
+        let backend: Arc<dyn SlmBackend> =
+            if fault.error_share > 0.0 || fault.timeout_share > 0.0 || fault.delay_ms > 0 {
+                tracing::warn!(?fault, "SLM fault injection is ON");
+                let past = |ms: u64| Duration::from_millis(ms + ms / 2 + 50);
+                let hang = (
+                    past(config.executor.timeout_ms),
+                    past(config.executor.generate_timeout_ms),
+                );
+                Arc::new(FaultyBackend::new(backend, fault.clone(), hang))
+            } else {
+                Arc::new(backend)
+            };
         Self::with_backend(backend, config)
     }
 }
