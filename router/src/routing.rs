@@ -369,6 +369,28 @@ mod tests {
     }
 
     #[test]
+    fn with_a_deferral_model_the_score_is_the_urgency() {
+        let labels = vec!["a".to_string(), "b".to_string()];
+        let d = Deferral {
+            format: 1,
+            labels: labels.clone(),
+            mean: vec![0.0; 6],
+            scale: vec![1.0; 6],
+            weights: vec![-10.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+            bias: 2.0,
+            provenance: String::new(),
+        };
+        let r = router(Combine::Average, &[])
+            .with_deferral(d.clone())
+            .unwrap();
+        let signals = Signals::probs(&[0.48, 0.52]);
+        let routing = r.route(&signals, &mut unlimited());
+        assert_eq!(routing.route, Route::SecondOpinion);
+        assert_eq!(routing.urgency, d.score(&signals));
+        assert!((routing.urgency - (1.0 - routing.confidence)).abs() > 0.1);
+    }
+
+    #[test]
     fn replace_takes_the_second_opinion() {
         let r = router(Combine::Replace, &[]);
         let routing = r.route(&Signals::probs(&[0.55, 0.45]), &mut unlimited());

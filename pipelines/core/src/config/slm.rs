@@ -101,7 +101,7 @@ pub struct SlmConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Admission {
-    /// The most urgent first: second opinions wait at most `admission_window_ms` in a queue
+    /// The most urgent first: second opinions wait a short window in a queue
     /// ranked by the router's urgency (1 − confidence, or the learned deferral score); the SLM
     /// takes the most urgent as it frees up, and the rest are published `over_budget` at once.
     #[default]
@@ -131,8 +131,10 @@ pub struct ExecutorConfig {
     /// window) or `arrival` (first come, first served, `degraded` after the timeout).
     pub admission: Admission,
     /// `urgency`: how long a second opinion may wait for the SLM, in milliseconds; one not taken
-    /// by then is published `over_budget` (fast label). Longer windows choose among more
-    /// messages, and delay the shed ones by as much.
+    /// by then is published `over_budget` (fast label). The executor lengthens it to two model
+    /// calls' time (measured) when that is longer, so that the SLM chooses among every message
+    /// that arrived since it last chose. Longer windows choose among more messages, and delay
+    /// the shed ones by as much.
     pub admission_window_ms: u64,
     /// `urgency`: most second opinions waiting; a more urgent one pushes the least urgent out
     /// (`over_budget`), a less urgent one is `over_budget` at once. `arrival`: not used (every

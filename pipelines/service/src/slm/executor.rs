@@ -3,16 +3,19 @@
 //! per-call timeout, and an admission stage in front of the models ([`super::admission`]).
 //!
 //! When the SLM cannot serve every call routed to it, `admission` decides who gets it:
-//! - `urgency` (the default): second opinions wait at most `admission_window_ms`, ranked by the
-//!   router's urgency; the workers take the most urgent as they free up, and the others are
+//! - `urgency` (the default): second opinions wait at most their admission window, ranked by
+//!   the router's urgency; the workers take the most urgent as they free up, and the others are
 //!   answered [`SlmError::Shed`] (published `over_budget`, fast label) when their window ends,
-//!   or at once when the queue is full of more urgent ones. Drafted replies wait first come,
-//!   first served, at most `max_waiting_replies` of them.
+//!   or at once when the queue is full of more urgent ones. The window is
+//!   `admission_window_ms`, lengthened to two model calls' time when that is longer, so that
+//!   the SLM chooses among every call that arrived since it last chose. Drafted replies wait
+//!   first come, first served, at most `max_waiting_replies` of them.
 //! - `arrival`: first come, first served; a call waits its turn within its timeout.
 //!
 //! A call a worker took that then fails or outlives its timeout is answered with an error, and
 //! the caller publishes the fast label as `degraded`: nothing stalls and nothing is lost.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -108,6 +111,8 @@ struct Job {
     reply: oneshot::Sender<Result<SlmResponse, SlmError>>,
     /// The call's own deadline (its timeout, queueing included).
     deadline: Instant,
+    /// What it gets if it is still waiting when its wait ends.
+    expired: Expired,
 }
 
 struct State {
@@ -120,22 +125,26 @@ struct Shared {
     state: Mutex<State>,
     /// Signalled when a call arrives, and on close.
     work: Condvar,
+    /// How long a model call for second opinions takes, in microseconds (a moving average).
+    call_us: AtomicU64,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Records how long a model call for second opinions took.
+    fn record_call(&self, took: Duration) {
+        let us = took.as_micros().min(u128::from(u64::MAX / 8)) as u64;
+        let old = self.call_us.load(Ordering::Relaxed);
+        let new = if old == 0 { us } else { (old * 4 + us) / 5 };
+        self.call_us.store(new, Ordering::Relaxed);
+    }
 }
 
-/// What a call gets when it waited in the queue past its deadline, by kind.
-#[derive(Clone, Copy)]
-struct Expiry {
-    opinion: Expired,
-    reply: Expired,
-}
-
-#[derive(Clone, Copy)]
+/// What a call gets when it is still waiting at the end of its wait.
+#[derive(Debug, Clone, Copy)]
 enum Expired {
     /// Shed at the end of its admission window (`over_budget`).
     Shed(Shed),
@@ -152,38 +161,10 @@ impl Expired {
     }
 }
 
-impl Expiry {
-    fn of(config: &ExecutorConfig) -> Self {
-        // The admission window applies to second opinions, in `urgency` mode, when it is
-        // shorter than the call's own timeout; otherwise waiting ends with the timeout.
-        let opinion = if config.admission == Admission::Urgency
-            && config.admission_window_ms < config.timeout_ms
-        {
-            Expired::Shed(Shed::Window {
-                ms: config.admission_window_ms,
-            })
-        } else {
-            Expired::Timeout(config.timeout_ms)
-        };
-        Self {
-            opinion,
-            reply: Expired::Timeout(config.generate_timeout_ms),
-        }
-    }
-
-    fn get(self, kind: Kind) -> Expired {
-        match kind {
-            Kind::Opinion => self.opinion,
-            Kind::Reply => self.reply,
-        }
-    }
-}
-
 /// The SLM executor. Dropping it stops its threads once queued work is done.
 pub struct Executor {
     shared: Arc<Shared>,
     config: ExecutorConfig,
-    expiry: Expiry,
     workers: Vec<JoinHandle<()>>,
 }
 
@@ -215,24 +196,33 @@ impl Executor {
                 closed: false,
             }),
             work: Condvar::new(),
+            call_us: AtomicU64::new(0),
         });
-        let expiry = Expiry::of(&config);
         let workers = (0..config.threads)
             .map(|i| {
                 let (shared, backend, config) =
                     (Arc::clone(&shared), Arc::clone(&backend), config.clone());
                 std::thread::Builder::new()
                     .name(format!("triage-slm-{i}"))
-                    .spawn(move || worker(&shared, backend.as_ref(), &config, expiry))
+                    .spawn(move || worker(&shared, backend.as_ref(), &config))
                     .map_err(|e| ServiceError::Internal(format!("cannot start SLM threads: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             shared,
             config,
-            expiry,
             workers,
         })
+    }
+
+    /// The admission window in milliseconds: `admission_window_ms`, or the time of two model
+    /// calls per worker thread when that is longer. A take happens about once per model call
+    /// and thread, so every waiting call meets at least two of them: the SLM then chooses among
+    /// all the calls that arrived since it last chose, not among a recent few.
+    fn window_ms(&self) -> u64 {
+        let call_us = self.shared.call_us.load(Ordering::Relaxed);
+        let floor_ms = (2 * call_us / self.config.threads as u64).div_ceil(1000);
+        self.config.admission_window_ms.max(floor_ms)
     }
 
     /// Asks the model. `urgency` ranks a second opinion against the others waiting (higher
@@ -250,16 +240,24 @@ impl Executor {
         };
         let start = Instant::now();
         let deadline = start + Duration::from_millis(timeout_ms);
-        let expired = self.expiry.get(kind);
-        let wait_until = match expired {
-            Expired::Shed(Shed::Window { ms }) => start + Duration::from_millis(ms),
-            _ => deadline,
+        let window_ms = self.window_ms();
+        let (wait_until, expired) = match kind {
+            Kind::Opinion
+                if self.config.admission == Admission::Urgency && window_ms < timeout_ms =>
+            {
+                (
+                    start + Duration::from_millis(window_ms),
+                    Expired::Shed(Shed::Window { ms: window_ms }),
+                )
+            }
+            _ => (deadline, Expired::Timeout(timeout_ms)),
         };
         let (reply, mut rx) = oneshot::channel();
         let job = Job {
             request,
             reply,
             deadline,
+            expired,
         };
         let (ticket, pushed_out) = {
             let mut st = self.shared.lock();
@@ -351,15 +349,20 @@ fn next_work(
     }
 }
 
-fn worker(shared: &Shared, backend: &dyn SlmBackend, config: &ExecutorConfig, expiry: Expiry) {
+fn worker(shared: &Shared, backend: &dyn SlmBackend, config: &ExecutorConfig) {
     let mut last = None;
     while let Some((kind, taken)) = next_work(shared, config, last) {
         last = Some(kind);
         for job in taken.expired {
-            let _ = job.reply.send(Err(expiry.get(kind).error()));
+            let _ = job.reply.send(Err(job.expired.error()));
         }
         match kind {
-            Kind::Opinion => run(taken.work, backend),
+            Kind::Opinion => {
+                let t0 = Instant::now();
+                if run(taken.work, backend) {
+                    shared.record_call(t0.elapsed());
+                }
+            }
             Kind::Reply => {
                 for job in taken.work {
                     run(vec![job], backend);
@@ -369,13 +372,14 @@ fn worker(shared: &Shared, backend: &dyn SlmBackend, config: &ExecutorConfig, ex
     }
 }
 
-fn run(jobs: Vec<Job>, backend: &dyn SlmBackend) {
+/// Runs the live jobs (one reply, or a batch of second opinions); whether the model was called.
+fn run(jobs: Vec<Job>, backend: &dyn SlmBackend) -> bool {
     let (live_jobs, dead): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(live);
     for job in dead {
         let _ = job.reply.send(Err(SlmError::Timeout(0)));
     }
     if live_jobs.is_empty() {
-        return;
+        return false;
     }
     if let SlmRequest::Generate { text, label } = &live_jobs[0].request {
         let result = backend
@@ -385,7 +389,7 @@ fn run(jobs: Vec<Job>, backend: &dyn SlmBackend) {
         for job in live_jobs {
             let _ = job.reply.send(result.clone());
         }
-        return;
+        return true;
     }
     let texts: Vec<&str> = live_jobs
         .iter()
@@ -417,6 +421,7 @@ fn run(jobs: Vec<Job>, backend: &dyn SlmBackend) {
             }
         }
     }
+    true
 }
 
 #[cfg(test)]
@@ -552,6 +557,44 @@ mod tests {
         let least_served = served.iter().copied().fold(f32::INFINITY, f32::min);
         let most_shed = shed.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         assert!(least_served > most_shed, "served {served:?}, shed {shed:?}");
+    }
+
+    /// On a slow SLM the window stretches to two model calls, so that a call waiting for a busy
+    /// worker meets it at least once before it is shed.
+    #[tokio::test]
+    async fn the_window_lasts_at_least_two_model_calls() {
+        let e = Arc::new(
+            Executor::start(
+                fake(200, false),
+                ExecutorConfig {
+                    max_batch: 1,
+                    max_wait_ms: 0,
+                    admission_window_ms: 10,
+                    timeout_ms: 60_000,
+                    ..Default::default()
+                },
+            )
+            .unwrap(),
+        );
+        // One call teaches it how long a model call takes (200 ms or more).
+        e.call(SlmRequest::SecondOpinion("warm".into()), 0.5)
+            .await
+            .unwrap();
+        let busy = tokio::spawn({
+            let e = Arc::clone(&e);
+            async move { e.call(SlmRequest::SecondOpinion("busy".into()), 1.0).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let calls = [0.9, 0.5, 0.1].map(|u| e.call(SlmRequest::SecondOpinion(format!("{u}")), u));
+        let results = futures::future::join_all(calls).await;
+        assert!(busy.await.unwrap().is_ok());
+        // Not shed after 10 ms: the most urgent waited for the worker and got its answer.
+        assert!(results[0].is_ok(), "{results:?}");
+        // The least urgent is shed, after a window of at least two model calls.
+        match &results[2] {
+            Err(SlmError::Shed(Shed::Window { ms })) => assert!(*ms >= 400, "{ms} ms"),
+            other => panic!("{other:?}"),
+        }
     }
 
     /// `arrival`: first come, first served; calls the SLM cannot reach in time time out
