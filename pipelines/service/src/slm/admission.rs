@@ -64,6 +64,9 @@ pub struct Taken<T> {
     pub work: Vec<T>,
     /// Calls found past their deadline on the way: to be answered, not run.
     pub expired: Vec<T>,
+    /// Calls that could not be answered in time (a model call would outlast their timeout): to
+    /// be answered as timed out, not run.
+    pub late: Vec<T>,
 }
 
 /// The waiting calls.
@@ -205,25 +208,38 @@ impl<T> Waiting<T> {
     }
 
     /// Takes work of `kind` at `now`: up to `max_batch` of the most urgent second opinions, or
-    /// the oldest reply. Calls past their deadline met on the way are handed back as expired.
-    pub fn take(&mut self, kind: Kind, max_batch: usize, now: Instant) -> Taken<T> {
+    /// the oldest reply. Calls met on the way that are past their deadline are handed back as
+    /// expired, and those `fits` rejects (they could not be answered in time) as late.
+    pub fn take(
+        &mut self,
+        kind: Kind,
+        max_batch: usize,
+        now: Instant,
+        fits: impl Fn(&T) -> bool,
+    ) -> Taken<T> {
         let most = match kind {
             Kind::Opinion => max_batch.max(1),
             Kind::Reply => 1,
         };
         let queue = self.queue_mut(kind);
-        let (mut work, mut expired) = (Vec::new(), Vec::new());
-        while work.len() < most {
+        let mut taken = Taken {
+            work: Vec::new(),
+            expired: Vec::new(),
+            late: Vec::new(),
+        };
+        while taken.work.len() < most {
             let Some((_, e)) = queue.pop_first() else {
                 break;
             };
             if e.deadline <= now {
-                expired.push(e.item);
+                taken.expired.push(e.item);
+            } else if !fits(&e.item) {
+                taken.late.push(e.item);
             } else {
-                work.push(e.item);
+                taken.work.push(e.item);
             }
         }
-        Taken { work, expired }
+        taken
     }
 }
 
@@ -246,12 +262,12 @@ mod tests {
                 Offer::Queued { .. }
             ));
         }
-        let t = w.take(Kind::Opinion, 3, Instant::now());
+        let t = w.take(Kind::Opinion, 3, Instant::now(), |_| true);
         // Equal urgency: first come first.
         assert_eq!(t.work, vec!["b", "d", "c"]);
         assert!(t.expired.is_empty());
         assert_eq!(
-            w.take(Kind::Opinion, 3, Instant::now()).work,
+            w.take(Kind::Opinion, 3, Instant::now(), |_| true).work,
             vec!["a", "e"]
         );
         assert!(w.is_empty());
@@ -276,8 +292,11 @@ mod tests {
             ));
         }
         let now = Instant::now();
-        assert_eq!(w.take(Kind::Opinion, 8, now).work, vec![0, 1, 2, 3]);
-        assert_eq!(w.take(Kind::Reply, 8, now).work, vec![10]);
+        assert_eq!(
+            w.take(Kind::Opinion, 8, now, |_| true).work,
+            vec![0, 1, 2, 3]
+        );
+        assert_eq!(w.take(Kind::Reply, 8, now, |_| true).work, vec![10]);
     }
 
     #[test]
@@ -312,7 +331,7 @@ mod tests {
         }
         assert_eq!(w.len(Kind::Opinion), 2);
         assert_eq!(
-            w.take(Kind::Opinion, 8, Instant::now()).work,
+            w.take(Kind::Opinion, 8, Instant::now(), |_| true).work,
             vec!["high", "mid"]
         );
     }
@@ -329,10 +348,10 @@ mod tests {
         ));
         let now = Instant::now();
         // One reply at a time, oldest first, whatever the batch size.
-        assert_eq!(w.take(Kind::Reply, 32, now).work, vec![1]);
+        assert_eq!(w.take(Kind::Reply, 32, now, |_| true).work, vec![1]);
         assert!(matches!(w.offer_reply(4, deadline), Offer::Queued { .. }));
-        assert_eq!(w.take(Kind::Reply, 32, now).work, vec![2]);
-        assert_eq!(w.take(Kind::Reply, 32, now).work, vec![4]);
+        assert_eq!(w.take(Kind::Reply, 32, now, |_| true).work, vec![2]);
+        assert_eq!(w.take(Kind::Reply, 32, now, |_| true).work, vec![4]);
     }
 
     #[test]
@@ -344,15 +363,29 @@ mod tests {
         w.offer_opinion("fresh", 0.5, ms(150));
         w.offer_opinion("fresh-low", 0.1, ms(150));
         // Before any deadline: nothing expires.
-        let t = w.take(Kind::Opinion, 1, ms(10));
+        let t = w.take(Kind::Opinion, 1, ms(10), |_| true);
         assert_eq!((t.work, t.expired.len()), (vec!["urgent-but-old"], 0));
         w.offer_opinion("urgent-but-old-2", 0.9, ms(50));
         // Past its window: handed back as expired, and the batch is filled from the rest.
-        let t = w.take(Kind::Opinion, 1, ms(60));
+        let t = w.take(Kind::Opinion, 1, ms(60), |_| true);
         assert_eq!(t.expired, vec!["urgent-but-old-2"]);
         assert_eq!(t.work, vec!["fresh"]);
-        let t = w.take(Kind::Opinion, 4, ms(200));
+        let t = w.take(Kind::Opinion, 4, ms(200), |_| true);
         assert_eq!((t.work.len(), t.expired), (0, vec!["fresh-low"]));
+    }
+
+    #[test]
+    fn calls_that_cannot_be_answered_in_time_are_late_not_run() {
+        let mut w = Waiting::new(Admission::Arrival, 10, 10);
+        let deadline = later(10_000);
+        for (item, left) in [("soon", 10), ("later", 500), ("soon-2", 20), ("last", 900)] {
+            w.offer_opinion((item, left), 0.5, deadline);
+        }
+        // A model call takes about 100 ms: the two with less time left than that are late.
+        let t = w.take(Kind::Opinion, 2, Instant::now(), |&(_, left)| left >= 100);
+        assert_eq!(t.work, vec![("later", 500), ("last", 900)]);
+        assert_eq!(t.late, vec![("soon", 10), ("soon-2", 20)]);
+        assert!(t.expired.is_empty() && w.is_empty());
     }
 
     #[test]
@@ -371,7 +404,10 @@ mod tests {
         assert_eq!(w.withdraw(a), Some("a"));
         assert_eq!(w.withdraw(a), None);
         assert_eq!(w.withdraw(r), Some("r"));
-        assert_eq!(w.take(Kind::Opinion, 8, Instant::now()).work, vec!["b"]);
+        assert_eq!(
+            w.take(Kind::Opinion, 8, Instant::now(), |_| true).work,
+            vec!["b"]
+        );
         assert_eq!(w.withdraw(b), None, "taken: its answer is on its way");
         assert!(w.is_empty());
     }

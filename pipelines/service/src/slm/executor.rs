@@ -111,6 +111,8 @@ struct Job {
     reply: oneshot::Sender<Result<SlmResponse, SlmError>>,
     /// The call's own deadline (its timeout, queueing included).
     deadline: Instant,
+    /// Its timeout, in milliseconds.
+    timeout_ms: u64,
     /// What it gets if it is still waiting when its wait ends.
     expired: Expired,
 }
@@ -257,6 +259,7 @@ impl Executor {
             request,
             reply,
             deadline,
+            timeout_ms,
             expired,
         };
         let (ticket, pushed_out) = {
@@ -345,7 +348,12 @@ fn next_work(
                 continue;
             }
         }
-        return Some((kind, st.waiting.take(kind, config.max_batch, now)));
+        // A second opinion with less time left than a model call takes would time out during
+        // the call: it is answered now instead, and its place in the batch goes to one that can
+        // still be answered (first come, first served otherwise wastes the SLM on such calls).
+        let call = Duration::from_micros(shared.call_us.load(Ordering::Relaxed));
+        let fits = |job: &Job| kind == Kind::Reply || job.deadline >= now + call;
+        return Some((kind, st.waiting.take(kind, config.max_batch, now, fits)));
     }
 }
 
@@ -355,6 +363,9 @@ fn worker(shared: &Shared, backend: &dyn SlmBackend, config: &ExecutorConfig) {
         last = Some(kind);
         for job in taken.expired {
             let _ = job.reply.send(Err(job.expired.error()));
+        }
+        for job in taken.late {
+            let _ = job.reply.send(Err(SlmError::Timeout(job.timeout_ms)));
         }
         match kind {
             Kind::Opinion => {
