@@ -158,6 +158,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         args.count
     };
     let mut routes: BTreeMap<String, RouteStats> = BTreeMap::new();
+    // Why over_budget messages were shed (the end of the router's reason), and the windows.
+    let mut shed: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let (mut window_min, mut window_max) = (u64::MAX, 0u64);
     // (second of send time, route) -> latencies, for --timeline.
     let mut timeline: BTreeMap<(i64, String), Vec<i64>> = BTreeMap::new();
     let mut seen: HashSet<String> = HashSet::new();
@@ -182,6 +185,33 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             continue;
         }
         let route = json["route"].as_str().unwrap_or("?").to_owned();
+        if route == "over_budget" {
+            let reason = json["reason"].as_str().unwrap_or_default();
+            let why = if let Some(at) = reason.find(" ms admission window") {
+                let ms: String = reason[..at]
+                    .chars()
+                    .rev()
+                    .take_while(char::is_ascii_digit)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
+                if let Ok(ms) = ms.parse::<u64>() {
+                    window_min = window_min.min(ms);
+                    window_max = window_max.max(ms);
+                }
+                "window"
+            } else if reason.contains("queue was full") {
+                "queue_full"
+            } else if reason.contains("replies were already waiting") {
+                "replies_full"
+            } else if reason.contains("budget spent") {
+                "budget"
+            } else {
+                "other"
+            };
+            *shed.entry(why).or_default() += 1;
+        }
         let stats = routes.entry(route.clone()).or_default();
         stats.count += 1;
         let rec_us = msg.timestamp().to_millis().map(|ms| ms * 1000);
@@ -276,6 +306,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         println!("  {:>4}s{line}", second - t0);
     }
+    if !shed.is_empty() {
+        println!(
+            "  over_budget by reason: {shed:?}{}",
+            if window_max > 0 {
+                format!("; admission windows {window_min}-{window_max} ms")
+            } else {
+                String::new()
+            }
+        );
+    }
     if judged > 0 {
         println!(
             "  published labels: accuracy {:.2}% against the gold labels (fast labels alone {:.2}%)",
@@ -292,7 +332,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "p50_ms": pct(&all_latency, 50.0), "p99_ms": pct(&all_latency, 99.0),
             "accuracy": (judged > 0).then(|| share(correct, judged)),
             "fast_accuracy": (judged > 0).then(|| share(fast_correct, judged)),
-            "routes": per_route,
+            "routes": per_route, "over_budget_by_reason": shed,
+            "admission_window_ms": (window_max > 0).then_some([window_min, window_max]),
         })
     );
     drop(c);
