@@ -8,7 +8,8 @@
 //! - a **budget**: at most a share of messages may use the SLM; beyond it the fast label is
 //!   published as **over_budget**;
 //! - the **combine** rule for a second opinion, and **degraded** (the fast label stands) when
-//!   the SLM gave no usable answer.
+//!   the SLM gave no usable answer, or **over_budget** when a saturated SLM [`Shed`] the message
+//!   (the service ranks waiting messages by [`Routing::urgency`]).
 //!
 //! The service (`triage run`, `triage replay`) and the offline tools (`triage calibrate`,
 //! `triage eval --cascade`) call the same [`Router`], so what is tuned is what runs. This crate
@@ -44,7 +45,7 @@ mod routing;
 pub use budget::Budget;
 pub use deferral::{Deferral, Signals};
 pub use policy::{Plan, Policy, Route};
-pub use routing::{Answer, Outcome, Router, Routing};
+pub use routing::{Answer, Outcome, Router, Routing, Shed};
 
 use triage_core::{Diagnose, ErrorDomain};
 

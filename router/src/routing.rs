@@ -38,6 +38,61 @@ pub struct Routing {
     pub confidence: f32,
     /// Why, in words.
     pub reason: String,
+    /// How much the message needs the SLM, for the admission stage in front of it when it is
+    /// saturated (higher first): the learned deferral score, or else `1 − confidence`.
+    pub urgency: f32,
+}
+
+/// Why the admission stage in front of the SLM turned a routed message away: the SLM was
+/// saturated. The message is published `over_budget` with the fast label. Shedding happens at
+/// run time only (it depends on how fast the SLM answers); the offline simulation never sheds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shed {
+    /// More urgent messages took the SLM's capacity for the whole admission window (ms).
+    Window {
+        /// The window, in milliseconds.
+        ms: u64,
+    },
+    /// The queue in front of the SLM was full of more urgent messages.
+    QueueFull {
+        /// How many second opinions may wait.
+        capacity: usize,
+    },
+    /// The drafted replies' queue was full.
+    RepliesFull {
+        /// How many replies may wait.
+        capacity: usize,
+    },
+}
+
+impl Shed {
+    /// A short name for metrics (`window`, `queue_full`, `replies_full`).
+    pub fn kind(self) -> &'static str {
+        match self {
+            Shed::Window { .. } => "window",
+            Shed::QueueFull { .. } => "queue_full",
+            Shed::RepliesFull { .. } => "replies_full",
+        }
+    }
+}
+
+impl std::fmt::Display for Shed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Shed::Window { ms } => write!(
+                f,
+                "SLM saturated: more urgent messages took it for the whole {ms} ms admission window"
+            ),
+            Shed::QueueFull { capacity } => write!(
+                f,
+                "SLM saturated: its queue was full ({capacity} more urgent messages waiting)"
+            ),
+            Shed::RepliesFull { capacity } => write!(
+                f,
+                "SLM saturated: {capacity} drafted replies were already waiting"
+            ),
+        }
+    }
 }
 
 /// What the small language model gave for a routed message.
@@ -51,12 +106,15 @@ pub enum Answer<'a> {
     Reply,
     /// No usable answer: why (a timeout, an error, no SLM installed).
     Failed(&'a str),
+    /// Not asked: the SLM was saturated and more urgent messages took its capacity.
+    Shed(Shed),
 }
 
 /// What is published for a message.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
-    /// The final route (`degraded` when the SLM was asked and gave no usable answer).
+    /// The final route (`degraded` when the SLM was asked and gave no usable answer,
+    /// `over_budget` when it was saturated and the message was shed).
     pub route: Route,
     /// The published label.
     pub label: usize,
@@ -163,6 +221,7 @@ impl Router {
             label,
             confidence,
             reason,
+            urgency: score.unwrap_or(1.0 - confidence),
         }
     }
 
@@ -201,6 +260,9 @@ impl Router {
             }
             Answer::Failed(why) => {
                 fast_outcome(Route::Degraded, format!("{}; {why}", routing.reason))
+            }
+            Answer::Shed(why) => {
+                fast_outcome(Route::OverBudget, format!("{}; {why}", routing.reason))
             }
             Answer::None | Answer::SecondOpinion(_) | Answer::Reply => fast_outcome(
                 Route::Degraded,
@@ -271,9 +333,28 @@ mod tests {
         assert_eq!(o.probabilities, vec![0.3, 0.7]);
         assert_eq!(o.second_opinion, Some((1, 0.95)));
         // No answer: degraded, fast label, the reason says why.
-        let o = r.settle(unsure, &[0.55, 0.45], Answer::Failed("SLM call timed out"));
+        let o = r.settle(
+            unsure.clone(),
+            &[0.55, 0.45],
+            Answer::Failed("SLM call timed out"),
+        );
         assert_eq!((o.route, o.label), (Route::Degraded, 0));
         assert!(o.reason.ends_with("; SLM call timed out"), "{}", o.reason);
+        // Shed by a saturated SLM: over_budget, fast label, and the reason says so.
+        let o = r.settle(
+            unsure.clone(),
+            &[0.55, 0.45],
+            Answer::Shed(Shed::Window { ms: 50 }),
+        );
+        assert_eq!((o.route, o.label), (Route::OverBudget, 0));
+        assert_eq!(o.second_opinion, None);
+        assert!(
+            o.reason.starts_with(&unsure.reason) && o.reason.contains("50 ms admission window"),
+            "{}",
+            o.reason
+        );
+        // The least confident are the most urgent.
+        assert!((unsure.urgency - 0.45).abs() < 1e-6, "{}", unsure.urgency);
 
         // Nothing left in the budget: over_budget, fast label.
         let mut none = Budget::new(BudgetConfig {
@@ -285,6 +366,28 @@ mod tests {
         let o = r.route(&Signals::probs(&[0.55, 0.45]), &mut none);
         assert_eq!(o.route, Route::OverBudget);
         assert!(o.reason.ends_with("SLM budget spent"), "{}", o.reason);
+    }
+
+    #[test]
+    fn with_a_deferral_model_the_score_is_the_urgency() {
+        let labels = vec!["a".to_string(), "b".to_string()];
+        let d = Deferral {
+            format: 1,
+            labels: labels.clone(),
+            mean: vec![0.0; 6],
+            scale: vec![1.0; 6],
+            weights: vec![-10.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+            bias: 2.0,
+            provenance: String::new(),
+        };
+        let r = router(Combine::Average, &[])
+            .with_deferral(d.clone())
+            .unwrap();
+        let signals = Signals::probs(&[0.48, 0.52]);
+        let routing = r.route(&signals, &mut unlimited());
+        assert_eq!(routing.route, Route::SecondOpinion);
+        assert_eq!(routing.urgency, d.score(&signals));
+        assert!((routing.urgency - (1.0 - routing.confidence)).abs() > 0.1);
     }
 
     #[test]

@@ -131,8 +131,10 @@ fn slm_faults_degrade_and_offsets_advance() {
         input: &input,
         output: &output,
         dlq: &dlq,
+        // First come, first served: this test is about calls that fail or hang, not about which
+        // calls a saturated SLM sheds (tests/tests/overload.rs), and the burst saturates it.
         extra: "[router]\ndefault_threshold = 0.9\n[budget]\nmax_share = 1.0\n\
-                [slm]\nmode = \"on\"\n[slm.executor]\ntimeout_ms = 1500\n\
+                [slm]\nmode = \"on\"\n[slm.executor]\ntimeout_ms = 1500\nadmission = \"arrival\"\n\
                 [slm.fault]\nerror_share = 0.2\ntimeout_share = 0.1\n",
     };
     let reader = Reader::start(&addr, &output);

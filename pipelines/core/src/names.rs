@@ -32,8 +32,12 @@ pub mod metric {
     /// From receipt to acknowledged delivery (histogram, seconds).
     pub const LATENCY: &str = "triage_latency_seconds";
     /// SLM calls by outcome (counter; label `kind`: second_opinion, generate, unavailable,
-    /// timeout, overloaded, error, closed).
+    /// timeout, shed, error, closed).
     pub const SLM_CALLS: &str = "triage_slm_calls_total";
+    /// Messages routed to a saturated SLM and shed by its admission stage, published
+    /// `over_budget` with the fast label (counter; label `why`: `window`, not taken within the
+    /// admission window; `queue_full`, pushed out by more urgent messages; `replies_full`).
+    pub const SLM_SHED: &str = "triage_slm_shed_total";
     /// Time in the SLM, queueing included (histogram, seconds).
     pub const SLM_SECONDS: &str = "triage_slm_seconds";
 }

@@ -5,7 +5,8 @@
 //! ([`Router::route`]; microseconds, synchronous). When the route asks for the small language
 //! model, [`Processor::resolve`] awaits it through the executor (off the async workers, batched,
 //! with a timeout), and [`Router::settle`] decides what is published: the second opinion
-//! combined in, the drafted reply, or the fast label as `degraded`.
+//! combined in, the drafted reply, or the fast label as `degraded` (the SLM failed) or
+//! `over_budget` (a saturated SLM served more urgent messages).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -22,7 +23,7 @@ use triage_router::{Answer, Budget, Outcome, Route, Router, Routing, Signals};
 
 use crate::error::Result;
 use crate::record::{Members, RecordWriter, View};
-use crate::slm::{SlmRequest, SlmResponse, SlmStage};
+use crate::slm::{SlmError, SlmRequest, SlmResponse, SlmStage};
 
 /// The record published for every message. The service writes it with
 /// [`crate::record::RecordWriter`], field for field this struct's JSON, without building one;
@@ -392,8 +393,10 @@ impl Processor {
     }
 
     /// Asks the SLM for a pending message and settles it: the second opinion combined in, the
-    /// drafted reply attached, or `degraded` (the fast label stands) when the SLM is
-    /// unavailable, fails or times out. Returns the written record.
+    /// drafted reply attached, `degraded` (the fast label stands) when the SLM is unavailable,
+    /// fails or times out, or `over_budget` when it is saturated and more urgent messages took
+    /// it (the executor's admission stage, ranked by [`Routing::urgency`]). Returns the written
+    /// record.
     pub async fn resolve(&self, pending: Pending) -> Record {
         let Pending {
             id,
@@ -419,7 +422,7 @@ impl Processor {
                     _ => SlmRequest::SecondOpinion(text),
                 };
                 let t0 = Instant::now();
-                let answer = executor.call(request).await;
+                let answer = executor.call(request, routing.urgency).await;
                 let us = t0.elapsed().as_secs_f64() * 1e6;
                 timings.slm = Some(us);
                 metrics::histogram!(metric::SLM_SECONDS).record(us / 1e6);
@@ -429,6 +432,10 @@ impl Processor {
                         self.router.settle(routing, &fast, Answer::SecondOpinion(p))
                     }
                     Ok(SlmResponse::Reply(_)) => self.router.settle(routing, &fast, Answer::Reply),
+                    Err(SlmError::Shed(shed)) => {
+                        metrics::counter!(metric::SLM_SHED, "why" => shed.kind()).increment(1);
+                        self.router.settle(routing, &fast, Answer::Shed(*shed))
+                    }
                     Err(e) => {
                         failure = e.to_string();
                         self.router.settle(routing, &fast, Answer::Failed(&failure))

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use triage_classifier::Model;
-use triage_core::config::Config;
+use triage_core::config::{Admission, Config};
 use triage_service::Processor;
 use triage_service::file::{ReplayOptions, replay};
 
@@ -39,7 +39,11 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> CmdResult {
-    let config = Config::load(a.config.as_deref())?;
+    let mut config = Config::load(a.config.as_deref())?;
+    // A log has no arrival rate to keep: replay waits for the SLM chunk by chunk, so it takes
+    // calls first come, first served and sheds none (the same log gives the same decisions on a
+    // slow machine and a fast one, timeouts apart).
+    config.slm.executor.admission = Admission::Arrival;
     let model = Model::load_or_default(a.model.as_deref().or(config.model.path.as_deref()))?;
     let processor = Processor::from_config(Arc::new(model), &config, &super::root()?)?;
     let dead_letter = a.dead_letter.clone().unwrap_or_else(|| {

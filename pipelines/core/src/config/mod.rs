@@ -18,7 +18,7 @@ pub use kafka::KafkaConfig;
 pub use metrics::MetricsConfig;
 pub use models::{Device, ModelsConfig};
 pub use router::{BudgetConfig, Combine, PolicyConfig};
-pub use slm::{ExecutorConfig, FaultConfig, GenerateConfig, SlmConfig, SlmMode};
+pub use slm::{Admission, ExecutorConfig, FaultConfig, GenerateConfig, SlmConfig, SlmMode};
 
 use crate::error::CoreError;
 pub use crate::message::InputConfig;
@@ -135,5 +135,26 @@ mod tests {
             assert!(err.to_string().contains("default_treshold"), "{err}");
             Ok(())
         });
+    }
+
+    /// examples/triage.toml documents every `[slm.executor]` key with its default.
+    #[test]
+    fn the_example_lists_the_executor_defaults() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/triage.toml");
+        let c = Config::load(Some(&example)).expect("the example parses");
+        assert_eq!(c.slm.executor, ExecutorConfig::default());
+        let text = std::fs::read_to_string(&example).unwrap();
+        let section = &text[text.find("[slm.executor]").expect("section")..];
+        let section = &section[..section[1..].find("\n[").map_or(section.len(), |i| i + 1)];
+        let toml::Value::Table(keys) = toml::Value::try_from(ExecutorConfig::default()).unwrap()
+        else {
+            panic!("a table")
+        };
+        for key in keys.keys() {
+            assert!(
+                section.contains(&format!("\n{key} = ")),
+                "examples/triage.toml does not list [slm.executor] {key}"
+            );
+        }
     }
 }

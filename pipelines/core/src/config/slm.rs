@@ -67,6 +67,9 @@ pub struct FaultConfig {
     pub error_share: f64,
     /// Share of calls that hang past the executor's timeout (0..=1).
     pub timeout_share: f64,
+    /// Every model call (a batch of second opinions, or a reply) takes this many milliseconds
+    /// more: a slow SLM, for overload tests.
+    pub delay_ms: u64,
 }
 
 /// The `[slm]` section.
@@ -94,6 +97,20 @@ pub struct SlmConfig {
     pub fault: FaultConfig,
 }
 
+/// Which second opinions a saturated SLM serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Admission {
+    /// The most urgent first: second opinions wait a short window in a queue
+    /// ranked by the router's urgency (1 − confidence, or the learned deferral score); the SLM
+    /// takes the most urgent as it frees up, and the rest are published `over_budget` at once.
+    #[default]
+    Urgency,
+    /// First come, first served (triage's behaviour before the admission stage, kept for
+    /// comparison): every call waits its turn within its timeout, then is published `degraded`.
+    Arrival,
+}
+
 /// Executor settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -110,9 +127,23 @@ pub struct ExecutorConfig {
     /// Per-call timeout for drafted replies (queueing included), in milliseconds: generation
     /// takes hundreds of milliseconds per reply on a CPU.
     pub generate_timeout_ms: u64,
-    /// Most calls in flight (queued or running); further calls wait for a slot within their
-    /// timeout.
+    /// `urgency` (the most urgent second opinions first, the rest `over_budget` after a short
+    /// window) or `arrival` (first come, first served, `degraded` after the timeout).
+    pub admission: Admission,
+    /// `urgency`: how long a second opinion may wait for the SLM, in milliseconds; one not taken
+    /// by then is published `over_budget` (fast label). The executor lengthens it to two model
+    /// calls' time (measured) when that is longer, so that the SLM chooses among every message
+    /// that arrived since it last chose. Longer windows choose among more messages, and delay
+    /// the shed ones by as much.
+    pub admission_window_ms: u64,
+    /// `urgency`: most second opinions waiting; a more urgent one pushes the least urgent out
+    /// (`over_budget`), a less urgent one is `over_budget` at once. `arrival`: not used (every
+    /// call waits its turn within its timeout).
     pub max_concurrency: usize,
+    /// `urgency`: most drafted replies waiting (first come, first served); one more is
+    /// `over_budget` at once. A reply that waited its turn and then failed or timed out is
+    /// `degraded`. `arrival`: not used.
+    pub max_waiting_replies: usize,
 }
 
 impl Default for ExecutorConfig {
@@ -123,7 +154,10 @@ impl Default for ExecutorConfig {
             max_wait_ms: 5,
             timeout_ms: 5_000,
             generate_timeout_ms: 30_000,
+            admission: Admission::Urgency,
+            admission_window_ms: 50,
             max_concurrency: 256,
+            max_waiting_replies: 16,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The real small language models behind the executor: the second opinion (a fine-tuned
 //! classifier, or the sentence encoder with a head) and the chat generator (drafted replies), from
-//! `triage-models`; and a wrapper that injects faults, for testing that failures degrade.
+//! `triage-models`; and a wrapper that injects faults (failures, hangs, a slow model), for testing
+//! that failures degrade and overload sheds.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -68,7 +69,8 @@ impl SlmBackend for ModelsBackend {
     }
 }
 
-/// Wraps a backend and makes a share of its calls fail or hang (deterministically).
+/// Wraps a backend and makes a share of its calls fail or hang (deterministically), and every call
+/// slower by `delay_ms`.
 pub struct FaultyBackend<B> {
     inner: B,
     fault: FaultConfig,
@@ -97,6 +99,9 @@ impl<B> FaultyBackend<B> {
     }
 
     fn inject(&self, hang: Duration) -> Result<(), BackendError> {
+        if self.fault.delay_ms > 0 {
+            std::thread::sleep(Duration::from_millis(self.fault.delay_ms));
+        }
         let d = self.draw();
         if d < self.fault.error_share {
             return Err(BackendError::Injected);

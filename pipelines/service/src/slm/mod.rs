@@ -1,7 +1,9 @@
 //! The small-language-model stage: the models behind an executor that runs them off the async
-//! workers (dedicated threads, dynamic batching, timeouts, a concurrency limit). The router
-//! decides who asks it; [`crate::Processor::resolve`] asks it.
+//! workers (dedicated threads, dynamic batching, timeouts) with an admission stage in front
+//! (when the SLM is saturated, the most urgent calls first). The router decides who asks it;
+//! [`crate::Processor::resolve`] asks it.
 
+pub mod admission;
 pub mod backend;
 pub mod executor;
 
@@ -85,17 +87,18 @@ impl SlmStage {
             "small language models loaded"
         );
         let fault = &config.fault;
-        let backend: Arc<dyn SlmBackend> = if fault.error_share > 0.0 || fault.timeout_share > 0.0 {
-            tracing::warn!(?fault, "SLM fault injection is ON");
-            let past = |ms: u64| Duration::from_millis(ms + ms / 2 + 50);
-            let hang = (
-                past(config.executor.timeout_ms),
-                past(config.executor.generate_timeout_ms),
-            );
-            Arc::new(FaultyBackend::new(backend, fault.clone(), hang))
-        } else {
-            Arc::new(backend)
-        };
+        let backend: Arc<dyn SlmBackend> =
+            if fault.error_share > 0.0 || fault.timeout_share > 0.0 || fault.delay_ms > 0 {
+                tracing::warn!(?fault, "SLM fault injection is ON");
+                let past = |ms: u64| Duration::from_millis(ms + ms / 2 + 50);
+                let hang = (
+                    past(config.executor.timeout_ms),
+                    past(config.executor.generate_timeout_ms),
+                );
+                Arc::new(FaultyBackend::new(backend, fault.clone(), hang))
+            } else {
+                Arc::new(backend)
+            };
         Self::with_backend(backend, config)
     }
 }
