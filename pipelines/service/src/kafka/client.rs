@@ -28,6 +28,13 @@ pub(crate) struct Ctx {
     pub(crate) events: Mutex<Vec<RebalanceEvent>>,
 }
 
+impl Ctx {
+    /// Whether a rebalance was recorded that the loop has not applied yet.
+    pub(crate) fn has_events(&self) -> bool {
+        self.events.lock().is_ok_and(|e| !e.is_empty())
+    }
+}
+
 fn tpl_to_vec(tpl: &TopicPartitionList) -> Vec<Tp> {
     tpl.elements()
         .iter()

@@ -535,7 +535,15 @@ pub async fn run(
             }
             // A closing transaction takes no more messages: they wait in librdkafka's queue.
             msg = consumer.recv(), if !closing => match msg {
-                Ok(m) => lp.handle(&consumer, &m).await,
+                Ok(m) => {
+                    // Exactly once, a rebalance recorded by this recv() is applied before its
+                    // message joins the transaction: a partition revoked and assigned again
+                    // must be forgotten before, not after, what it delivers anew.
+                    if lp.txn.is_some() && consumer.context().has_events() {
+                        lp.apply_rebalances(&consumer);
+                    }
+                    lp.handle(&consumer, &m).await
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "consumer error");
                     tokio::time::sleep(Duration::from_millis(100)).await;
