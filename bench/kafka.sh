@@ -3,11 +3,14 @@
 # its own, in one run; then triage's end-to-end latency at about half its measured maximum rate.
 #
 # Usage: bench/kafka.sh [--count N] [--rounds R] [--rate MSGS_PER_S] [--latency-seconds S]
-#                       [--json FILE] [--perf FILE] [--keep]
+#                       [--exactly-once] [--txn-interval-ms MS] [--json FILE] [--perf FILE] [--keep]
 #   --count N            messages per throughput test (default 200000)
 #   --rounds R           throughput rounds; round 1 runs passthrough then triage, round 2 triage
 #                        then passthrough, and so on, so that neither always meets the emptier
-#                        broker (default 2)
+#                        broker (default 2); with --exactly-once the three stages rotate
+#   --exactly-once       also measure `triage run` with [kafka] delivery = "exactly_once" (stage
+#                        triage_eos): throughput in the same rounds, latency at the same rate
+#   --txn-interval-ms MS its transaction_interval_ms (default 100, triage's default)
 #   --rate R             latency test rate (default: half the mean measured triage throughput)
 #   --latency-seconds S  length of the latency test at that rate (default 10)
 #   --json FILE          also write every figure as one JSON object to FILE
@@ -50,6 +53,8 @@ LAT_S=10
 JSON_OUT=""
 PERF_OUT=""
 KEEP=0
+EOS=0
+TXN_MS=100
 while [[ $# -gt 0 ]]; do
     case "$1" in
     --count) COUNT="$2"; shift 2 ;;
@@ -59,12 +64,14 @@ while [[ $# -gt 0 ]]; do
     --json) JSON_OUT="$2"; shift 2 ;;
     --perf) PERF_OUT="$2"; shift 2 ;;
     --keep) KEEP=1; shift ;;
+    --exactly-once) EOS=1; shift ;;
+    --txn-interval-ms) TXN_MS="$2"; shift 2 ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench/kafka.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
 done
-[[ "$COUNT" =~ ^[0-9]+$ && "$ROUNDS" =~ ^[1-9][0-9]*$ && "$LAT_S" =~ ^[0-9]+$ ]] ||
-    { echo "bench/kafka.sh: --count, --rounds and --latency-seconds take whole numbers" >&2; exit 2; }
+[[ "$COUNT" =~ ^[0-9]+$ && "$ROUNDS" =~ ^[1-9][0-9]*$ && "$LAT_S" =~ ^[0-9]+$ && "$TXN_MS" =~ ^[1-9][0-9]*$ ]] ||
+    { echo "bench/kafka.sh: --count, --rounds, --latency-seconds and --txn-interval-ms take whole numbers" >&2; exit 2; }
 
 say() { echo "bench/kafka: $*" >&2; }
 die() { echo "bench/kafka: error: $*" >&2; exit 1; }
@@ -129,7 +136,7 @@ RUN="$(date +%s)"
 LOAD_START="$(cut -d' ' -f1 /proc/loadavg)"
 say "$(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg); $COUNT messages from $TEXTS_LABEL; broker $TRIAGE_BROKER"
 
-# triage_config NAME INPUT OUTPUT: writes $WORK/NAME.toml.
+# triage_config NAME INPUT OUTPUT [DELIVERY]: writes $WORK/NAME.toml.
 triage_config() {
     cat >"$WORK/$1.toml" <<EOF
 # Written by bench/kafka.sh: only the fast path is measured (no SLM, no metrics endpoint).
@@ -139,6 +146,8 @@ group_id = "bench-$1-$RUN"
 input_topics = ["$2"]
 output_topic = "$3"
 dead_letter_topic = "$3.dlq"
+delivery = "${4:-at_least_once}"
+transaction_interval_ms = $TXN_MS
 
 [kafka.properties]
 "session.timeout.ms" = "3000"
@@ -164,8 +173,8 @@ cpu_of() { awk '{printf "%.2f", $1 + $2}' "$1"; }
 TIME=(/usr/bin/time -f '%U %S' -o)
 [[ -x /usr/bin/time ]] || die "/usr/bin/time is needed (apt-get install time)"
 
-# throughput STAGE ROUND: writes "msgs_per_s cpu_s [self_reported]" for STAGE (passthrough|triage)
-# to $WORK/result.
+# throughput STAGE ROUND: writes "msgs_per_s cpu_s [self_reported]" for STAGE
+# (passthrough|triage|triage_eos) to $WORK/result.
 throughput() {
     local stage="$1" r="$2" in out tag
     tag="$stage-r$r"
@@ -180,8 +189,10 @@ throughput() {
             --count "$COUNT" --session-timeout-ms 3000 >"$WORK/$tag.out" 2>"$WORK/$tag.err" ||
             die "kafka_passthrough failed: $(tail -5 "$WORK/$tag.err")"
         ;;
-    triage)
-        triage_config "$tag" "$in" "$out"
+    triage | triage_eos)
+        local delivery=at_least_once
+        [[ "$stage" == triage_eos ]] && delivery=exactly_once
+        triage_config "$tag" "$in" "$out" "$delivery"
         local prefix=()
         if [[ -n "$PERF_OUT" && ! -e "$WORK/perf.done" ]]; then
             prefix=(perf record -F 499 -g -o "$PERF_OUT" --)
@@ -193,7 +204,7 @@ throughput() {
         ;;
     esac
     local expect="$COUNT"
-    if [[ "$stage" == triage ]]; then
+    if [[ "$stage" == triage* ]]; then
         # triage's summary (last stderr line): dead letters do not reach the output topic.
         expect="$(grep '^{' "$WORK/$tag.err" | tail -n 1 | jq -r .produced)"
         [[ "$expect" == "$COUNT" ]] || say "WARNING: triage produced $expect decisions for $COUNT messages ($(grep '^{' "$WORK/$tag.err" | tail -n 1))"
@@ -213,19 +224,33 @@ throughput() {
     } >"$WORK/result"
 }
 
-declare -a PT_RATES=() TR_RATES=() PT_CPU=() TR_CPU=() PT_SELF=()
+declare -a PT_RATES=() TR_RATES=() EO_RATES=() PT_CPU=() TR_CPU=() EO_CPU=() PT_SELF=()
+STAGES=(passthrough triage)
+((EOS == 1)) && STAGES+=(triage_eos)
 for ((r = 1; r <= ROUNDS; r++)); do
-    if ((r % 2 == 1)); then order=(passthrough triage); else order=(triage passthrough); fi
+    # Rotate the order, so that no stage always meets the emptier broker.
+    order=()
+    for ((i = 0; i < ${#STAGES[@]}; i++)); do
+        order+=("${STAGES[$(((r - 1 + i) % ${#STAGES[@]}))]}")
+    done
+    if ((EOS == 0 && r % 2 == 0)); then order=(triage passthrough); fi
     for stage in "${order[@]}"; do
         throughput "$stage" "$r"
         read -r rate cpu self <"$WORK/result"
-        if [[ "$stage" == passthrough ]]; then
+        case "$stage" in
+        passthrough)
             PT_RATES+=("$rate"); PT_CPU+=("$cpu"); PT_SELF+=("$self")
             say "round $r passthrough: $(printf '%.0f' "$rate") msg/s by output timestamps ($(printf '%.0f' "$self") msg/s self-reported), $cpu CPU-s"
-        else
+            ;;
+        triage)
             TR_RATES+=("$rate"); TR_CPU+=("$cpu")
             say "round $r triage:      $(printf '%.0f' "$rate") msg/s by output timestamps, $cpu CPU-s"
-        fi
+            ;;
+        triage_eos)
+            EO_RATES+=("$rate"); EO_CPU+=("$cpu")
+            say "round $r triage_eos:  $(printf '%.0f' "$rate") msg/s by output timestamps, $cpu CPU-s ($(grep '^{' "$WORK/$stage-r$r.err" | tail -n 1 | jq -c '{transactions_committed, transactions_aborted}'))"
+            ;;
+        esac
     done
 done
 
@@ -233,6 +258,12 @@ mean() { printf '%s\n' "$@" | awk '{s += $1} END {printf "%.0f", s / NR}'; }
 PT_MEAN="$(mean "${PT_RATES[@]}")"
 TR_MEAN="$(mean "${TR_RATES[@]}")"
 RATIO="$(awk -v t="$TR_MEAN" -v p="$PT_MEAN" 'BEGIN {printf "%.3f", t / p}')"
+EO_MEAN=0 EO_RATIO=0 EO_VS_TR=0
+if ((EOS == 1)); then
+    EO_MEAN="$(mean "${EO_RATES[@]}")"
+    EO_RATIO="$(awk -v t="$EO_MEAN" -v p="$PT_MEAN" 'BEGIN {printf "%.3f", t / p}')"
+    EO_VS_TR="$(awk -v e="$EO_MEAN" -v t="$TR_MEAN" 'BEGIN {printf "%.3f", e / t}')"
+fi
 
 # Latency at a fixed rate: the stage is up and joined before the load starts.
 [[ -n "$RATE" ]] || RATE="$(awk -v t="$TR_MEAN" 'BEGIN {printf "%d", t / 2 / 1000 + 0.5}')000"
@@ -249,8 +280,10 @@ latency() {
     scripts/broker.sh create-topic "$in" 4 >/dev/null
     topics "$out"
     case "$stage" in
-    triage)
-        triage_config "$tag" "$in" "$out"
+    triage | triage_eos)
+        local delivery=at_least_once
+        [[ "$stage" == triage_eos ]] && delivery=exactly_once
+        triage_config "$tag" "$in" "$out" "$delivery"
         "$TRIAGE" run --config "$WORK/$tag.toml" --exit-when-idle 10 >"$WORK/$tag.out" 2>"$WORK/$tag.err" &
         ;;
     passthrough)
@@ -293,6 +326,11 @@ latency triage
 read -r TL50 TL99 TR50 TR99 TL_ACH <"$WORK/result"
 latency passthrough
 read -r PL50 PL99 PR50 PR99 PL_ACH <"$WORK/result"
+EL50=0 EL99=0 ER50=0 ER99=0 EL_ACH=0
+if ((EOS == 1)); then
+    latency triage_eos
+    read -r EL50 EL99 ER50 ER99 EL_ACH <"$WORK/result"
+fi
 LOAD_END="$(cut -d' ' -f1 /proc/loadavg)"
 
 fmt() { printf '%.0f' "$1"; }
@@ -308,6 +346,13 @@ echo "| triage ÷ passthrough (goal ≥ 0.70) | **$RATIO** |"
 echo "| triage latency at $RATE msg/s, send → decision received | p50 **$TL50 ms**, p99 **$TL99 ms** |"
 echo "| triage latency at $RATE msg/s, send → decision produced (record time) | p50 $TR50 ms, p99 $TR99 ms |"
 echo "| passthrough latency at $RATE msg/s, send → received (reference) | p50 $PL50 ms, p99 $PL99 ms |"
+if ((EOS == 1)); then
+    echo "| triage exactly once (transaction_interval_ms $TXN_MS), $COUNT msgs: msg/s, mean of rounds ($(ints "${EO_RATES[@]}")) | **$(fmt "$EO_MEAN")** (CPU-s per run: ${EO_CPU[*]}) |"
+    echo "| exactly once ÷ at least once | **$EO_VS_TR** |"
+    echo "| exactly once ÷ passthrough | **$EO_RATIO** |"
+    echo "| exactly-once latency at $RATE msg/s, send → decision received by a read_committed reader | p50 **$EL50 ms**, p99 **$EL99 ms** |"
+    echo "| exactly-once latency at $RATE msg/s, send → decision produced (record time) | p50 $ER50 ms, p99 $ER99 ms |"
+fi
 echo
 JSON="$(jq -cn \
     --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --argjson cpus "$(nproc)" \
@@ -321,6 +366,10 @@ JSON="$(jq -cn \
     --argjson t50 "$TL50" --argjson t99 "$TL99" --argjson tr50 "$TR50" --argjson tr99 "$TR99" \
     --argjson p50 "$PL50" --argjson p99 "$PL99" --argjson pr50 "$PR50" --argjson pr99 "$PR99" \
     --argjson t_ach "$TL_ACH" --argjson p_ach "$PL_ACH" \
+    --argjson eos "$EOS" --argjson txn_ms "$TXN_MS" \
+    --argjson eos_rates "[$(IFS=,; echo "${EO_RATES[*]}")]" --argjson eos_cpu "[$(IFS=,; echo "${EO_CPU[*]}")]" \
+    --argjson eos_mean "$EO_MEAN" --argjson eos_ratio "$EO_RATIO" --argjson eos_vs_triage "$EO_VS_TR" \
+    --argjson e50 "$EL50" --argjson e99 "$EL99" --argjson er50 "$ER50" --argjson er99 "$ER99" --argjson e_ach "$EL_ACH" \
     '{bench: "kafka", date: $date, cpus: $cpus, load_start: $load_start, load_end: $load_end,
       count: $count, texts: $texts,
       triage_msgs_per_s: $triage, triage_cpu_s: $triage_cpu, triage_mean: $triage_mean,
@@ -329,7 +378,11 @@ JSON="$(jq -cn \
       ratio: $ratio,
       latency: {rate: $rate, messages: $lat_n, load_achieved: {triage: $t_ach, passthrough: $p_ach},
                 triage_receive_ms: {p50: $t50, p99: $t99}, triage_record_ms: {p50: $tr50, p99: $tr99},
-                passthrough_receive_ms: {p50: $p50, p99: $p99}, passthrough_record_ms: {p50: $pr50, p99: $pr99}}}')"
+                passthrough_receive_ms: {p50: $p50, p99: $p99}, passthrough_record_ms: {p50: $pr50, p99: $pr99}}}
+     + (if $eos == 1 then {exactly_once: {transaction_interval_ms: $txn_ms, msgs_per_s: $eos_rates,
+          cpu_s: $eos_cpu, mean: $eos_mean, ratio_to_passthrough: $eos_ratio, ratio_to_triage: $eos_vs_triage,
+          latency: {load_achieved: $e_ach, receive_ms: {p50: $e50, p99: $e99}, record_ms: {p50: $er50, p99: $er99}}}}
+        else {} end)')"
 echo "$JSON"
 if [[ -n "$JSON_OUT" ]]; then
     echo "$JSON" >"$JSON_OUT"

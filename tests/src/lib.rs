@@ -5,6 +5,8 @@
 //! `scripts/test.sh`), and triage is the release binary.
 #![forbid(unsafe_code)]
 
+pub mod txnlog;
+
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -282,6 +284,70 @@ pub fn produce_in_background(
             let got = produce_keyed(&addr, &topic, chunk, base);
             placed.extend(got);
         }
+        placed
+    })
+}
+
+/// As [`produce_in_background`], through one producer for the whole run, so that the rate holds
+/// on a busy machine (a producer per chunk, as there, reaches a fraction of it): `rate`
+/// messages per second in 20 chunks a second, each handed over as one burst.
+pub fn produce_steadily(
+    addr: &str,
+    topic: &str,
+    payloads: Vec<Vec<u8>>,
+    rate: usize,
+) -> std::thread::JoinHandle<Vec<(i32, i64)>> {
+    use std::sync::{Arc, Mutex};
+    struct Ctx(Arc<Mutex<Vec<(i32, i64)>>>);
+    impl rdkafka::ClientContext for Ctx {}
+    impl rdkafka::producer::ProducerContext for Ctx {
+        type DeliveryOpaque = usize;
+        fn delivery(&self, r: &rdkafka::producer::DeliveryResult<'_>, i: usize) {
+            match r {
+                Ok(m) => self.0.lock().unwrap()[i] = (m.partition(), m.offset()),
+                Err((e, _)) => panic!("test producer delivery failed: {e}"),
+            }
+        }
+    }
+    let (addr, topic) = (addr.to_string(), topic.to_string());
+    std::thread::spawn(move || {
+        let placed = Arc::new(Mutex::new(vec![(-1, -1); payloads.len()]));
+        let producer: ThreadedProducer<Ctx> = client(&addr)
+            .set("linger.ms", "5")
+            .set("acks", "all")
+            .create_with_context(Ctx(Arc::clone(&placed)))
+            .expect("producer");
+        let start = Instant::now();
+        let batch = (rate / 20).max(1);
+        for (c, chunk) in payloads.chunks(batch).enumerate() {
+            let due = Duration::from_secs_f64(c as f64 / 20.0);
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                std::thread::sleep(wait);
+            }
+            for (j, p) in chunk.iter().enumerate() {
+                let i = c * batch + j;
+                let key = i.to_string();
+                let mut rec = BaseRecord::with_opaque_to(&topic, i)
+                    .payload(p.as_slice())
+                    .key(key.as_str());
+                loop {
+                    match producer.send(rec) {
+                        Ok(()) => break,
+                        Err((_, back)) => {
+                            rec = back;
+                            producer.poll(Duration::from_millis(10));
+                        }
+                    }
+                }
+            }
+        }
+        producer.flush(Duration::from_secs(60)).expect("flush");
+        drop(producer);
+        let placed = placed.lock().unwrap().clone();
+        assert!(
+            placed.iter().all(|&(p, _)| p >= 0),
+            "some test messages were not acknowledged"
+        );
         placed
     })
 }

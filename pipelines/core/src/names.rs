@@ -40,6 +40,13 @@ pub mod metric {
     pub const SLM_SHED: &str = "triage_slm_shed_total";
     /// Time in the SLM, queueing included (histogram, seconds).
     pub const SLM_SECONDS: &str = "triage_slm_seconds";
+    /// `delivery = "exactly_once"`: transactions ended (counter; label `outcome`: `committed`,
+    /// `aborted`).
+    pub const TRANSACTIONS: &str = "triage_transactions_total";
+    /// `delivery = "exactly_once"`: how long ending a transaction held the input back, from
+    /// when it was due (or doomed) to its commit or abort: the wait for the messages in flight
+    /// and the broker's round trips (histogram, seconds).
+    pub const TRANSACTION_END_SECONDS: &str = "triage_transaction_end_seconds";
 }
 
 /// Kafka header names on triage's records.

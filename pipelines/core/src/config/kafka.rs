@@ -43,6 +43,24 @@ pub struct KafkaConfig {
     /// `/health` turns unhealthy while a delivery has been failing and retried for this long,
     /// in milliseconds; healthy again once the retries succeed.
     pub retry_unhealthy_ms: u64,
+    /// The delivery guarantee. `at_least_once` (the default): an offset is committed after its
+    /// output is acknowledged; a crash re-publishes what was published since the last commit.
+    /// `exactly_once`: Kafka transactions; the outputs of a batch of inputs and the inputs'
+    /// offsets are committed together, and readers of the output must use
+    /// `isolation.level=read_committed`. docs/kafka.md, "Exactly-once".
+    pub delivery: Delivery,
+    /// `exactly_once` only: how long one transaction takes in messages before it is committed,
+    /// in milliseconds. Outputs become visible to `read_committed` readers when their
+    /// transaction commits, so this is added to their latency; a shorter interval costs
+    /// throughput (every commit waits for the messages in flight and three round trips).
+    pub transaction_interval_ms: u64,
+    /// `exactly_once` only: the producer's `transactional.id`, which must be stable across
+    /// restarts of one instance (a restarted instance aborts what its dead predecessor left
+    /// open) and differ between instances. `"auto"` (the default): the consumer's
+    /// `group.instance.id` when static membership is on, else derived the same way
+    /// (`<group>.<TRIAGE_INSTANCE_ID>`, or `<group>.<hostname>.<slot>`). Anything else: that id,
+    /// verbatim.
+    pub transactional_id: String,
     /// Extra librdkafka properties for both clients (e.g. `security.protocol`, `sasl.*`,
     /// `ssl.*`, `session.timeout.ms`).
     pub properties: BTreeMap<String, String>,
@@ -66,6 +84,9 @@ impl Default for KafkaConfig {
             lag_interval_ms: 10_000,
             group_instance_id: AUTO_INSTANCE_ID.into(),
             retry_unhealthy_ms: 10_000,
+            delivery: Delivery::AtLeastOnce,
+            transaction_interval_ms: 100,
+            transactional_id: AUTO_INSTANCE_ID.into(),
             properties: BTreeMap::new(),
             consumer_properties: BTreeMap::new(),
             producer_properties: BTreeMap::new(),
@@ -73,8 +94,21 @@ impl Default for KafkaConfig {
     }
 }
 
-/// `group_instance_id` for an id derived per instance.
+/// `group_instance_id` (and `transactional_id`) for an id derived per instance.
 pub const AUTO_INSTANCE_ID: &str = "auto";
+
+/// `[kafka] delivery`: what a crash may do to the output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// Offsets are committed after their outputs are acknowledged: nothing is lost, and a crash
+    /// publishes again what was published since the last commit.
+    #[default]
+    AtLeastOnce,
+    /// Kafka transactions: outputs and input offsets are committed together, so a
+    /// `read_committed` reader sees every input's output once.
+    ExactlyOnce,
+}
 
 /// What `group_instance_id` asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,13 +195,28 @@ impl KafkaConfig {
         {
             if matches!(
                 key.as_str(),
-                "enable.auto.offset.store" | "group.id" | "bootstrap.servers" | "group.instance.id"
+                "enable.auto.offset.store"
+                    | "group.id"
+                    | "bootstrap.servers"
+                    | "group.instance.id"
+                    | "transactional.id"
             ) {
                 return Err(format!(
                     "kafka property {key:?} is managed by triage; use the kafka section's own \
                      settings instead"
                 ));
             }
+            if self.delivery == Delivery::ExactlyOnce
+                && matches!(key.as_str(), "enable.auto.commit" | "isolation.level")
+            {
+                return Err(format!(
+                    "kafka property {key:?} is managed by triage with delivery = \"exactly_once\" \
+                     (offsets are committed in the transaction; input is read read_committed)"
+                ));
+            }
+        }
+        if self.delivery == Delivery::ExactlyOnce && self.transaction_interval_ms == 0 {
+            return Err("kafka.transaction_interval_ms must be > 0".into());
         }
         Ok(())
     }
@@ -178,6 +227,14 @@ impl KafkaConfig {
             "" | "none" => InstanceId::Dynamic,
             AUTO_INSTANCE_ID => InstanceId::Auto,
             id => InstanceId::Fixed(id.to_string()),
+        }
+    }
+
+    /// The `transactional_id` asked for: `None` for `"auto"` (or empty), else that id.
+    pub fn fixed_transactional_id(&self) -> Option<&str> {
+        match self.transactional_id.trim() {
+            "" | AUTO_INSTANCE_ID => None,
+            id => Some(id),
         }
     }
 
@@ -269,6 +326,40 @@ mod tests {
         c.consumer_properties
             .insert("group.instance.id".into(), "x".into());
         assert!(c.validate().unwrap_err().contains("managed by triage"));
+    }
+
+    #[test]
+    fn exactly_once_is_opt_in_and_guards_its_settings() {
+        let c = KafkaConfig::default();
+        assert_eq!(c.delivery, Delivery::AtLeastOnce);
+        assert_eq!(c.fixed_transactional_id(), None);
+        let c: KafkaConfig = toml::from_str(
+            "delivery = \"exactly_once\"\ntransaction_interval_ms = 250\ntransactional_id = \"t-1\"",
+        )
+        .unwrap();
+        assert_eq!(c.delivery, Delivery::ExactlyOnce);
+        assert_eq!(c.transaction_interval_ms, 250);
+        assert_eq!(c.fixed_transactional_id(), Some("t-1"));
+        assert!(c.validate().is_ok());
+        assert!(toml::from_str::<KafkaConfig>("delivery = \"exactly-once\"").is_err());
+        // The producer's transactional.id is triage's in either mode.
+        let mut c = KafkaConfig::default();
+        c.producer_properties
+            .insert("transactional.id".into(), "x".into());
+        assert!(c.validate().unwrap_err().contains("managed by triage"));
+        // Auto commit and the isolation level are free at least once, managed exactly once.
+        let mut c = KafkaConfig::default();
+        c.consumer_properties
+            .insert("enable.auto.commit".into(), "true".into());
+        assert!(c.validate().is_ok());
+        c.delivery = Delivery::ExactlyOnce;
+        assert!(c.validate().unwrap_err().contains("exactly_once"));
+        let c = KafkaConfig {
+            delivery: Delivery::ExactlyOnce,
+            transaction_interval_ms: 0,
+            ..Default::default()
+        };
+        assert!(c.validate().is_err());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use rdkafka::producer::FutureProducer;
 use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::{ClientConfig, ClientContext};
 use triage_core::config::KafkaConfig;
-use triage_core::config::kafka::client_config_error;
+use triage_core::config::kafka::{Delivery, client_config_error};
 
 use super::offsets::Tp;
 use crate::error::{Result, ServiceError};
@@ -26,6 +26,13 @@ pub(crate) enum RebalanceEvent {
 #[derive(Default)]
 pub(crate) struct Ctx {
     pub(crate) events: Mutex<Vec<RebalanceEvent>>,
+}
+
+impl Ctx {
+    /// Whether a rebalance was recorded that the loop has not applied yet.
+    pub(crate) fn has_events(&self) -> bool {
+        self.events.lock().is_ok_and(|e| !e.is_empty())
+    }
 }
 
 fn tpl_to_vec(tpl: &TopicPartitionList) -> Vec<Tp> {
@@ -153,13 +160,23 @@ pub(crate) fn make_consumer(
     }
     // Managed settings win over pass-through ones (validate() refuses most clashes).
     c.set("enable.auto.offset.store", "false");
+    if k.delivery == Delivery::ExactlyOnce {
+        // Offsets are committed by the producer's transaction only; transactional input is read
+        // as its readers must read triage's output.
+        c.set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed");
+    }
     let consumer: Consumer_ = c
         .create_with_context(Ctx::default())
         .map_err(|e| kafka_err("creating the consumer", e))?;
     Ok(Arc::new(consumer))
 }
 
-pub(crate) fn make_producer(k: &KafkaConfig) -> Result<FutureProducer> {
+/// The producer; transactional (`transactional.id`) when `transactional_id` is given.
+pub(crate) fn make_producer(
+    k: &KafkaConfig,
+    transactional_id: Option<&str>,
+) -> Result<FutureProducer> {
     let mut c = client_config(k, &BTreeMap::new());
     c.set_log_level(log_level(k, &k.producer_properties));
     c.set("acks", "all")
@@ -168,6 +185,9 @@ pub(crate) fn make_producer(k: &KafkaConfig) -> Result<FutureProducer> {
         .set("message.timeout.ms", "30000");
     for (key, v) in &k.producer_properties {
         c.set(key, v);
+    }
+    if let Some(id) = transactional_id {
+        c.set("transactional.id", id);
     }
     c.create()
         .map_err(|e| kafka_err("creating the producer", e))

@@ -15,7 +15,7 @@ use std::fs::{File, OpenOptions};
 use std::path::PathBuf;
 
 use triage_core::config::KafkaConfig;
-use triage_core::config::kafka::InstanceId;
+use triage_core::config::kafka::{AUTO_INSTANCE_ID, InstanceId};
 
 /// Slots tried on one host before giving up on static membership.
 const MAX_SLOTS: usize = 64;
@@ -79,6 +79,46 @@ pub(crate) fn resolve(k: &KafkaConfig, group: &str) -> Instance {
     )
 }
 
+/// The producer's `transactional.id` for `delivery = "exactly_once"`, given the consumer's
+/// resolved `instance`: `[kafka] transactional_id` when it names one; else the consumer's
+/// `group.instance.id`; else (static membership off, or a replay) an id derived as `"auto"`
+/// derives one, with its own slot lock. `None` when no slot could be locked.
+pub(crate) fn transactional(k: &KafkaConfig, group: &str, instance: Option<&Instance>) -> Instance {
+    transactional_with(
+        k,
+        group,
+        instance,
+        std::env::var("TRIAGE_INSTANCE_ID").ok().as_deref(),
+        &std::env::temp_dir(),
+    )
+}
+
+fn transactional_with(
+    k: &KafkaConfig,
+    group: &str,
+    instance: Option<&Instance>,
+    env_id: Option<&str>,
+    lock_dir: &std::path::Path,
+) -> Instance {
+    if let Some(id) = k.fixed_transactional_id() {
+        return Instance {
+            id: Some(id.to_string()),
+            _lock: None,
+        };
+    }
+    if let Some(id) = instance.and_then(|i| i.id.clone()) {
+        return Instance {
+            id: Some(id),
+            _lock: None,
+        };
+    }
+    let auto = KafkaConfig {
+        group_instance_id: AUTO_INSTANCE_ID.into(),
+        ..KafkaConfig::default()
+    };
+    resolve_with(&auto, group, env_id, lock_dir)
+}
+
 fn resolve_with(
     k: &KafkaConfig,
     group: &str,
@@ -140,6 +180,49 @@ mod tests {
         let other = resolve_with(&k, "h", None, dir.path());
         assert!(other.id.unwrap().ends_with(".0"));
         drop(b);
+    }
+
+    #[test]
+    fn the_transactional_id_follows_the_instance_and_is_derived_without_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = KafkaConfig::default();
+        // Static membership on: the same id as the consumer's.
+        let member = resolve_with(&k, "g", None, dir.path());
+        let t = transactional_with(&k, "g", Some(&member), None, dir.path());
+        assert_eq!(t.id, member.id);
+        // Off (or a replay): derived as "auto" would, with a slot of its own.
+        let off = KafkaConfig {
+            group_instance_id: "none".into(),
+            ..Default::default()
+        };
+        let dynamic = resolve_with(&off, "g", None, dir.path());
+        assert_eq!(dynamic.id, None);
+        let t1 = transactional_with(&off, "g", Some(&dynamic), None, dir.path());
+        let t2 = transactional_with(&off, "g", None, None, dir.path());
+        let (i1, i2) = (t1.id.clone().unwrap(), t2.id.clone().unwrap());
+        assert!(i1.ends_with(".1") && i2.ends_with(".2"), "{i1} {i2}");
+        // Its lock is released on exit, so a restart gets the same id back.
+        drop(t1);
+        let again = transactional_with(&off, "g", None, None, dir.path());
+        assert_eq!(again.id.as_deref(), Some(i1.as_str()));
+        assert_eq!(
+            transactional_with(&off, "g", None, Some("pod-3"), dir.path())
+                .id
+                .as_deref(),
+            Some("g.pod-3")
+        );
+        // Named in the config: verbatim.
+        let fixed = KafkaConfig {
+            transactional_id: "tx-a".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            transactional_with(&fixed, "g", Some(&member), None, dir.path())
+                .id
+                .as_deref(),
+            Some("tx-a")
+        );
+        drop((member, t2, again));
     }
 
     #[test]

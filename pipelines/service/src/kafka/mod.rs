@@ -13,6 +13,9 @@
 //! - SIGTERM/SIGINT: stop fetching, wait for in-flight deliveries, flush the producer, store and
 //!   commit, exit.
 //!
+//! - `delivery = "exactly_once"`: the same loop inside Kafka transactions ([`txn`]): no offset
+//!   is stored; outputs and offsets are committed together every `transaction_interval_ms`.
+//!
 //! The source side (consumer, offsets, backpressure, rebalances) is here; [`client`] makes the
 //! clients and [`sink`] produces the records and hands their acknowledgements back.
 
@@ -20,6 +23,7 @@ mod client;
 mod instance;
 pub mod offsets;
 mod sink;
+mod txn;
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -37,6 +41,7 @@ use rdkafka::util::Timeout;
 use serde::Serialize;
 use triage_classifier::Scratch;
 use triage_core::config::KafkaConfig;
+use triage_core::config::kafka::Delivery;
 use triage_core::message::InputConfig;
 use triage_core::names::metric;
 
@@ -47,6 +52,7 @@ use crate::sink::{Sink, publish};
 use client::{Consumer_, RebalanceEvent, kafka_err, make_consumer, make_producer};
 use offsets::{OffsetTracker, Tp};
 use sink::{DeliveryOutcome, Failure, KafkaSink, Meta, Origin, Topic, failure_of};
+use txn::Txn;
 
 /// Where a run starts reading.
 #[derive(Debug, Clone, Default)]
@@ -79,6 +85,10 @@ pub struct RunSummary {
     pub dropped: u64,
     /// Messages still in flight when the run ended (not committed; they will be re-read).
     pub abandoned: u64,
+    /// `delivery = "exactly_once"`: transactions committed.
+    pub transactions_committed: u64,
+    /// `delivery = "exactly_once"`: transactions aborted (their input was read again).
+    pub transactions_aborted: u64,
     /// Why the run ended.
     pub ended_by: String,
 }
@@ -104,6 +114,8 @@ struct Loop {
     retrying: HashMap<(Tp, i64), Instant>,
     /// A fatal producer error: the run drains, commits, and returns it.
     fatal: Option<ServiceError>,
+    /// `delivery = "exactly_once"`: the transactions.
+    txn: Option<Txn>,
 }
 
 impl Loop {
@@ -115,6 +127,9 @@ impl Loop {
         self.summary.consumed += 1;
         metrics::counter!(metric::CONSUMED).increment(1);
         let in_flight = self.tracker.begin(&tp, offset);
+        if let Some(txn) = &mut self.txn {
+            txn.consumed(&tp, offset)?;
+        }
         if in_flight >= self.kafka.max_in_flight_per_partition && !self.tracker.is_paused(&tp) {
             self.pause(consumer, &tp, true);
         }
@@ -212,6 +227,17 @@ impl Loop {
                 self.retrying.remove(&(meta.tp.clone(), meta.offset));
                 self.ack(consumer, &meta.tp, meta.offset);
             }
+            Ok(Err((err, _))) if self.txn.is_some() && failure_of(&err) == Failure::Transient => {
+                // No retry inside a transaction: librdkafka has made it abortable anyway. It is
+                // aborted, and its input read again, once nothing is in flight.
+                self.summary.produce_retries += 1;
+                metrics::counter!(metric::PRODUCE_RETRIES).increment(1);
+                tracing::warn!(error = %err, topic = %meta.tp.0, partition = meta.tp.1, offset = meta.offset, "delivery failed; the transaction will be aborted");
+                if let Some(txn) = &mut self.txn {
+                    txn.doom(format!("a delivery failed: {err}"));
+                }
+                self.ack(consumer, &meta.tp, meta.offset);
+            }
             Ok(Err((err, owned))) => match failure_of(&err) {
                 Failure::Transient => {
                     self.summary.produce_retries += 1;
@@ -254,6 +280,10 @@ impl Loop {
             },
             Err(_canceled) => {
                 tracing::error!(topic = %meta.tp.0, partition = meta.tp.1, offset = meta.offset, "delivery report lost; the message will be re-read after a restart");
+                if let Some(txn) = &mut self.txn {
+                    txn.doom("a delivery report was lost");
+                    self.ack(consumer, &meta.tp, meta.offset);
+                }
             }
         }
     }
@@ -262,7 +292,8 @@ impl Loop {
     /// stored and resume its partition if it drained.
     fn ack(&mut self, consumer: &Consumer_, tp: &Tp, offset: i64) {
         if let Some(ack) = self.tracker.ack(tp, offset) {
-            if let Some(off) = ack.store
+            // Exactly once, offsets are committed by the transaction, never stored.
+            if let Some(off) = ack.store.filter(|_| self.txn.is_none())
                 && let Err(e) = consumer.store_offset(&tp.0, tp.1, off)
             {
                 // The partition was revoked meanwhile: its new owner re-reads it.
@@ -278,11 +309,30 @@ impl Loop {
 
     /// Whether a delivery has been failing for longer than `retry_unhealthy_ms`.
     fn stalled(&self) -> bool {
-        stalled(
-            &self.retrying,
-            Duration::from_millis(self.kafka.retry_unhealthy_ms),
-            Instant::now(),
-        )
+        let limit = Duration::from_millis(self.kafka.retry_unhealthy_ms);
+        stalled(&self.retrying, limit, Instant::now())
+            || self.txn.as_ref().is_some_and(|t| t.failing_for(limit))
+    }
+
+    /// Exactly once: whether the open transaction takes no more messages.
+    fn txn_closing(&mut self) -> bool {
+        self.txn.as_mut().is_some_and(|t| t.closing(Instant::now()))
+    }
+
+    /// Exactly once: ends the open transaction once it is due (or doomed) and nothing is in
+    /// flight (the barrier), so that its offsets cover exactly the records it holds.
+    async fn end_txn_when_ready(&mut self, consumer: &Arc<Consumer_>) -> Result<()> {
+        if !self.txn_closing() || self.sink.in_flight() > 0 || !self.slm_pending.is_empty() {
+            return Ok(());
+        }
+        // A revoke recorded since the last beat must doom the transaction before it commits.
+        self.apply_rebalances(consumer);
+        if let Some(txn) = &mut self.txn {
+            txn.end(consumer, true, true).await?;
+            self.summary.transactions_committed = txn.committed;
+            self.summary.transactions_aborted = txn.aborted;
+        }
+        Ok(())
     }
 
     fn apply_rebalances(&mut self, consumer: &Consumer_) {
@@ -295,6 +345,9 @@ impl Loop {
                 RebalanceEvent::Revoked(tps) => {
                     for tp in &tps {
                         self.tracker.revoke(tp);
+                        if let Some(txn) = &mut self.txn {
+                            txn.revoked(tp);
+                        }
                     }
                     tracing::info!(partitions = ?tps, "partitions revoked");
                 }
@@ -362,6 +415,10 @@ async fn shutdown_signal() -> &'static str {
     }
 }
 
+/// The time-out of each transactional call (`init_transactions`, sending offsets, commit,
+/// abort, the seeks of a rewind).
+const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Runs the service until a signal (or `exit_when_idle`).
 pub async fn run(
     processor: Arc<Processor>,
@@ -390,9 +447,34 @@ pub async fn run(
         Some(instance::resolve(&kafka, &group))
     };
     let instance_id = instance.as_ref().and_then(|i| i.id.as_deref());
-    tracing::info!(config = ?kafka.redacted(), group = %group, group_instance_id = instance_id.unwrap_or("(dynamic)"), "starting kafka pipeline");
+    // Exactly once: a transactional.id that a restart of this instance gets back.
+    let transactional = (kafka.delivery == Delivery::ExactlyOnce)
+        .then(|| instance::transactional(&kafka, &group, instance.as_ref()));
+    let transactional_id = match &transactional {
+        Some(t) => Some(t.id.as_deref().ok_or_else(|| {
+            ServiceError::Config(
+                "kafka: delivery = \"exactly_once\" needs a transactional id, and none could be \
+                 derived (no instance slot could be locked in the temp directory): set [kafka] \
+                 transactional_id or TRIAGE_INSTANCE_ID"
+                    .into(),
+            )
+        })?),
+        None => None,
+    };
+    tracing::info!(config = ?kafka.redacted(), group = %group, group_instance_id = instance_id.unwrap_or("(dynamic)"), transactional_id = transactional_id.unwrap_or("(none: at least once)"), "starting kafka pipeline");
     let consumer = make_consumer(&kafka, &group, instance_id)?;
-    let producer = make_producer(&kafka)?;
+    let producer = make_producer(&kafka, transactional_id)?;
+    let txn = match transactional_id {
+        Some(_) => Some(
+            Txn::init(
+                producer.clone(),
+                Duration::from_millis(kafka.transaction_interval_ms),
+                TXN_CALL_TIMEOUT,
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let topics: Vec<&str> = kafka.input_topics.iter().map(String::as_str).collect();
     if let Some(ts) = opts.from_timestamp {
         // Manual assignment at the first offset at or after the timestamp.
@@ -443,6 +525,7 @@ pub async fn run(
         last_message: opts.from_timestamp.map(|_| Instant::now()),
         retrying: HashMap::new(),
         fatal: None,
+        txn,
         kafka,
     };
     let mut lag_tick =
@@ -453,6 +536,8 @@ pub async fn run(
     // Every way out of the loop, an error included, goes through the drain and commit below.
     let mut failed: Option<ServiceError> = None;
     let ended_by: String = loop {
+        let closing = lp.txn_closing();
+        let txn_due = lp.txn.as_ref().and_then(Txn::deadline);
         let step: Result<()> = tokio::select! {
             biased;
             sig = &mut signal => break sig.to_string(),
@@ -463,14 +548,24 @@ pub async fn run(
             Some(done) = lp.slm_pending.next(), if !lp.slm_pending.is_empty() => {
                 lp.publish_resolved(&consumer, done).await
             }
-            msg = consumer.recv() => match msg {
-                Ok(m) => lp.handle(&consumer, &m).await,
+            // A closing transaction takes no more messages: they wait in librdkafka's queue.
+            msg = consumer.recv(), if !closing => match msg {
+                Ok(m) => {
+                    // Exactly once, a rebalance recorded by this recv() is applied before its
+                    // message joins the transaction: a partition revoked and assigned again
+                    // must be forgotten before, not after, what it delivers anew.
+                    if lp.txn.is_some() && consumer.context().has_events() {
+                        lp.apply_rebalances(&consumer);
+                    }
+                    lp.handle(&consumer, &m).await
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "consumer error");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     Ok(())
                 }
             },
+            _ = tokio::time::sleep_until(txn_due.map_or_else(tokio::time::Instant::now, tokio::time::Instant::from_std)), if txn_due.is_some() && !closing => Ok(()),
             _ = lag_tick.tick() => {
                 let c = Arc::clone(&consumer);
                 tokio::task::spawn_blocking(move || sample_lag(c));
@@ -490,6 +585,10 @@ pub async fn run(
                 }
                 Ok(())
             }
+        };
+        let step = match step {
+            Ok(()) => lp.end_txn_when_ready(&consumer).await,
+            e => e,
         };
         if let Err(e) = step.and_then(|()| lp.fatal.take().map_or(Ok(()), Err)) {
             tracing::error!(error = %e, "stopping on an error");
@@ -536,12 +635,28 @@ pub async fn run(
             "shutdown timeout: these messages were not committed and will be re-read"
         );
     }
-    let c = Arc::clone(&consumer);
-    match tokio::task::spawn_blocking(move || c.commit_consumer_state(CommitMode::Sync)).await {
-        Ok(Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "final commit failed"),
-        Err(e) => {
-            failed.get_or_insert(ServiceError::Internal(format!("commit task: {e}")));
+    if lp.txn.is_some() {
+        // Commit what was delivered in full; abort (and leave it to be re-read) otherwise.
+        lp.apply_rebalances(&consumer);
+        let commit = failed.is_none() && lp.summary.abandoned == 0;
+        let txn = lp.txn.as_mut().expect("exactly once");
+        match txn.end(&consumer, commit, false).await {
+            Ok(ended) => tracing::info!(?ended, "last transaction ended"),
+            Err(e) => {
+                tracing::error!(error = %e, "ending the last transaction failed; its input will be re-read");
+                failed.get_or_insert(e);
+            }
+        }
+        lp.summary.transactions_committed = txn.committed;
+        lp.summary.transactions_aborted = txn.aborted;
+    } else {
+        let c = Arc::clone(&consumer);
+        match tokio::task::spawn_blocking(move || c.commit_consumer_state(CommitMode::Sync)).await {
+            Ok(Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "final commit failed"),
+            Err(e) => {
+                failed.get_or_insert(ServiceError::Internal(format!("commit task: {e}")));
+            }
         }
     }
     consumer.unsubscribe();
