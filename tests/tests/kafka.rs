@@ -403,6 +403,34 @@ fn sigterm_drains_and_commits_exactly_what_was_delivered() {
     }
 }
 
+/// A SIGTERM while the service starts (clients made, group not yet joined) is a graceful stop,
+/// not death by the signal's default action: the handler is registered before anything else.
+#[test]
+fn sigterm_while_starting_is_a_clean_exit() {
+    let addr = broker();
+    require_broker(&addr);
+    let t = topics(&addr, "term-start");
+    let mut svc = Service::start(&config(&addr, &t), &[]);
+    let started = std::time::Instant::now();
+    while !svc.log_text().contains("starting kafka pipeline") {
+        svc.assert_running();
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the pipeline did not start; log:\n{}",
+            svc.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    svc.signal("TERM");
+    assert_eq!(
+        svc.wait(Duration::from_secs(60)),
+        Some(0),
+        "SIGTERM during start-up; log:\n{}",
+        svc.log_text()
+    );
+    assert_eq!(svc.summary()["ended_by"], "SIGTERM");
+}
+
 #[test]
 fn replay_from_the_beginning_reclassifies_the_topic() {
     let addr = broker();

@@ -116,6 +116,26 @@ struct Loop {
     fatal: Option<ServiceError>,
     /// `delivery = "exactly_once"`: the transactions.
     txn: Option<Txn>,
+    /// The per-message metrics, looked up once (the recorder is installed before the run).
+    counters: Counters,
+}
+
+/// Handles of the metrics every message touches: `metrics::counter!` looks its key up in the
+/// registry on each call.
+struct Counters {
+    consumed: metrics::Counter,
+    produced: metrics::Counter,
+    latency: metrics::Histogram,
+}
+
+impl Counters {
+    fn new() -> Self {
+        Counters {
+            consumed: metrics::counter!(metric::CONSUMED),
+            produced: metrics::counter!(metric::PRODUCED),
+            latency: metrics::histogram!(metric::LATENCY),
+        }
+    }
 }
 
 impl Loop {
@@ -125,7 +145,7 @@ impl Loop {
         let offset = msg.offset();
         self.last_message = Some(Instant::now());
         self.summary.consumed += 1;
-        metrics::counter!(metric::CONSUMED).increment(1);
+        self.counters.consumed.increment(1);
         let in_flight = self.tracker.begin(&tp, offset);
         if let Some(txn) = &mut self.txn {
             txn.consumed(&tp, offset)?;
@@ -216,15 +236,19 @@ impl Loop {
                 match meta.topic {
                     Topic::Output => {
                         self.summary.produced += 1;
-                        metrics::counter!(metric::PRODUCED).increment(1);
+                        self.counters.produced.increment(1);
                     }
                     Topic::DeadLetter(kind) | Topic::Stripped(kind) => {
                         self.summary.dead_lettered += 1;
                         metrics::counter!(metric::DEAD_LETTERED, "kind" => kind).increment(1);
                     }
                 }
-                metrics::histogram!(metric::LATENCY).record(meta.received.elapsed().as_secs_f64());
-                self.retrying.remove(&(meta.tp.clone(), meta.offset));
+                self.counters
+                    .latency
+                    .record(meta.received.elapsed().as_secs_f64());
+                if !self.retrying.is_empty() {
+                    self.retrying.remove(&(meta.tp.clone(), meta.offset));
+                }
                 self.ack(consumer, &meta.tp, meta.offset);
             }
             Ok(Err((err, _))) if self.txn.is_some() && failure_of(&err) == Failure::Transient => {
@@ -393,25 +417,38 @@ fn sample_lag(consumer: Arc<Consumer_>) {
     }
 }
 
-async fn shutdown_signal() -> &'static str {
+/// Registers the SIGTERM and SIGINT handlers at once and returns what waits for them: a signal
+/// that arrives while the clients start (before the loop polls this) is kept, and the run then
+/// stops gracefully, instead of the process dying of the default action.
+fn shutdown_signal() -> impl Future<Output = &'static str> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => tokio::select! {
-                _ = term.recv() => "SIGTERM",
-                _ = tokio::signal::ctrl_c() => "SIGINT",
-            },
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                "SIGINT"
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => tokio::select! {
+                    _ = term.recv() => "SIGTERM",
+                    _ = int.recv() => "SIGINT",
+                },
+                (Ok(mut term), Err(_)) => {
+                    term.recv().await;
+                    "SIGTERM"
+                }
+                (Err(_), _) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    "SIGINT"
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
-        "SIGINT"
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+            "SIGINT"
+        }
     }
 }
 
@@ -427,6 +464,8 @@ pub async fn run(
     opts: RunOptions,
     health: Arc<Health>,
 ) -> Result<RunSummary> {
+    // First: a SIGTERM while the clients start is then a graceful stop.
+    let signal = shutdown_signal();
     kafka.validate().map_err(ServiceError::Config)?;
     let replay = opts.from_beginning || opts.from_timestamp.is_some();
     let group = match (&opts.group_id, replay) {
@@ -526,12 +565,12 @@ pub async fn run(
         retrying: HashMap::new(),
         fatal: None,
         txn,
+        counters: Counters::new(),
         kafka,
     };
     let mut lag_tick =
         tokio::time::interval(Duration::from_millis(lp.kafka.lag_interval_ms.max(100)));
     let mut beat = tokio::time::interval(Duration::from_millis(500));
-    let signal = shutdown_signal();
     tokio::pin!(signal);
     // Every way out of the loop, an error included, goes through the drain and commit below.
     let mut failed: Option<ServiceError> = None;
