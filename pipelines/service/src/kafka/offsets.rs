@@ -34,7 +34,11 @@ pub struct Ack {
 impl OffsetTracker {
     /// Records a received message. Returns the partition's in-flight count.
     pub fn begin(&mut self, tp: &Tp, offset: i64) -> usize {
-        let p = self.parts.entry(tp.clone()).or_default();
+        // Looked up before inserting: the key is cloned once per partition, not per message.
+        if !self.parts.contains_key(tp) {
+            self.parts.insert(tp.clone(), Partition::default());
+        }
+        let p = self.parts.get_mut(tp).expect("inserted above");
         // Offsets arrive in order; a re-delivery after a seek restarts the queue.
         if p.pending.back().is_some_and(|&(last, _)| offset <= last) {
             p.pending.retain(|&(o, _)| o < offset);
@@ -72,7 +76,11 @@ impl OffsetTracker {
 
     /// Marks a partition paused or not; returns the previous state.
     pub fn set_paused(&mut self, tp: &Tp, paused: bool) -> bool {
-        let p = self.parts.entry(tp.clone()).or_default();
+        // Looked up before inserting: the key is cloned once per partition, not per message.
+        if !self.parts.contains_key(tp) {
+            self.parts.insert(tp.clone(), Partition::default());
+        }
+        let p = self.parts.get_mut(tp).expect("inserted above");
         std::mem::replace(&mut p.paused, paused)
     }
 
