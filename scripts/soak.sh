@@ -11,6 +11,7 @@
 #   (`<id>.in.<n>`, kafka_load --rotate-every); all of them are created up front and triage
 #   subscribes to the list, so no rebalance happens when the load moves on.
 #   LOAD_LINGER_MS (default 5): the load generator's linger.ms.
+#   SOAK_METRICS (default 127.0.0.1:19899): where triage serves /metrics during the soak.
 #   SOAK_CHECK=1: fail unless the goals below hold (soak_plot --check); scripts/test.sh sets it.
 #
 # After the load ends it waits (up to 120 s) until triage has consumed every message sent, then
@@ -33,7 +34,7 @@ FETCH_WAIT_MS="${FETCH_WAIT_MS:-100}"
 ROTATE_S="${ROTATE_S:-0}"
 LOAD_LINGER_MS="${LOAD_LINGER_MS:-5}"
 export TRIAGE_BROKER="${TRIAGE_BROKER:-127.0.0.1:19492}"
-METRICS="127.0.0.1:19899"
+METRICS="${SOAK_METRICS:-127.0.0.1:19899}"
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 DATA="${TRIAGE_DATA:-../shared/data}/goemotions_sentiment4/test.jsonl"
