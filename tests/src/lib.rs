@@ -595,6 +595,44 @@ pub struct ServiceConfig<'a> {
     pub extra: &'a str,
 }
 
+/// One test's topics (input, output, dead letters) and consumer group, unique to the run.
+pub struct Topics {
+    /// Input topic.
+    pub input: String,
+    /// Output topic.
+    pub output: String,
+    /// Dead-letter topic.
+    pub dlq: String,
+    /// Consumer group.
+    pub group: String,
+}
+
+impl Topics {
+    /// Names them after `name` and creates the three topics with `partitions` partitions each.
+    pub fn create(addr: &str, name: &str, partitions: i32) -> Topics {
+        let t = Topics {
+            input: unique(&format!("{name}-in")),
+            output: unique(&format!("{name}-out")),
+            dlq: unique(&format!("{name}-dlq")),
+            group: unique(&format!("{name}-group")),
+        };
+        create_topics(addr, &[&t.input, &t.output, &t.dlq], partitions);
+        t
+    }
+
+    /// A `triage run` over these topics on `broker`, with `extra` TOML appended to its config.
+    pub fn config<'a>(&'a self, broker: &'a str, extra: &'a str) -> ServiceConfig<'a> {
+        ServiceConfig {
+            broker,
+            group: &self.group,
+            input: &self.input,
+            output: &self.output,
+            dlq: &self.dlq,
+            extra,
+        }
+    }
+}
+
 impl Service {
     /// Starts `triage run` with a config file for these topics; `args` are extra CLI flags.
     /// The group timeouts are the tests' short ones (`session.timeout.ms` 3000).

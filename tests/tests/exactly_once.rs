@@ -9,40 +9,19 @@ use std::time::{Duration, Instant};
 
 use triage_tests::txnlog::{LogRecord, TxnView, read_committed_view};
 use triage_tests::{
-    Service, ServiceConfig, broker, committed, create_topics, messages, produce, produce_steadily,
-    require_broker, unique,
+    Service, ServiceConfig, Topics, broker, committed, messages, produce, produce_steadily,
+    require_broker,
 };
 
 const PARTITIONS: i32 = 4;
 const EXACTLY_ONCE: (&str, &str) = ("TRIAGE__KAFKA__DELIVERY", "exactly_once");
 
-struct Topics {
-    input: String,
-    output: String,
-    dlq: String,
-    group: String,
-}
-
 fn topics(addr: &str, name: &str) -> Topics {
-    let t = Topics {
-        input: unique(&format!("{name}-in")),
-        output: unique(&format!("{name}-out")),
-        dlq: unique(&format!("{name}-dlq")),
-        group: unique(&format!("{name}-group")),
-    };
-    create_topics(addr, &[&t.input, &t.output, &t.dlq], PARTITIONS);
-    t
+    Topics::create(addr, name, PARTITIONS)
 }
 
 fn config<'a>(addr: &'a str, t: &'a Topics, extra: &'a str) -> ServiceConfig<'a> {
-    ServiceConfig {
-        broker: addr,
-        group: &t.group,
-        input: &t.input,
-        output: &t.output,
-        dlq: &t.dlq,
-        extra,
-    }
+    t.config(addr, extra)
 }
 
 /// The input position (partition, offset) each committed output or dead letter stands for:

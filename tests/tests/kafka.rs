@@ -6,9 +6,9 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use triage_tests::{
-    OwnBroker, Reader, Record, Service, ServiceConfig, broker, committed, create_topics, messages,
+    OwnBroker, Reader, Record, Service, ServiceConfig, Topics, broker, committed, messages,
     probability_sum, probability_sum_tolerance, produce, produce_in_background, require_broker,
-    signal, unique,
+    signal,
 };
 
 /// Waits for the reader while checking that every service is still running.
@@ -37,33 +37,12 @@ fn progress(
 
 const PARTITIONS: i32 = 4;
 
-struct Topics {
-    input: String,
-    output: String,
-    dlq: String,
-    group: String,
-}
-
 fn topics(addr: &str, name: &str) -> Topics {
-    let t = Topics {
-        input: unique(&format!("{name}-in")),
-        output: unique(&format!("{name}-out")),
-        dlq: unique(&format!("{name}-dlq")),
-        group: unique(&format!("{name}-group")),
-    };
-    create_topics(addr, &[&t.input, &t.output, &t.dlq], PARTITIONS);
-    t
+    Topics::create(addr, name, PARTITIONS)
 }
 
 fn config<'a>(addr: &'a str, t: &'a Topics) -> ServiceConfig<'a> {
-    ServiceConfig {
-        broker: addr,
-        group: &t.group,
-        input: &t.input,
-        output: &t.output,
-        dlq: &t.dlq,
-        extra: "",
-    }
+    t.config(addr, "")
 }
 
 fn ids(records: &[Record]) -> Vec<String> {
