@@ -10,7 +10,7 @@ use triage_core::argmax;
 use triage_core::message::{DecodeError, InputConfig, decode, write_json_str};
 
 use crate::error::{Result, ServiceError};
-use crate::record::{PROBABILITY_DECIMALS, write_decimal};
+use crate::record::{PROBABILITY_DECIMALS, quoted_labels, write_decimal};
 
 /// Classifies every non-blank line of `input` into `output`. A line that is a JSON object must
 /// have a string `text_field` (its `id` is kept, as a string); any other line is the text itself.
@@ -21,16 +21,7 @@ pub fn classify_lines(
     text_field: &str,
 ) -> Result<()> {
     let labels = model.labels();
-    let quoted: Vec<Vec<u8>> = labels
-        .iter()
-        .map(|l| {
-            let mut q = Vec::new();
-            write_json_str(&mut q, l);
-            q
-        })
-        .collect();
-    let mut sorted: Vec<usize> = (0..labels.len()).collect();
-    sorted.sort_by(|&a, &b| labels[a].cmp(&labels[b]));
+    let (quoted, sorted) = quoted_labels(labels);
     let config = InputConfig {
         text_field: text_field.to_string(),
         id_field: "id".into(),

@@ -84,19 +84,26 @@ pub struct RecordWriter {
     model_version: Vec<u8>,
 }
 
+/// Each label as a JSON string (escaped once), and the label indices in name order: the order
+/// in which `probabilities` is written.
+pub(crate) fn quoted_labels(labels: &[String]) -> (Vec<Vec<u8>>, Vec<usize>) {
+    let quoted = labels
+        .iter()
+        .map(|l| {
+            let mut q = Vec::new();
+            write_json_str(&mut q, l);
+            q
+        })
+        .collect();
+    let mut sorted: Vec<usize> = (0..labels.len()).collect();
+    sorted.sort_by(|&a, &b| labels[a].cmp(&labels[b]));
+    (quoted, sorted)
+}
+
 impl RecordWriter {
     /// A writer for a model's labels and version.
     pub fn new(labels: &[String], model_version: &str) -> Self {
-        let quoted = labels
-            .iter()
-            .map(|l| {
-                let mut q = Vec::new();
-                write_json_str(&mut q, l);
-                q
-            })
-            .collect();
-        let mut sorted: Vec<usize> = (0..labels.len()).collect();
-        sorted.sort_by(|&a, &b| labels[a].cmp(&labels[b]));
+        let (quoted, sorted) = quoted_labels(labels);
         let mut model = b",\"model_version\":".to_vec();
         write_json_str(&mut model, model_version);
         model.extend_from_slice(b",\"timings_us\":{\"classify\":");
