@@ -210,26 +210,8 @@ fn produce_with(
     headers: &[(&str, &str)],
     key_base: usize,
 ) -> Vec<(i32, i64)> {
-    use std::sync::{Arc, Mutex};
-    struct Ctx(Arc<Mutex<Vec<(i32, i64)>>>);
-    impl rdkafka::ClientContext for Ctx {}
-    impl rdkafka::producer::ProducerContext for Ctx {
-        type DeliveryOpaque = usize;
-        fn delivery(&self, r: &rdkafka::producer::DeliveryResult<'_>, i: usize) {
-            match r {
-                Ok(m) => self.0.lock().unwrap()[i] = (m.partition(), m.offset()),
-                Err((e, _)) => panic!("test producer delivery failed: {e}"),
-            }
-        }
-    }
-    let placed = Arc::new(Mutex::new(vec![(-1, -1); payloads.len()]));
-    let producer: ThreadedProducer<Ctx> = client(addr)
-        .set("linger.ms", "5")
-        .set("acks", "all")
-        .create_with_context(Ctx(Arc::clone(&placed)))
-        .expect("producer");
+    let placing = Placing::new(addr, payloads.len());
     for (i, p) in payloads.iter().enumerate() {
-        let key = (key_base + i).to_string();
         let mut h = OwnedHeaders::new();
         for (k, v) in headers {
             h = h.insert(rdkafka::message::Header {
@@ -237,28 +219,80 @@ fn produce_with(
                 value: Some(v.as_bytes()),
             });
         }
+        placing.send(topic, i, key_base + i, p, Some(h));
+    }
+    placing.finish()
+}
+
+/// A producer that records where each of `n` messages landed, by index.
+struct Placing {
+    producer: ThreadedProducer<PlacedContext>,
+    placed: std::sync::Arc<std::sync::Mutex<Vec<(i32, i64)>>>,
+}
+
+struct PlacedContext(std::sync::Arc<std::sync::Mutex<Vec<(i32, i64)>>>);
+
+impl rdkafka::ClientContext for PlacedContext {}
+
+impl rdkafka::producer::ProducerContext for PlacedContext {
+    type DeliveryOpaque = usize;
+    fn delivery(&self, r: &rdkafka::producer::DeliveryResult<'_>, i: usize) {
+        match r {
+            Ok(m) => self.0.lock().unwrap()[i] = (m.partition(), m.offset()),
+            Err((e, _)) => panic!("test producer delivery failed: {e}"),
+        }
+    }
+}
+
+impl Placing {
+    fn new(addr: &str, n: usize) -> Placing {
+        let placed = std::sync::Arc::new(std::sync::Mutex::new(vec![(-1, -1); n]));
+        let producer = client(addr)
+            .set("linger.ms", "5")
+            .set("acks", "all")
+            .create_with_context(PlacedContext(std::sync::Arc::clone(&placed)))
+            .expect("producer");
+        Placing { producer, placed }
+    }
+
+    /// Queues message `i` (key `key`), waiting while the producer's queue is full.
+    fn send(
+        &self,
+        topic: &str,
+        i: usize,
+        key: usize,
+        payload: &[u8],
+        headers: Option<OwnedHeaders>,
+    ) {
+        let key = key.to_string();
         let mut rec = BaseRecord::with_opaque_to(topic, i)
-            .payload(p.as_slice())
-            .key(key.as_str())
-            .headers(h);
+            .payload(payload)
+            .key(key.as_str());
+        if let Some(h) = headers {
+            rec = rec.headers(h);
+        }
         loop {
-            match producer.send(rec) {
+            match self.producer.send(rec) {
                 Ok(()) => break,
                 Err((_, back)) => {
                     rec = back;
-                    producer.poll(Duration::from_millis(10));
+                    self.producer.poll(Duration::from_millis(10));
                 }
             }
         }
     }
-    producer.flush(Duration::from_secs(60)).expect("flush");
-    drop(producer);
-    let placed = placed.lock().unwrap().clone();
-    assert!(
-        placed.iter().all(|&(p, _)| p >= 0),
-        "some test messages were not acknowledged"
-    );
-    placed
+
+    /// Waits until every message is acknowledged; where each landed.
+    fn finish(self) -> Vec<(i32, i64)> {
+        self.producer.flush(Duration::from_secs(60)).expect("flush");
+        drop(self.producer);
+        let placed = self.placed.lock().unwrap().clone();
+        assert!(
+            placed.iter().all(|&(p, _)| p >= 0),
+            "some test messages were not acknowledged"
+        );
+        placed
+    }
 }
 
 /// Produces `payloads` from a background thread at about `rate` messages per second; the
@@ -297,26 +331,9 @@ pub fn produce_steadily(
     payloads: Vec<Vec<u8>>,
     rate: usize,
 ) -> std::thread::JoinHandle<Vec<(i32, i64)>> {
-    use std::sync::{Arc, Mutex};
-    struct Ctx(Arc<Mutex<Vec<(i32, i64)>>>);
-    impl rdkafka::ClientContext for Ctx {}
-    impl rdkafka::producer::ProducerContext for Ctx {
-        type DeliveryOpaque = usize;
-        fn delivery(&self, r: &rdkafka::producer::DeliveryResult<'_>, i: usize) {
-            match r {
-                Ok(m) => self.0.lock().unwrap()[i] = (m.partition(), m.offset()),
-                Err((e, _)) => panic!("test producer delivery failed: {e}"),
-            }
-        }
-    }
     let (addr, topic) = (addr.to_string(), topic.to_string());
     std::thread::spawn(move || {
-        let placed = Arc::new(Mutex::new(vec![(-1, -1); payloads.len()]));
-        let producer: ThreadedProducer<Ctx> = client(&addr)
-            .set("linger.ms", "5")
-            .set("acks", "all")
-            .create_with_context(Ctx(Arc::clone(&placed)))
-            .expect("producer");
+        let placing = Placing::new(&addr, payloads.len());
         let start = Instant::now();
         let batch = (rate / 20).max(1);
         for (c, chunk) in payloads.chunks(batch).enumerate() {
@@ -326,29 +343,10 @@ pub fn produce_steadily(
             }
             for (j, p) in chunk.iter().enumerate() {
                 let i = c * batch + j;
-                let key = i.to_string();
-                let mut rec = BaseRecord::with_opaque_to(&topic, i)
-                    .payload(p.as_slice())
-                    .key(key.as_str());
-                loop {
-                    match producer.send(rec) {
-                        Ok(()) => break,
-                        Err((_, back)) => {
-                            rec = back;
-                            producer.poll(Duration::from_millis(10));
-                        }
-                    }
-                }
+                placing.send(&topic, i, i, p, None);
             }
         }
-        producer.flush(Duration::from_secs(60)).expect("flush");
-        drop(producer);
-        let placed = placed.lock().unwrap().clone();
-        assert!(
-            placed.iter().all(|&(p, _)| p >= 0),
-            "some test messages were not acknowledged"
-        );
-        placed
+        placing.finish()
     })
 }
 
@@ -695,6 +693,17 @@ impl Service {
     }
 
     /// Sends a signal by name (`TERM`, `KILL`, `STOP`, `CONT`).
+    /// SIGTERM, then a clean exit (status 0) within 60 s, or a panic with the log.
+    pub fn terminate(&mut self) {
+        self.signal("TERM");
+        assert_eq!(
+            self.wait(Duration::from_secs(60)),
+            Some(0),
+            "{}",
+            self.log_text()
+        );
+    }
+
     pub fn signal(&self, sig: &str) {
         signal(self.child.id(), sig);
     }

@@ -160,13 +160,7 @@ fn sigterm_commits_outputs_and_offsets_together_and_a_restart_finishes_exactly_o
     wait_assigned(&mut svc, Duration::from_secs(60));
     let producer = produce_steadily(&addr, &t.input, with_poison(n, 250), 500);
     wait_committed(&addr, &t, n / 5, &mut [&mut svc], Duration::from_secs(120));
-    svc.signal("TERM");
-    assert_eq!(
-        svc.wait(Duration::from_secs(60)),
-        Some(0),
-        "{}",
-        svc.log_text()
-    );
+    svc.terminate();
     let placed = producer.join().expect("producer");
     let s = svc.summary();
     assert_eq!(s["ended_by"], "SIGTERM", "{s}");
@@ -181,13 +175,7 @@ fn sigterm_commits_outputs_and_offsets_together_and_a_restart_finishes_exactly_o
     // The rest, after a restart: every input exactly once.
     let mut again = Service::start_env(&cfg, &[], &[EXACTLY_ONCE]);
     wait_committed(&addr, &t, n, &mut [&mut again], Duration::from_secs(240));
-    again.signal("TERM");
-    assert_eq!(
-        again.wait(Duration::from_secs(60)),
-        Some(0),
-        "{}",
-        again.log_text()
-    );
+    again.terminate();
     let all = assert_outputs_match_offsets(&addr, &t, &placed, "after the restart");
     assert_eq!(all, n);
     eprintln!("summaries: {s}\n{}", again.summary());
@@ -222,13 +210,7 @@ fn a_record_librdkafka_refuses_is_dead_lettered_inside_the_transaction() {
         &mut [&mut svc],
         Duration::from_secs(120),
     );
-    svc.signal("TERM");
-    assert_eq!(
-        svc.wait(Duration::from_secs(60)),
-        Some(0),
-        "{}",
-        svc.log_text()
-    );
+    svc.terminate();
     let s = svc.summary();
     assert_eq!(s["produce_rejected"], 2, "{s}");
     assert_eq!(s["dead_lettered"], 1, "{s}");

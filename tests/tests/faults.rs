@@ -33,6 +33,14 @@ fn all_present(n: usize) -> impl Fn(&[Record]) -> bool {
     }
 }
 
+/// A random odd seed from the clock, printed by each test so that a failing run can be read.
+fn seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        | 1
+}
+
 /// `TRIAGE_FAULT_ROUNDS` kills (default 3) at random moments of a `TRIAGE_FAULT_MESSAGES`-message
 /// stream (default 30,000), each followed by a restart: no id may be lost.
 #[test]
@@ -42,10 +50,7 @@ fn random_kill_9_rounds_lose_nothing() {
     let rounds = env_usize("TRIAGE_FAULT_ROUNDS", 3);
     let n = env_usize("TRIAGE_FAULT_MESSAGES", 30_000);
     let rate = env_usize("TRIAGE_FAULT_RATE", 4_000);
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |d| d.as_nanos() as u64)
-        | 1;
+    let seed = seed();
     eprintln!("random kills: {rounds} rounds over {n} messages at {rate}/s, seed {seed}");
     let mut rng = seed;
     let mut next = move || {
@@ -126,10 +131,7 @@ fn random_kill_9_rounds_exactly_once() {
     let rounds = env_usize("TRIAGE_EOS_FAULT_ROUNDS", 3);
     let n = env_usize("TRIAGE_EOS_FAULT_MESSAGES", 20_000);
     let rate = env_usize("TRIAGE_EOS_FAULT_RATE", 2_000);
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |d| d.as_nanos() as u64)
-        | 1;
+    let seed = seed();
     eprintln!(
         "exactly once, random kills: {rounds} rounds over {n} messages at {rate}/s, seed {seed}"
     );
@@ -213,13 +215,7 @@ fn random_kill_9_rounds_exactly_once() {
         );
         std::thread::sleep(Duration::from_millis(1000));
     };
-    last.signal("TERM");
-    assert_eq!(
-        last.wait(Duration::from_secs(60)),
-        Some(0),
-        "{}",
-        last.log_text()
-    );
+    last.terminate();
     let view = {
         let after = read_committed_view(&addr, &output, partitions);
         assert!(after.committed.len() >= view.committed.len());

@@ -508,13 +508,7 @@ fn a_record_the_producer_refuses_is_dead_lettered_and_its_partition_moves_on() {
         "no dead letter; log:\n{}",
         svc.log_text()
     );
-    svc.signal("TERM");
-    assert_eq!(
-        svc.wait(Duration::from_secs(60)),
-        Some(0),
-        "{}",
-        svc.log_text()
-    );
+    svc.terminate();
     let s = svc.summary();
     assert_eq!(s["produced"], good.len(), "{s}");
     assert_eq!(s["dead_lettered"], 1, "{s}");

@@ -83,13 +83,7 @@ fn run(executor: &str) -> Vec<Published> {
             svc.log_text()
         );
     }
-    svc.signal("TERM");
-    assert_eq!(
-        svc.wait(Duration::from_secs(60)),
-        Some(0),
-        "{}",
-        svc.log_text()
-    );
+    svc.terminate();
     let mut out: Vec<Published> = reader
         .records()
         .iter()
