@@ -21,6 +21,7 @@ use ndarray::Array1;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ClassifierError, Result};
+use crate::model::scoring;
 
 /// A compressed-sparse-row matrix of `f32` features.
 #[derive(Debug, Clone, Default)]
@@ -220,12 +221,10 @@ impl Problem<'_> {
             }
             let yi = self.y[i] as usize;
             let hy = h[yi];
-            let max = h.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0.0f32;
-            for hc in h.iter_mut() {
-                *hc = (*hc - max).exp();
-                sum += *hc;
-            }
+            // The scorer's softmax arithmetic (vectorised, within 2 ulp of `expf`): a scalar
+            // `expf` per class was a large share of a many-class fit.
+            let max = scoring::max(&h);
+            let sum = scoring::exp_shifted(&mut h, max);
             let sw = self.sample_weight.map_or(1.0, |s| s[i]);
             // -log softmax(h)[y] = lse(h) - h_y = ln(sum) + max - h_y
             loss += sw * ((sum as f64).ln() + (max - hy) as f64);
