@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::anyhow;
 use triage_classifier::{Model, read_jsonl};
 use triage_core::config::Config;
-use triage_eval::calibrate::candidates;
+use triage_eval::calibrate::{Method, candidates};
 use triage_eval::cascade::{Goal, calibrate};
 use triage_eval::score::{Folds, SecondOpinion, out_of_fold};
 use triage_eval::train::read_train_config;
@@ -48,6 +48,10 @@ pub struct Args {
     /// Consider max-probability routing only (no learned deferral).
     #[arg(long)]
     no_deferral: bool,
+    /// Consider learned deferral only (no max-probability routing): to measure it where
+    /// max-probability routing would be chosen.
+    #[arg(long, conflicts_with_all = ["no_deferral", "target_accuracy"])]
+    only_deferral: bool,
     /// Where the learned deferral model is written when it is chosen [default: OUT with
     /// `.deferral.json` appended].
     #[arg(long)]
@@ -90,7 +94,10 @@ pub fn run(a: Args) -> CmdResult {
     let inputs = scored.inputs();
     let summary = match goal {
         Goal::Budget(b) => {
-            let all = candidates(&inputs, b, &config.router, !a.no_deferral)?;
+            let mut all = candidates(&inputs, b, &config.router, !a.no_deferral)?;
+            if a.only_deferral {
+                all.retain(|c| c.method == Method::LearnedDeferral);
+            }
             eprintln!(
                 "candidates on {n} calibration messages, {:.0}% budget:",
                 100.0 * b
