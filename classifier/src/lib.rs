@@ -11,8 +11,8 @@
 //! - [`model`]: TF-IDF with the IDF frozen at fit (sublinear tf, per-block L2 norm, `min_df`,
 //!   `max_features`) and multinomial logistic regression; its settings (`model::config`),
 //!   training (`model::trainer`) and versioned file (`model::serialization`) each have a module;
-//! - [`logistic`]: the L2-regularised softmax objective of linfa-logistic, minimised by argmin's
-//!   L-BFGS over a sparse matrix;
+//! - [`logistic`]: the L2-regularised softmax objective of linfa-logistic over a sparse matrix,
+//!   minimised by [`lbfgs`], L-BFGS with its vector algebra in place;
 //! - [`metrics`]: accuracy, macro-F1, per-class scores, confusion and coverage tables.
 //!
 //! ```
@@ -41,6 +41,7 @@
 pub mod analyzer;
 pub mod data;
 pub mod error;
+pub mod lbfgs;
 pub mod logistic;
 pub mod metrics;
 pub mod model;

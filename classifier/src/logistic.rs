@@ -1,26 +1,18 @@
 //! Multinomial logistic regression on sparse features.
 //!
 //! The objective and solver are linfa-logistic's: the summed cross-entropy of a softmax over
-//! `X·W + b`, plus `alpha/2 · ‖W‖²` (the intercept is not penalised), minimised by argmin's
-//! L-BFGS (history 10, More–Thuente line search). linfa-logistic's own `fit` only takes a
+//! `X·W + b`, plus `alpha/2 · ‖W‖²` (the intercept is not penalised), minimised by L-BFGS as
+//! linfa-logistic runs it through argmin (history 10, a strong Wolfe line search), in
+//! [`crate::lbfgs`], which does the same arithmetic in place. linfa-logistic's own `fit` only takes a
 //! dense matrix, which text vocabularies cannot afford (rust-ml/linfa#192), so the cost and
 //! gradient here walk a CSR matrix instead. `alpha` plays the role of scikit-learn's `1/C`.
 //!
 //! Optional per-sample weights (from class weights) scale each sample's cross-entropy.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-
-use argmin::core::observers::{Observe, ObserverMode};
-use argmin::core::{
-    CostFunction, Executor, Gradient, IterState, KV, State, TerminationReason, TerminationStatus,
-};
-use argmin::solver::linesearch::MoreThuenteLineSearch;
-use argmin::solver::quasinewton::LBFGS;
-use ndarray::Array1;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ClassifierError, Result};
+use crate::lbfgs;
 use crate::model::scoring;
 
 /// A compressed-sparse-row matrix of `f32` features.
@@ -118,7 +110,7 @@ pub struct FitReport {
     /// Whether L-BFGS met its tolerance (rather than running out of iterations or failing a
     /// line search).
     pub converged: bool,
-    /// argmin's termination reason, in words.
+    /// Why the solver stopped, in words (argmin's wording).
     pub termination: String,
     /// Iterations run.
     pub iterations: u64,
@@ -139,49 +131,53 @@ pub struct Weights {
     pub k: usize,
 }
 
-/// Parameters with their cost and gradient.
-type Evaluation = (Array1<f64>, f64, Array1<f64>);
-
-/// The sparse problem handed to argmin.
+/// The sparse problem: the data, the class count, the L2 strength, and scratch buffers that
+/// every evaluation reuses.
 struct Problem<'a> {
     x: &'a Csr,
     y: &'a [u32],
     sample_weight: Option<&'a [f64]>,
     k: usize,
     alpha: f64,
-    /// The last evaluation: params, cost, gradient. More–Thuente asks for the cost and then the
-    /// gradient at the same point, and L-BFGS asks for that gradient again.
-    cache: Mutex<Option<Evaluation>>,
-    evaluations: Arc<AtomicU64>,
+    /// The weights and their gradient in `f32`, for the sweep.
+    w: Vec<f32>,
+    gw: Vec<f32>,
 }
 
-impl Problem<'_> {
-    fn evaluate(&self, p: &Array1<f64>) -> (f64, Array1<f64>) {
-        if let Ok(cache) = self.cache.lock()
-            && let Some((cp, c, g)) = cache.as_ref()
-            && cp == p
-        {
-            return (*c, g.clone());
+impl<'a> Problem<'a> {
+    fn new(
+        x: &'a Csr,
+        y: &'a [u32],
+        sample_weight: Option<&'a [f64]>,
+        k: usize,
+        alpha: f64,
+    ) -> Self {
+        Self {
+            x,
+            y,
+            sample_weight,
+            k,
+            alpha,
+            w: vec![0.0; x.n_cols * k],
+            gw: vec![0.0; x.n_cols * k],
         }
-        let (cost, grad) = self.compute(p);
-        if let Ok(mut cache) = self.cache.lock() {
-            *cache = Some((p.clone(), cost, grad.clone()));
-        }
-        self.evaluations.fetch_add(1, Ordering::Relaxed);
-        (cost, grad)
     }
 
-    /// Cost and gradient. The sweep over the samples runs in `f32` (weights and gradient
-    /// accumulators; half the memory traffic, which is what bounds it), the loss and the
-    /// regulariser in `f64`. Few-class problems get a loop unrolled for their class count.
-    fn compute(&self, p: &Array1<f64>) -> (f64, Array1<f64>) {
+    /// Cost at `params`, with the gradient written into `grad`. The sweep over the samples runs
+    /// in `f32` (weights and gradient accumulators; half the memory traffic, which is what
+    /// bounds it), the loss and the regulariser in `f64`. Few-class problems get a loop
+    /// unrolled for their class count.
+    fn compute(&mut self, params: &[f64], grad: &mut [f64]) -> f64 {
         let k = self.k;
         let d = self.x.n_cols;
-        let params = p.as_slice().expect("contiguous params");
         let (w64, b64) = params.split_at(d * k);
-        let w: Vec<f32> = w64.iter().map(|&v| v as f32).collect();
+        for (w, &v) in self.w.iter_mut().zip(w64) {
+            *w = v as f32;
+        }
         let b: Vec<f32> = b64.iter().map(|&v| v as f32).collect();
-        let mut gw = vec![0.0f32; d * k];
+        let mut w = std::mem::take(&mut self.w);
+        let mut gw = std::mem::take(&mut self.gw);
+        gw.fill(0.0);
         let mut gb = vec![0.0f64; k];
         let mut loss = match k {
             2 => self.sweep::<2>(&w, &b, &mut gw, &mut gb),
@@ -192,15 +188,17 @@ impl Problem<'_> {
             8 => self.sweep::<8>(&w, &b, &mut gw, &mut gb),
             _ => self.sweep::<0>(&w, &b, &mut gw, &mut gb),
         };
-        let mut grad = Vec::with_capacity((d + 1) * k);
+        let (grad_w, grad_b) = grad.split_at_mut(d * k);
         let mut reg = 0.0;
-        for (&g, &wj) in gw.iter().zip(w64) {
+        for ((out, &g), &wj) in grad_w.iter_mut().zip(&gw).zip(w64) {
             reg += wj * wj;
-            grad.push(g as f64 + self.alpha * wj);
+            *out = g as f64 + self.alpha * wj;
         }
-        grad.extend_from_slice(&gb);
+        grad_b.copy_from_slice(&gb);
         loss += 0.5 * self.alpha * reg;
-        (loss, Array1::from(grad))
+        std::mem::swap(&mut self.w, &mut w);
+        std::mem::swap(&mut self.gw, &mut gw);
+        loss
     }
 
     /// One pass over the samples: returns the data loss, accumulates the gradient. `K` is the
@@ -248,40 +246,8 @@ impl Problem<'_> {
     }
 }
 
-impl CostFunction for Problem<'_> {
-    type Param = Array1<f64>;
-    type Output = f64;
-    fn cost(&self, p: &Self::Param) -> Result<f64, argmin::core::Error> {
-        Ok(self.evaluate(p).0)
-    }
-}
-
-impl Gradient for Problem<'_> {
-    type Param = Array1<f64>;
-    type Gradient = Array1<f64>;
-    fn gradient(&self, p: &Self::Param) -> Result<Array1<f64>, argmin::core::Error> {
-        Ok(self.evaluate(p).1)
-    }
-}
-
-type LbfgsState = IterState<Array1<f64>, Array1<f64>, (), (), (), f64>;
-
 /// Called after every L-BFGS iteration with (iteration, objective / total weight).
 pub type IterationHook = Box<dyn FnMut(u64, f64) + Send>;
-
-struct HookObserver {
-    hook: Arc<Mutex<IterationHook>>,
-    scale: f64,
-}
-
-impl Observe<LbfgsState> for HookObserver {
-    fn observe_iter(&mut self, state: &LbfgsState, _kv: &KV) -> Result<(), argmin::core::Error> {
-        if let Ok(mut hook) = self.hook.lock() {
-            (hook)(state.get_iter(), state.get_cost() * self.scale);
-        }
-        Ok(())
-    }
-}
 
 /// Fits multinomial logistic regression on `x` with class ids `y` in `0..k`.
 pub fn fit(
@@ -312,61 +278,41 @@ pub fn fit(
     }
     let total_weight: f64 = sample_weight.map_or(y.len() as f64, |s| s.iter().sum());
     let d = x.n_cols;
-    let evaluations = Arc::new(AtomicU64::new(0));
-    let problem = Problem {
-        x,
-        y,
-        sample_weight,
-        k,
-        alpha: config.alpha,
-        cache: Mutex::new(None),
-        evaluations: Arc::clone(&evaluations),
+    let mut problem = Problem::new(x, y, sample_weight, k, config.alpha);
+    let settings = lbfgs::Settings {
+        history: 10,
+        max_iterations: config.max_iterations,
+        tolerance_grad: config.gradient_tolerance * total_weight,
+        tolerance_cost: 1e-10 * total_weight,
     };
-    let linesearch = MoreThuenteLineSearch::new();
-    let solver = LBFGS::new(linesearch, 10)
-        .with_tolerance_grad(config.gradient_tolerance * total_weight)
-        .and_then(|s| s.with_tolerance_cost(1e-10 * total_weight))
-        .map_err(|e| ClassifierError::Config(e.to_string()))?;
-    let init = Array1::<f64>::zeros((d + 1) * k);
-    let mut executor = Executor::new(problem, solver)
-        .configure(|state| state.param(init).max_iters(config.max_iterations));
-    if let Some(hook) = hook {
-        executor = executor.add_observer(
-            HookObserver {
-                hook: Arc::new(Mutex::new(hook)),
-                scale: 1.0 / total_weight,
-            },
-            ObserverMode::Always,
-        );
+    let mut params = vec![0.0f64; (d + 1) * k];
+    let mut hook = hook;
+    let outcome = lbfgs::minimise(
+        &mut params,
+        |p, g| problem.compute(p, g),
+        settings,
+        |iteration, cost| {
+            if let Some(hook) = hook.as_mut() {
+                hook(iteration, cost / total_weight);
+            }
+        },
+    );
+    if !outcome.cost.is_finite() {
+        return Err(ClassifierError::Optimiser(format!(
+            "L-BFGS ended at a non-finite cost ({})",
+            outcome.termination.text()
+        )));
     }
-    let result = executor
-        .run()
-        .map_err(|e| ClassifierError::Optimiser(e.to_string()))?;
-    let state = result.state();
-    let iterations = state.get_iter();
-    let final_loss = state.get_best_cost() / total_weight;
-    let (converged, termination) = match state.get_termination_status() {
-        TerminationStatus::Terminated(TerminationReason::SolverConverged) => {
-            (true, "converged".to_string())
-        }
-        TerminationStatus::Terminated(reason) => (false, reason.text().to_string()),
-        TerminationStatus::NotTerminated => (false, "not terminated".to_string()),
-    };
-    let evaluations = evaluations.load(Ordering::Relaxed);
-    let params = state
-        .get_best_param()
-        .ok_or_else(|| ClassifierError::Optimiser("L-BFGS returned no parameters".into()))?;
-    let params = params.as_slice().expect("contiguous params");
     let w = params[..d * k].iter().map(|&v| v as f32).collect();
     let b = params[d * k..].iter().map(|&v| v as f32).collect();
     Ok((
         Weights { w, b, k },
         FitReport {
-            converged,
-            termination,
-            iterations,
-            final_loss,
-            evaluations,
+            converged: outcome.termination == lbfgs::Termination::Converged,
+            termination: outcome.termination.text(),
+            iterations: outcome.iterations,
+            final_loss: outcome.cost / total_weight,
+            evaluations: outcome.evaluations,
         },
     ))
 }
@@ -513,24 +459,20 @@ mod tests {
         let (x, y) = toy(40, 5);
         let csr = to_csr(&x);
         let sw: Vec<f64> = (0..40).map(|i| 0.5 + (i % 4) as f64 * 0.25).collect();
-        let p = Problem {
-            x: &csr,
-            y: &y,
-            sample_weight: Some(&sw),
-            k: 3,
-            alpha: 0.7,
-            cache: Mutex::new(None),
-            evaluations: Arc::new(AtomicU64::new(0)),
-        };
-        let params = Array1::from_iter((0..18).map(|i| ((i * 7 % 11) as f64 - 5.0) / 10.0));
-        let (_, g) = p.compute(&params);
+        let mut p = Problem::new(&csr, &y, Some(&sw), 3, 0.7);
+        let params: Vec<f64> = (0..18)
+            .map(|i| ((i * 7 % 11) as f64 - 5.0) / 10.0)
+            .collect();
+        let mut g = vec![0.0; 18];
+        let mut scratch = vec![0.0; 18];
+        p.compute(&params, &mut g);
         for i in 0..params.len() {
             let mut hi = params.clone();
             let mut lo = params.clone();
             // The sweep runs in f32, so the step must be well above f32 rounding of the params.
             hi[i] += 1e-3;
             lo[i] -= 1e-3;
-            let fd = (p.compute(&hi).0 - p.compute(&lo).0) / 2e-3;
+            let fd = (p.compute(&hi, &mut scratch) - p.compute(&lo, &mut scratch)) / 2e-3;
             let tol = 2e-3 * (1.0 + g[i].abs());
             assert!(
                 (fd - g[i]).abs() < tol,
