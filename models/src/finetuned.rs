@@ -142,11 +142,13 @@ impl FinetunedClassifier {
         &self.model.dir
     }
 
-    /// Class probabilities of `texts` (one row each, in input order), run in arrival order in
-    /// batches of `encoder_batch_size`. The int8 graph quantises activations per batch, so a
+    /// Class probabilities of `texts` (one row each, in input order). The texts are sorted by
+    /// length and run in batches of at most `encoder_batch_size` whose padding is bounded
+    /// ([`TextModel::run_all`]): an admission batch of mixed lengths padded to its longest text
+    /// spent most of its work on padding. The int8 graph quantises activations per batch, so a
     /// text's probabilities may differ in the last digits with the batch it is in.
     pub fn classify(&self, texts: &[&str]) -> Result<Array2<f32>> {
-        self.model.run_all(texts, false, |o| {
+        self.model.run_all(texts, true, |o| {
             let [ob, k] = o.dims[..] else {
                 return Err(self.model.error(format!(
                     "expected a [batch, labels] output, got shape {:?}",

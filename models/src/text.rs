@@ -136,9 +136,13 @@ impl TextModel {
         })
     }
 
-    /// Runs `texts` in batches of `batch_size` (sorted by length first when `sort`, which saves
-    /// padding), each padded to its longest text; `take` turns each batch's output into one row
-    /// per text, and the rows come back in input order.
+    /// Runs `texts` in batches of at most `batch_size`, each padded to its longest text; `take`
+    /// turns each batch's output into one row per text, and the rows come back in input order.
+    ///
+    /// With `sort`, the texts are sorted by length first and a batch also ends where the next
+    /// text is more than a quarter (plus two tokens) longer than the batch's first: padding is
+    /// then at most that, whether `texts` is a long list or one small admission batch of mixed
+    /// lengths (where one batch padded to its longest text wasted most of its work).
     pub(crate) fn run_all(
         &self,
         texts: &[&str],
@@ -153,8 +157,10 @@ impl TextModel {
         if sort {
             order.sort_by_key(|&i| encoded[i].ids.len());
         }
+        let lengths: Vec<usize> = order.iter().map(|&i| encoded[i].ids.len()).collect();
         let mut out = ndarray::Array2::<f32>::zeros((texts.len(), 0));
-        for chunk in order.chunks(self.batch_size.max(1)) {
+        for range in batches(&lengths, self.batch_size.max(1), sort) {
+            let chunk = &order[range];
             let batch: Vec<&Encoded> = chunk.iter().map(|&i| &encoded[i]).collect();
             let rows = self.run_batch(&batch, &mut take)?;
             if out.ncols() != rows.ncols() {
@@ -231,5 +237,52 @@ impl TextModel {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         f(&mut guard)
+    }
+}
+
+/// Index ranges of consecutive batches over texts of `lengths` (in run order): at most `size`
+/// each; with `bounded_padding` (lengths ascending), a batch also ends before a text longer than
+/// its first text plus a quarter plus two tokens.
+fn batches(
+    lengths: &[usize],
+    size: usize,
+    bounded_padding: bool,
+) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        if start >= lengths.len() {
+            return None;
+        }
+        let limit = lengths[start] + lengths[start] / 4 + 2;
+        let mut end = start + 1;
+        while end < lengths.len()
+            && end - start < size
+            && (!bounded_padding || lengths[end] <= limit)
+        {
+            end += 1;
+        }
+        let range = start..end;
+        start = end;
+        Some(range)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_bound_padding_when_sorted() {
+        let lengths = [5, 6, 7, 8, 9, 12, 30, 31, 40, 64];
+        let b: Vec<_> = batches(&lengths, 64, true).collect();
+        // 5 allows up to 8; 9 up to 13; 30 up to 39; 40 up to 52; 64 alone.
+        assert_eq!(b, vec![0..4, 4..6, 6..8, 8..9, 9..10]);
+        // Never more than the size.
+        let b: Vec<_> = batches(&lengths, 3, true).collect();
+        assert_eq!(b, vec![0..3, 3..6, 6..8, 8..9, 9..10]);
+        // Arrival order: fixed-size batches only.
+        let b: Vec<_> = batches(&lengths, 4, false).collect();
+        assert_eq!(b, vec![0..4, 4..8, 8..10]);
+        assert_eq!(batches(&[], 4, true).count(), 0);
     }
 }
