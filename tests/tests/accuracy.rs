@@ -282,4 +282,46 @@ fn finetune_exports_checks_parity_and_serves(data: &Path) {
             "{d}"
         );
     }
+
+    // Calibration compares the fine-tuned model with the shipped frozen head on the dev
+    // messages and keeps the better: the written configuration names that one, and only it.
+    let calibrated = dir.path().join("calibrated.toml");
+    let run = std::process::Command::new(triage_tests::triage_bin())
+        .current_dir(workspace())
+        .args(["calibrate", "--budget", "0.15", "--no-deferral", "--dev"])
+        .arg(&dev_path)
+        .arg("--finetuned")
+        .arg(&out)
+        .args([
+            "--compare-head",
+            "models/default/sentiment4.head.json",
+            "--out",
+        ])
+        .arg(&calibrated)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "calibrate failed:\n{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("second opinion: "))
+        .unwrap_or_else(|| panic!("no comparison line in:\n{stderr}"));
+    let percents: Vec<f64> = line
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .filter(|t| t.contains('.'))
+        .map(|t| t.parse().unwrap())
+        .collect();
+    let [finetuned_acc, head_acc] = percents[..] else {
+        panic!("two accuracies expected in {line:?}")
+    };
+    let toml: toml::Table = toml::from_str(&std::fs::read_to_string(&calibrated).unwrap()).unwrap();
+    let slm = toml["slm"].as_table().expect("an [slm] table");
+    let head_kept = head_acc > finetuned_acc;
+    assert_eq!(slm.get("head").is_some(), head_kept, "{line}\n{slm:?}");
+    assert_eq!(
+        slm.get("finetuned").is_some(),
+        !head_kept,
+        "{line}\n{slm:?}"
+    );
+    eprintln!("{line}");
 }

@@ -32,6 +32,11 @@ pub struct Args {
     model: Option<PathBuf>,
     #[command(flatten)]
     second: super::SecondOpinionArgs,
+    /// Also calibrate with this frozen head as the second opinion, and keep whichever second
+    /// opinion gives the better cascade on the calibration data (with --finetuned and --budget;
+    /// not with --folds, where the fine-tuned model would have seen the calibration data).
+    #[arg(long, requires_all = ["finetuned", "budget"], conflicts_with = "folds")]
+    compare_head: Option<PathBuf>,
     /// Where to write the calibrated configuration (TOML).
     #[arg(long)]
     out: PathBuf,
@@ -83,38 +88,70 @@ pub fn run(a: Args) -> CmdResult {
                 train_config: read_train_config(Some(tc))?,
                 head_alpha: a.head_alpha,
             };
-            out_of_fold(&second, examples, model.labels(), &settings, &mut bars)?
+            out_of_fold(
+                &second,
+                examples.clone(),
+                model.labels(),
+                &settings,
+                &mut bars,
+            )?
         }
         (Some(_), _) => return Err(Failure::usage(anyhow!("--folds must be at least 2"))),
         _ => {
             let second = a.second.load(&config, &model)?;
-            second.score(&model, examples, &mut bars)?
+            second.score(&model, examples.clone(), &mut bars)?
         }
     };
     let inputs = scored.inputs();
     let summary = match goal {
         Goal::Budget(b) => {
-            let mut all = candidates(&inputs, b, &config.router, !a.no_deferral)?;
-            if a.only_deferral {
-                all.retain(|c| c.method == Method::LearnedDeferral);
-            }
-            eprintln!(
-                "candidates on {n} calibration messages, {:.0}% budget:",
-                100.0 * b
-            );
-            for c in &all {
+            let best_of = |inputs, which: &str| -> Result<_, Failure> {
+                let mut all = candidates(inputs, b, &config.router, !a.no_deferral)?;
+                if a.only_deferral {
+                    all.retain(|c| c.method == Method::LearnedDeferral);
+                }
                 eprintln!(
-                    "  {:<16} combine {:<8} accuracy {:.2}%  to the SLM {:.1}%",
-                    format!("{:?}", c.method),
-                    format!("{:?}", c.combine).to_lowercase(),
-                    100.0 * c.accuracy,
-                    100.0 * c.share
+                    "candidates with the {which} on {n} calibration messages, {:.0}% budget:",
+                    100.0 * b
                 );
+                for c in &all {
+                    eprintln!(
+                        "  {:<16} combine {:<8} accuracy {:.2}%  to the SLM {:.1}%",
+                        format!("{:?}", c.method),
+                        format!("{:?}", c.combine).to_lowercase(),
+                        100.0 * c.accuracy,
+                        100.0 * c.share
+                    );
+                }
+                all.into_iter()
+                    .next()
+                    .ok_or_else(|| Failure::usage(anyhow!("no candidate")))
+            };
+            let mut best = best_of(&inputs, "configured second opinion")?;
+            if let Some(head) = &a.compare_head {
+                let frozen = SecondOpinion::load(&config, &root, None, Some(head), &model)?;
+                let scored = frozen.score(&model, examples, &mut bars)?;
+                let with_head = best_of(&scored.inputs(), "frozen head")?;
+                let head_wins = with_head.accuracy > best.accuracy;
+                eprintln!(
+                    "second opinion: {} (cascade {:.2}% with the fine-tuned model, {:.2}% with the frozen head)",
+                    if head_wins {
+                        "the frozen head"
+                    } else {
+                        "the fine-tuned model"
+                    },
+                    100.0 * best.accuracy,
+                    100.0 * with_head.accuracy
+                );
+                if head_wins {
+                    best = with_head;
+                    config.slm.finetuned = None;
+                    config.slm.head = Some(head.clone());
+                } else {
+                    config.slm.finetuned = a.second.finetuned.clone();
+                    config.slm.head = None;
+                }
             }
-            let best = all
-                .into_iter()
-                .next()
-                .ok_or_else(|| Failure::usage(anyhow!("no candidate")))?;
             config.router = best.policy.clone();
             config.slm.combine = best.combine;
             config.budget.max_share = b;
@@ -159,7 +196,7 @@ pub fn run(a: Args) -> CmdResult {
     if let Some(m) = &a.model {
         config.model.path = Some(m.clone());
     }
-    if a.second.finetuned.is_some() || a.second.head.is_some() {
+    if a.compare_head.is_none() && (a.second.finetuned.is_some() || a.second.head.is_some()) {
         config.slm.finetuned = a.second.finetuned.clone();
         config.slm.head = a.second.head.clone();
     }
