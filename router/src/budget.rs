@@ -52,11 +52,16 @@ impl Budget {
     /// Records one message and whether it may use the SLM (`wants` = the policy asked for it).
     /// Returns true when the SLM may be used.
     pub fn admit(&mut self, wants: bool) -> bool {
-        self.admit_at(wants, Instant::now())
+        self.admit_with(wants, Instant::now)
     }
 
     /// [`Budget::admit`] with an explicit clock, for tests.
     pub fn admit_at(&mut self, wants: bool, now: Instant) -> bool {
+        self.admit_with(wants, || now)
+    }
+
+    /// The clock is read only under a rate limit (this runs for every message).
+    fn admit_with(&mut self, wants: bool, now: impl FnOnce() -> Instant) -> bool {
         // Every message earns its share, wanted or not; a burst is the most that can be saved
         // (plus this message's share, so that the fraction left after a call is never clipped:
         // with a burst of 1 and a share of 0.65, full demand still gets 65%).
@@ -65,6 +70,7 @@ impl Budget {
         let allowed_by_rate = match self.config.max_per_second {
             None => true,
             Some(rate) => {
+                let now = now();
                 if let Some(last) = self.last_refill {
                     let dt = now.saturating_duration_since(last).as_secs_f64();
                     self.rate_tokens = (self.rate_tokens + dt * rate).min(rate.max(1.0));

@@ -209,10 +209,7 @@ impl Router {
         let plan = self.policy.plan(&self.labels[label], confidence, score);
         let admitted = budget.admit(plan.route.uses_slm());
         let (route, reason) = if plan.route.uses_slm() && !admitted {
-            (
-                Route::OverBudget,
-                format!("{}; SLM budget spent", plan.reason),
-            )
+            (Route::OverBudget, joined(plan.reason, "SLM budget spent"))
         } else {
             (plan.route, plan.reason)
         };
@@ -258,15 +255,13 @@ impl Router {
             Answer::Reply if routing.route == Route::Generate => {
                 fast_outcome(Route::Generate, routing.reason)
             }
-            Answer::Failed(why) => {
-                fast_outcome(Route::Degraded, format!("{}; {why}", routing.reason))
-            }
+            Answer::Failed(why) => fast_outcome(Route::Degraded, joined(routing.reason, why)),
             Answer::Shed(why) => {
                 fast_outcome(Route::OverBudget, format!("{}; {why}", routing.reason))
             }
             Answer::None | Answer::SecondOpinion(_) | Answer::Reply => fast_outcome(
                 Route::Degraded,
-                format!("{}; SLM failed: malformed answer", routing.reason),
+                joined(routing.reason, "SLM failed: malformed answer"),
             ),
         }
     }
@@ -282,6 +277,14 @@ impl Router {
             Combine::Replace => second.to_vec(),
         }
     }
+}
+
+/// `reason; why`, appended in place (no formatting machinery: this can run for every message).
+fn joined(mut reason: String, why: &str) -> String {
+    reason.reserve(2 + why.len());
+    reason.push_str("; ");
+    reason.push_str(why);
+    reason
 }
 
 #[cfg(test)]

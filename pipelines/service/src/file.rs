@@ -241,6 +241,13 @@ enum Slot {
     Dead(DecodeError, std::ops::Range<usize>),
 }
 
+/// A decoded message's place before it is classified.
+const UNCLASSIFIED: Classified = Classified {
+    classify_us: 0.0,
+    unseen_share: 0.0,
+    bytes: 0,
+};
+
 /// One thread's reusable buffers.
 struct Worker<'p> {
     processor: &'p Processor,
@@ -285,10 +292,9 @@ impl<'p> Worker<'p> {
             dead: self.pool.get(),
             counts: Counts::default(),
         };
-        let lines: Vec<&[u8]> = chunk.bytes.split_inclusive(|&b| b == b'\n').collect();
-        // 1. Decode and classify (in parallel with other chunks).
-        let k = p.labels().len();
-        let mut all_probs: Vec<f32> = Vec::with_capacity(lines.len() * k);
+        let lines = split_lines(&chunk.bytes);
+        // 1. Decode every line, then classify the messages (in parallel with other chunks): one
+        //    pass each, so that decoding does not evict the model's rows between two messages.
         let mut read: Vec<Option<Result<(Message<'_>, Classified), DecodeError>>> =
             Vec::with_capacity(lines.len());
         for (i, raw) in lines.iter().enumerate() {
@@ -300,12 +306,15 @@ impl<'p> Worker<'p> {
                 continue;
             }
             let lineno = chunk.first_line + i as u64;
-            let r = decode(line, self.input, || format!("line-{lineno}")).map(|m| {
-                let c = p.classify(&m, &mut self.scratch, &mut self.probs);
-                all_probs.extend_from_slice(&self.probs);
-                (m, c)
-            });
-            read.push(Some(r));
+            let r = decode(line, self.input, || format!("line-{lineno}"));
+            read.push(Some(r.map(|m| (m, UNCLASSIFIED))));
+        }
+        let k = p.labels().len();
+        let mut all_probs: Vec<f32> = Vec::with_capacity(lines.len() * k);
+        let mut clock = Instant::now();
+        for (m, c) in read.iter_mut().flatten().flatten() {
+            (*c, clock) = p.classify_since(m, &mut self.scratch, &mut self.probs, clock);
+            all_probs.extend_from_slice(&self.probs);
         }
         // 2. Route, in input order across chunks.
         let routings = turn.take(chunk.seq, |budget| {
@@ -404,6 +413,26 @@ impl<'p> Worker<'p> {
     }
 }
 
+/// The lines of a chunk, each with its `\n` (the last one may lack it).
+fn split_lines(bytes: &[u8]) -> Vec<&[u8]> {
+    let mut lines = Vec::with_capacity(bytes.len() / 64 + 1);
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', bytes) {
+        lines.push(&bytes[start..=end]);
+        start = end + 1;
+    }
+    if start < bytes.len() {
+        lines.push(&bytes[start..]);
+    }
+    lines
+}
+
+/// How many lines [`split_lines`] finds.
+fn line_count(bytes: &[u8]) -> u64 {
+    let newlines = memchr::memchr_iter(b'\n', bytes).count();
+    (newlines + usize::from(bytes.last().is_some_and(|&b| b != b'\n'))) as u64
+}
+
 fn trim_newline(mut line: &[u8]) -> &[u8] {
     while let [rest @ .., b'\n' | b'\r'] = line {
         line = rest;
@@ -450,7 +479,7 @@ impl<R: Read> Chunker<'_, R> {
             if self.eof {
                 break;
             }
-            match bytes.iter().rposition(|&b| b == b'\n') {
+            match memchr::memrchr(b'\n', &bytes) {
                 Some(end) => {
                     self.carry.extend_from_slice(&bytes[end + 1..]);
                     bytes.truncate(end + 1);
@@ -464,7 +493,7 @@ impl<R: Read> Chunker<'_, R> {
             self.pool.put(bytes);
             return Ok(None);
         }
-        let lines = bytes.split_inclusive(|&b| b == b'\n').count() as u64;
+        let lines = line_count(&bytes);
         let chunk = Chunk {
             seq: self.seq,
             first_line: self.next_line + 1,
@@ -698,5 +727,22 @@ impl ReplaySummary {
             }
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The memchr line split finds the lines `split_inclusive` finds.
+        #[test]
+        fn split_lines_matches_split_inclusive(bytes in proptest::collection::vec(
+            prop_oneof![Just(b'\n'), Just(b'\r'), any::<u8>()], 0..200)) {
+            let want: Vec<&[u8]> = bytes.split_inclusive(|&b| b == b'\n').collect();
+            prop_assert_eq!(split_lines(&bytes), want.clone());
+            prop_assert_eq!(line_count(&bytes), want.len() as u64);
+        }
     }
 }

@@ -268,18 +268,32 @@ impl Processor {
         scratch: &mut Scratch,
         probs: &mut Vec<f32>,
     ) -> Classified {
-        let t0 = Instant::now();
+        self.classify_since(msg, scratch, probs, Instant::now()).0
+    }
+
+    /// [`Processor::classify`], timed from `start`, and the instant it ended: a loop that does
+    /// nothing else between two messages passes one's end as the next one's start, one clock
+    /// read per message instead of two.
+    pub fn classify_since(
+        &self,
+        msg: &Message<'_>,
+        scratch: &mut Scratch,
+        probs: &mut Vec<f32>,
+        start: Instant,
+    ) -> (Classified, Instant) {
         self.model.predict_into(&msg.text, scratch, probs);
-        let classify_us = t0.elapsed().as_secs_f64() * 1e6;
-        Classified {
-            classify_us,
-            unseen_share: if self.router.deferral().is_some() {
-                self.model.unseen_share(scratch)
-            } else {
-                0.0
-            },
+        let unseen_share = if self.router.deferral().is_some() {
+            self.model.unseen_share(scratch)
+        } else {
+            0.0
+        };
+        let end = Instant::now();
+        let c = Classified {
+            classify_us: end.saturating_duration_since(start).as_secs_f64() * 1e6,
+            unseen_share,
             bytes: msg.text.len(),
-        }
+        };
+        (c, end)
     }
 
     /// The route of a classified message (`probs` as [`Processor::classify`] left them),
