@@ -609,3 +609,100 @@ fn kill_9_then_restart_gets_the_partitions_back_in_seconds_with_the_default_conf
     again.signal("TERM");
     assert_eq!(again.wait(Duration::from_secs(60)), Some(0));
 }
+
+/// `[kafka] classify_threads = 2`: messages taken in batches and classified on two threads are
+/// all decided, the poison among them dead-lettered, every text gets the same fast label, and
+/// each input partition's fast-path decisions reach each output partition in the order consumed.
+#[test]
+fn two_classify_threads_lose_nothing_and_keep_each_partitions_order() {
+    let addr = broker();
+    require_broker(&addr);
+    let t = topics(&addr, "threads");
+    let n = 20_000;
+    let good = messages(n);
+    let mut payloads = Vec::with_capacity(n + n / 1000);
+    let mut poison = 0;
+    for (i, g) in good.iter().enumerate() {
+        if i % 1000 == 500 {
+            payloads.push(b"this is not json".to_vec());
+            poison += 1;
+        }
+        payloads.push(g.clone());
+    }
+    // Message j of `payloads` is keyed "j"; the decision keeps the key.
+    let placed = produce(&addr, &t.input, &payloads, &[]);
+    let out = Reader::start(&addr, &t.output);
+    let dlq = Reader::start(&addr, &t.dlq);
+    let mut svc = Service::start_env(
+        &config(&addr, &t),
+        &[],
+        &[("TRIAGE__KAFKA__CLASSIFY_THREADS", "2")],
+    );
+    progress(
+        &out,
+        &mut [&mut svc],
+        Duration::from_secs(120),
+        all_ids_present(n),
+    );
+    assert!(dlq.wait_for(Duration::from_secs(30), |r| r.len() >= poison));
+    let records = out.records();
+    let (_, dups) = check_nothing_lost(&records, n, "two classify threads");
+    assert_eq!(dups, 0, "a clean run publishes each decision once");
+    assert_eq!(dlq.records().len(), poison);
+    // Order: along each output partition, the input offsets of each input partition rise, for
+    // the decisions of the fast path (a message that waits for the SLM is published when its
+    // answer comes, after later ones: by design, polling goes on meanwhile).
+    let mut by_out: HashMap<i32, Vec<&Record>> = HashMap::new();
+    let mut fast = 0;
+    for r in records.iter().filter(|r| r.json()["route"] == "fast") {
+        by_out.entry(r.partition).or_default().push(r);
+        fast += 1;
+    }
+    assert!(fast > n / 2, "{fast} of {n} decisions on the fast path");
+    for (q, mut recs) in by_out {
+        recs.sort_by_key(|r| r.offset);
+        let mut last: HashMap<i32, i64> = HashMap::new();
+        for r in recs {
+            let j: usize = std::str::from_utf8(r.key.as_deref().expect("keyed"))
+                .unwrap()
+                .parse()
+                .unwrap();
+            let (p, off) = placed[j];
+            if let Some(&prev) = last.get(&p) {
+                assert!(
+                    off > prev,
+                    "output partition {q}: input {p}/{off} published after {p}/{prev}"
+                );
+            }
+            last.insert(p, off);
+        }
+    }
+    // The same text gets the same fast label on either thread.
+    let mut by_text: HashMap<usize, String> = HashMap::new();
+    for r in &records {
+        let d = r.json();
+        let seq = d["fields"]["seq"].as_u64().unwrap() as usize;
+        let fast = d["fast"]["label"].as_str().unwrap().to_string();
+        assert_eq!(
+            by_text.entry(seq % 8).or_insert_with(|| fast.clone()),
+            &fast
+        );
+    }
+    svc.signal("TERM");
+    assert_eq!(svc.wait(Duration::from_secs(60)), Some(0));
+    let s = svc.summary();
+    assert_eq!(s["consumed"], n + poison);
+    assert_eq!(s["produced"], n);
+    assert_eq!(s["dead_lettered"], poison);
+    assert_eq!(s["abandoned"], 0);
+    // The messages waiting in the queue were taken together.
+    let batches = s["classify_batches"].as_u64().unwrap();
+    eprintln!(
+        "two classify threads: {} messages in {batches} batches",
+        n + poison
+    );
+    assert!(
+        batches > 0 && batches < (n + poison) as u64 / 2,
+        "{batches} batches"
+    );
+}

@@ -227,6 +227,12 @@ impl Processor {
             .clone()
     }
 
+    /// Runs `f` with the processor's own budget, locked once: for a source that routes a batch
+    /// of classified messages in the order they came ([`Processor::route`] each).
+    pub fn with_budget<R>(&self, f: impl FnOnce(&mut Budget) -> R) -> R {
+        f(&mut self.budget.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
     /// Decodes a payload and, if it is a message, classifies and routes it (fast path;
     /// synchronous). `fallback_id` names a message without an id. A decided message's record
     /// is appended to `out`.

@@ -31,6 +31,14 @@ pub struct KafkaConfig {
     pub shutdown_timeout_ms: u64,
     /// How often consumer lag is sampled for metrics, in milliseconds.
     pub lag_interval_ms: u64,
+    /// Threads that decode and classify consumed messages. `1` (the default): the loop's own
+    /// thread, one message at a time. `N > 1`: the messages already waiting in the consumer's
+    /// queue (up to 256) are taken together, decoded and classified on N threads (the loop's
+    /// own and N − 1 workers), then routed and published in the order they were consumed, so
+    /// the output of a partition keeps its input order. For one instance that has more cores
+    /// than the loop can use; several instances in one consumer group are the other way to
+    /// scale. At least once only.
+    pub classify_threads: usize,
     /// Static group membership (`group.instance.id`, KIP-345): a member that restarts with the
     /// same id within the session timeout gets its partitions back at once, without a
     /// rebalance. `"auto"` (the default): `<group>.<TRIAGE_INSTANCE_ID>` when that environment
@@ -82,6 +90,7 @@ impl Default for KafkaConfig {
             commit_interval_ms: 1000,
             shutdown_timeout_ms: 30_000,
             lag_interval_ms: 10_000,
+            classify_threads: 1,
             group_instance_id: AUTO_INSTANCE_ID.into(),
             retry_unhealthy_ms: 10_000,
             delivery: Delivery::AtLeastOnce,
@@ -93,6 +102,9 @@ impl Default for KafkaConfig {
         }
     }
 }
+
+/// The most `classify_threads` a configuration may ask for.
+pub const MAX_CLASSIFY_THREADS: usize = 64;
 
 /// `group_instance_id` (and `transactional_id`) for an id derived per instance.
 pub const AUTO_INSTANCE_ID: &str = "auto";
@@ -183,6 +195,20 @@ impl KafkaConfig {
             || self.input_topics.contains(&self.dead_letter_topic)
         {
             return Err("an input topic cannot also be the output or dead-letter topic".into());
+        }
+        if !(1..=MAX_CLASSIFY_THREADS).contains(&self.classify_threads) {
+            return Err(format!(
+                "kafka.classify_threads must be 1 to {MAX_CLASSIFY_THREADS}, got {}",
+                self.classify_threads
+            ));
+        }
+        if self.classify_threads > 1 && self.delivery == Delivery::ExactlyOnce {
+            return Err(
+                "kafka.classify_threads > 1 is for delivery = \"at_least_once\"; exactly once \
+                 takes one message at a time (a rebalance is applied between two messages of a \
+                 transaction)"
+                    .into(),
+            );
         }
         if self.max_in_flight_per_partition == 0 {
             return Err("kafka.max_in_flight_per_partition must be > 0".into());
@@ -373,5 +399,26 @@ mod tests {
             ..Default::default()
         };
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn classify_threads_are_bounded_and_at_least_once_only() {
+        let c: KafkaConfig = toml::from_str("classify_threads = 2").unwrap();
+        assert_eq!(c.classify_threads, 2);
+        assert!(c.validate().is_ok());
+        assert_eq!(KafkaConfig::default().classify_threads, 1);
+        for bad in [0, MAX_CLASSIFY_THREADS + 1] {
+            let c = KafkaConfig {
+                classify_threads: bad,
+                ..Default::default()
+            };
+            assert!(c.validate().unwrap_err().contains("classify_threads"));
+        }
+        let c = KafkaConfig {
+            classify_threads: 2,
+            delivery: Delivery::ExactlyOnce,
+            ..Default::default()
+        };
+        assert!(c.validate().unwrap_err().contains("at_least_once"));
     }
 }

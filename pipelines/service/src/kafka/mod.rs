@@ -19,6 +19,7 @@
 //! The source side (consumer, offsets, backpressure, rebalances) is here; [`client`] makes the
 //! clients and [`sink`] produces the records and hands their acknowledgements back.
 
+mod batch;
 mod client;
 mod instance;
 pub mod offsets;
@@ -31,7 +32,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::stream::FuturesUnordered;
-use futures::{Future, StreamExt};
+use futures::{Future, FutureExt, StreamExt};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
@@ -47,8 +48,9 @@ use triage_core::names::metric;
 
 use crate::error::{Result, ServiceError};
 use crate::metrics::Health;
-use crate::processor::{Processor, Record};
+use crate::processor::{Processor, Record, Step};
 use crate::sink::{Sink, publish};
+use batch::{BATCH_MAX, Item, Workers};
 use client::{Consumer_, RebalanceEvent, kafka_err, make_consumer, make_producer};
 use offsets::{OffsetTracker, Tp};
 use sink::{DeliveryOutcome, Failure, KafkaSink, Meta, Origin, Topic, failure_of};
@@ -85,6 +87,9 @@ pub struct RunSummary {
     pub dropped: u64,
     /// Messages still in flight when the run ended (not committed; they will be re-read).
     pub abandoned: u64,
+    /// `classify_threads > 1`: the batches the consumed messages were classified in (their
+    /// mean size is `consumed / classify_batches`).
+    pub classify_batches: u64,
     /// `delivery = "exactly_once"`: transactions committed.
     pub transactions_committed: u64,
     /// `delivery = "exactly_once"`: transactions aborted (their input was read again).
@@ -107,6 +112,9 @@ struct Loop {
     probs: Vec<f32>,
     /// The record of the message being handled (reused).
     record: Vec<u8>,
+    /// `classify_threads > 1`: the threads a batch is classified on, and its probabilities.
+    workers: Option<Workers>,
+    batch_probs: Vec<f32>,
     summary: RunSummary,
     /// When the last message arrived (or partitions were first assigned): the idle clock.
     last_message: Option<Instant>,
@@ -143,7 +151,8 @@ impl Loop {
     async fn handle(&mut self, consumer: &Consumer_, msg: &BorrowedMessage<'_>) -> Result<()> {
         let tp: Tp = (msg.topic().to_string(), msg.partition());
         let offset = msg.offset();
-        self.last_message = Some(Instant::now());
+        let received = Instant::now();
+        self.last_message = Some(received);
         self.summary.consumed += 1;
         self.counters.consumed.increment(1);
         let in_flight = self.tracker.begin(&tp, offset);
@@ -163,17 +172,109 @@ impl Loop {
             &mut self.probs,
             &mut self.record,
         );
+        self.publish_step(consumer, msg, tp, received, step).await
+    }
+
+    /// `classify_threads > 1`: the messages waiting in the consumer's queue, `msgs` in the
+    /// order consumed: decoded and classified on the workers, then routed (under the budget, in
+    /// order) and published one after another, as [`Loop::handle`] does one message.
+    async fn handle_batch(
+        &mut self,
+        consumer: &Consumer_,
+        msgs: &[BorrowedMessage<'_>],
+    ) -> Result<()> {
+        let received = Instant::now();
+        self.last_message = Some(received);
+        self.summary.classify_batches += 1;
+        let mut tps = Vec::with_capacity(msgs.len());
+        for m in msgs {
+            let tp: Tp = (m.topic().to_string(), m.partition());
+            self.summary.consumed += 1;
+            self.counters.consumed.increment(1);
+            let in_flight = self.tracker.begin(&tp, m.offset());
+            if in_flight >= self.kafka.max_in_flight_per_partition && !self.tracker.is_paused(&tp) {
+                self.pause(consumer, &tp, true);
+            }
+            tps.push(tp);
+        }
+        let items: Vec<Item<'_>> = msgs
+            .iter()
+            .map(|m| Item {
+                payload: m.payload().unwrap_or(&[]),
+                topic: m.topic(),
+                partition: m.partition(),
+                offset: m.offset(),
+            })
+            .collect();
+        let k = self.processor.labels().len();
+        self.batch_probs.clear();
+        self.batch_probs.resize(msgs.len() * k, 0.0);
+        let workers = self.workers.as_ref().expect("a batch needs the workers");
+        let prepared = workers.prepare(
+            &self.processor,
+            &self.input,
+            &items,
+            &mut self.batch_probs,
+            k,
+        );
+        let processor = &self.processor;
+        let probs = &self.batch_probs;
+        let routings: Vec<_> = processor.with_budget(|budget| {
+            prepared
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    r.as_ref()
+                        .ok()
+                        .map(|(_, c)| processor.route(c, &probs[i * k..(i + 1) * k], budget))
+                })
+                .collect()
+        });
+        for (i, ((m, tp), (r, routing))) in msgs
+            .iter()
+            .zip(tps)
+            .zip(prepared.into_iter().zip(routings))
+            .enumerate()
+        {
+            self.record.clear();
+            let step = match (r, routing) {
+                (Ok((msg, c)), Some(routing)) => self.processor.finish(
+                    &msg,
+                    &c,
+                    routing,
+                    &self.batch_probs[i * k..(i + 1) * k],
+                    &mut self.record,
+                ),
+                (Err(e), _) => Step::Dead(e),
+                (Ok(_), None) => unreachable!("every message is routed"),
+            };
+            self.publish_step(consumer, m, tp, received, step).await?;
+        }
+        Ok(())
+    }
+
+    /// Publishes a consumed message's step (its decision, its dead letter, or its SLM call,
+    /// which is then awaited off the loop).
+    async fn publish_step(
+        &mut self,
+        consumer: &Consumer_,
+        msg: &BorrowedMessage<'_>,
+        tp: Tp,
+        received: Instant,
+        step: Step,
+    ) -> Result<()> {
         let origin = Origin {
             meta: Meta {
                 tp,
-                offset,
-                received: Instant::now(),
+                offset: msg.offset(),
+                received,
                 topic: Topic::Output,
                 attempt: 0,
             },
             key: msg.key().map(<[u8]>::to_vec),
             headers: msg.headers().map(|h| h.detach()),
         };
+        let payload = msg.payload().unwrap_or(&[]);
         let published = publish(&mut self.sink, step, &self.record, payload, origin).await;
         self.settle_completed(consumer);
         if let Some((pending, origin)) = published? {
@@ -560,6 +661,11 @@ pub async fn run(
         scratch: Scratch::default(),
         probs: Vec::new(),
         record: Vec::new(),
+        workers: match kafka.classify_threads {
+            1 => None,
+            n => Some(Workers::new(n)?),
+        },
+        batch_probs: Vec::new(),
         summary: RunSummary::default(),
         last_message: opts.from_timestamp.map(|_| Instant::now()),
         retrying: HashMap::new(),
@@ -596,7 +702,23 @@ pub async fn run(
                     if lp.txn.is_some() && consumer.context().has_events() {
                         lp.apply_rebalances(&consumer);
                     }
-                    lp.handle(&consumer, &m).await
+                    if lp.workers.is_some() {
+                        // The messages already waiting join it (none is waited for).
+                        let mut batch = vec![m];
+                        while batch.len() < BATCH_MAX {
+                            match consumer.recv().now_or_never() {
+                                Some(Ok(m)) => batch.push(m),
+                                Some(Err(e)) => {
+                                    tracing::warn!(error = %e, "consumer error");
+                                    break;
+                                }
+                                None => break,
+                            }
+                        }
+                        lp.handle_batch(&consumer, &batch).await
+                    } else {
+                        lp.handle(&consumer, &m).await
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "consumer error");
