@@ -3,7 +3,8 @@
 # its own, in one run; then triage's end-to-end latency at about half its measured maximum rate.
 #
 # Usage: bench/kafka.sh [--count N] [--rounds R] [--rate MSGS_PER_S] [--latency-seconds S]
-#                       [--exactly-once] [--txn-interval-ms MS] [--json FILE] [--perf FILE] [--keep]
+#                       [--exactly-once] [--txn-interval-ms MS] [--classify-threads N]
+#                       [--json FILE] [--perf FILE] [--keep]
 #   --count N            messages per throughput test (default 200000)
 #   --rounds R           throughput rounds; round 1 runs passthrough then triage, round 2 triage
 #                        then passthrough, and so on, so that neither always meets the emptier
@@ -11,6 +12,8 @@
 #   --exactly-once       also measure `triage run` with [kafka] delivery = "exactly_once" (stage
 #                        triage_eos): throughput in the same rounds, latency at the same rate
 #   --txn-interval-ms MS its transaction_interval_ms (default 100, triage's default)
+#   --classify-threads N the at-least-once triage stage's [kafka] classify_threads (default 1,
+#                        triage's default: the loop's own thread)
 #   --rate R             latency test rate (default: half the mean measured triage throughput)
 #   --latency-seconds S  length of the latency test at that rate (default 10)
 #   --json FILE          also write every figure as one JSON object to FILE
@@ -55,6 +58,7 @@ PERF_OUT=""
 KEEP=0
 EOS=0
 TXN_MS=100
+THREADS=1
 while [[ $# -gt 0 ]]; do
     case "$1" in
     --count) COUNT="$2"; shift 2 ;;
@@ -66,12 +70,13 @@ while [[ $# -gt 0 ]]; do
     --keep) KEEP=1; shift ;;
     --exactly-once) EOS=1; shift ;;
     --txn-interval-ms) TXN_MS="$2"; shift 2 ;;
+    --classify-threads) THREADS="$2"; shift 2 ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench/kafka.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
 done
-[[ "$COUNT" =~ ^[0-9]+$ && "$ROUNDS" =~ ^[1-9][0-9]*$ && "$LAT_S" =~ ^[0-9]+$ && "$TXN_MS" =~ ^[1-9][0-9]*$ ]] ||
-    { echo "bench/kafka.sh: --count, --rounds, --latency-seconds and --txn-interval-ms take whole numbers" >&2; exit 2; }
+[[ "$COUNT" =~ ^[0-9]+$ && "$ROUNDS" =~ ^[1-9][0-9]*$ && "$LAT_S" =~ ^[0-9]+$ && "$TXN_MS" =~ ^[1-9][0-9]*$ && "$THREADS" =~ ^[1-9][0-9]*$ ]] ||
+    { echo "bench/kafka.sh: --count, --rounds, --latency-seconds, --txn-interval-ms and --classify-threads take whole numbers" >&2; exit 2; }
 
 say() { echo "bench/kafka: $*" >&2; }
 die() { echo "bench/kafka: error: $*" >&2; exit 1; }
@@ -148,6 +153,7 @@ output_topic = "$3"
 dead_letter_topic = "$3.dlq"
 delivery = "${4:-at_least_once}"
 transaction_interval_ms = $TXN_MS
+classify_threads = $([[ "${4:-at_least_once}" == exactly_once ]] && echo 1 || echo "$THREADS")
 
 [kafka.properties]
 "session.timeout.ms" = "3000"
@@ -340,7 +346,7 @@ echo
 echo "| measurement | result |"
 echo "|---|---|"
 ints() { printf '%s\n' "$@" | awk '{printf "%s%.0f", (NR > 1 ? " / " : ""), $1}'; }
-echo "| triage run, $COUNT msgs: msg/s, mean of rounds ($(ints "${TR_RATES[@]}")) | **$(fmt "$TR_MEAN")** (CPU-s per run: ${TR_CPU[*]}) |"
+echo "| triage run (classify_threads $THREADS), $COUNT msgs: msg/s, mean of rounds ($(ints "${TR_RATES[@]}")) | **$(fmt "$TR_MEAN")** (CPU-s per run: ${TR_CPU[*]}) |"
 echo "| passthrough, $COUNT msgs: msg/s, mean of rounds ($(ints "${PT_RATES[@]}")) | **$(fmt "$PT_MEAN")** (CPU-s per run: ${PT_CPU[*]}; self-reported msg/s: $(ints "${PT_SELF[@]}")) |"
 echo "| triage ÷ passthrough (goal ≥ 0.70) | **$RATIO** |"
 echo "| triage latency at $RATE msg/s, send → decision received | p50 **$TL50 ms**, p99 **$TL99 ms** |"
@@ -366,12 +372,12 @@ JSON="$(jq -cn \
     --argjson t50 "$TL50" --argjson t99 "$TL99" --argjson tr50 "$TR50" --argjson tr99 "$TR99" \
     --argjson p50 "$PL50" --argjson p99 "$PL99" --argjson pr50 "$PR50" --argjson pr99 "$PR99" \
     --argjson t_ach "$TL_ACH" --argjson p_ach "$PL_ACH" \
-    --argjson eos "$EOS" --argjson txn_ms "$TXN_MS" \
+    --argjson eos "$EOS" --argjson txn_ms "$TXN_MS" --argjson classify_threads "$THREADS" \
     --argjson eos_rates "[$(IFS=,; echo "${EO_RATES[*]}")]" --argjson eos_cpu "[$(IFS=,; echo "${EO_CPU[*]}")]" \
     --argjson eos_mean "$EO_MEAN" --argjson eos_ratio "$EO_RATIO" --argjson eos_vs_triage "$EO_VS_TR" \
     --argjson e50 "$EL50" --argjson e99 "$EL99" --argjson er50 "$ER50" --argjson er99 "$ER99" --argjson e_ach "$EL_ACH" \
     '{bench: "kafka", date: $date, cpus: $cpus, load_start: $load_start, load_end: $load_end,
-      count: $count, texts: $texts,
+      count: $count, texts: $texts, classify_threads: $classify_threads,
       triage_msgs_per_s: $triage, triage_cpu_s: $triage_cpu, triage_mean: $triage_mean,
       passthrough_msgs_per_s: $passthrough, passthrough_cpu_s: $passthrough_cpu,
       passthrough_self_reported: $passthrough_self, passthrough_mean: $passthrough_mean,
