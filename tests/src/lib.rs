@@ -18,6 +18,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 
@@ -134,12 +135,19 @@ pub fn require_broker(addr: &str) {
     );
 }
 
-/// A unique name for this test run.
+/// A unique name for this test run: the process, the clock and a counter (two tests of one
+/// process may read the same clock value: the clock alone once gave two of them one topic).
 pub fn unique(prefix: &str) -> String {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
-    format!("{prefix}-{}-{}", std::process::id(), n % 1_000_000_000)
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!(
+        "{prefix}-{}-{}-{seq}",
+        std::process::id(),
+        n % 1_000_000_000
+    )
 }
 
 /// Client settings that suit tansu: fast group joins.
@@ -158,7 +166,12 @@ pub fn create_topics(addr: &str, topics: &[&str], partitions: i32) {
         .collect();
     let res = block_on(admin.create_topics(&new, &AdminOptions::new())).expect("create topics");
     for r in res {
-        r.expect("topic created");
+        match r {
+            // The names are unique to the test ([`unique`]): one that exists is this call's
+            // own, created by a request the admin client retried after a slow answer.
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err(e) => panic!("topic not created: {e:?}"),
+        }
     }
 }
 
