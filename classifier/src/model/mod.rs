@@ -19,7 +19,7 @@ pub use trainer::TrainingInfo;
 
 use crate::analyzer::{Analyzer, Scratch};
 use crate::error::Result;
-use scoring::{Int8Table, block_f32, block_int8};
+use scoring::{Int8Table, RowIndex, block_f32, block_int8};
 
 /// A bucket with no row (before unknown buckets are pointed at the all-zero row).
 const NONE: u32 = u32::MAX;
@@ -135,13 +135,13 @@ impl Model {
         // features and the counter keeps first-seen order, so the word block comes first.
         let sublinear = self.header.tfidf.sublinear_tf;
         let char_offset = self.analyzer.char_offset();
-        let mut n_word = 0;
-        s.rows.clear();
-        for (b, t) in s.counter.iter() {
-            s.rows
-                .push((self.index[b as usize], tf_weight(t, sublinear)));
-            n_word += (b < char_offset) as usize;
-        }
+        let n_word = match &self.scoring {
+            Scoring::Int8(q) => match q.index() {
+                RowIndex::U16(ix) => rows_of(ix, s, sublinear, char_offset),
+                RowIndex::U32(ix) => rows_of(ix, s, sublinear, char_offset),
+            },
+            Scoring::F32 => rows_of(&self.index, s, sublinear, char_offset),
+        };
         let (word, char) = s.rows.split_at(n_word);
         out.clear();
         out.extend_from_slice(&self.intercept);
@@ -237,7 +237,7 @@ impl Model {
     /// Holds the weights in `format` from now on (the default is
     /// [`WeightFormat::for_labels`]). The model file is unchanged: it always stores f32.
     pub fn set_weight_format(&mut self, format: WeightFormat) {
-        self.scoring = Scoring::new(format, &self.table, self.header.labels.len());
+        self.scoring = Scoring::new(format, &self.table, self.header.labels.len(), &self.index);
     }
 
     /// The factor that L2-normalises a block with squared norm `norm2` (1 without L2 norm).
@@ -302,17 +302,36 @@ enum Scoring {
 }
 
 impl Scoring {
-    fn new(format: WeightFormat, table: &[f32], k: usize) -> Self {
+    fn new(format: WeightFormat, table: &[f32], k: usize, index: &[u32]) -> Self {
         match format {
             WeightFormat::F32 => Self::F32,
-            WeightFormat::Int8 => Self::Int8(Int8Table::new(table, k)),
+            WeightFormat::Int8 => Self::Int8(Int8Table::new(table, k, index)),
         }
     }
 
     /// The default for `k` labels ([`WeightFormat::for_labels`]).
-    fn for_labels(table: &[f32], k: usize) -> Self {
-        Self::new(WeightFormat::for_labels(k), table, k)
+    fn for_labels(table: &[f32], k: usize, index: &[u32]) -> Self {
+        Self::new(WeightFormat::for_labels(k), table, k, index)
     }
+}
+
+/// Each distinct feature of `s.counter` as (row, TF weight) into `s.rows`, rows from `index`;
+/// returns how many are word features (they come first).
+#[inline(always)]
+fn rows_of<I: Copy + Into<u32>>(
+    index: &[I],
+    s: &mut Scratch,
+    sublinear: bool,
+    char_offset: u32,
+) -> usize {
+    let mut n_word = 0;
+    s.rows.clear();
+    for (b, t) in s.counter.iter() {
+        s.rows
+            .push((index[b as usize].into(), tf_weight(t, sublinear)));
+        n_word += (b < char_offset) as usize;
+    }
+    n_word
 }
 
 /// Builds the `[idf, w_0 .. w_k-1]` row table, with the all-zero row at the end.

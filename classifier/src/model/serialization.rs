@@ -250,12 +250,13 @@ impl Model {
             index[b as usize] = row as u32;
         }
         let table = interleave(&idf, &weights, k);
+        let index = point_unknown_at_zero_row(index, buckets.len());
         Ok(Model {
             header,
             analyzer,
-            index: point_unknown_at_zero_row(index, buckets.len()),
+            scoring: super::Scoring::for_labels(&table, k, &index),
+            index,
             buckets,
-            scoring: super::Scoring::for_labels(&table, k),
             table,
             intercept,
             sha256,

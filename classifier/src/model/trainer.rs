@@ -247,11 +247,12 @@ impl Model {
             body_bytes: 0,
         };
         let table = interleave(&idf, &weights.w, weights.k);
+        let index = point_unknown_at_zero_row(index, buckets.len());
         let mut model = Model {
             header,
             analyzer,
-            index: point_unknown_at_zero_row(index, buckets.len()),
-            scoring: super::Scoring::for_labels(&table, weights.k),
+            scoring: super::Scoring::for_labels(&table, weights.k, &index),
+            index,
             table,
             buckets,
             intercept: weights.b,
