@@ -78,6 +78,23 @@ fn check_nothing_lost(records: &[Record], n: usize, what: &str) -> (usize, usize
     (unique.len(), dups)
 }
 
+/// Message `seq` of [`messages`] has text `seq % 8`: every copy of a text gets one fast label.
+fn assert_one_fast_label_per_text(records: &[Record]) {
+    let mut by_text: HashMap<usize, String> = HashMap::new();
+    for r in records {
+        let d = r.json();
+        let seq = d["fields"]["seq"].as_u64().unwrap() as usize;
+        let fast = d["fast"]["label"].as_str().unwrap().to_string();
+        assert_eq!(
+            by_text.entry(seq % 8).or_insert_with(|| fast.clone()),
+            &fast,
+            "text {}",
+            seq % 8
+        );
+    }
+    assert_eq!(by_text.len(), 8, "every text was seen");
+}
+
 #[test]
 fn ten_thousand_messages_end_to_end() {
     let addr = broker();
@@ -119,19 +136,13 @@ fn ten_thousand_messages_end_to_end() {
     // Same text, same fast label: the classifier is deterministic across the stream. (The
     // published label may differ between copies: a copy the budget lets through to the second
     // opinion gets the averaged probabilities, one over the budget keeps the fast label.)
-    let mut by_text: HashMap<usize, String> = HashMap::new();
     for r in &records {
         let d = r.json();
-        let seq = d["fields"]["seq"].as_u64().unwrap() as usize;
-        let fast = d["fast"]["label"].as_str().unwrap().to_string();
         if d["route"] == "fast" {
-            assert_eq!(d["label"].as_str().unwrap(), fast);
+            assert_eq!(d["label"], d["fast"]["label"]);
         }
-        assert_eq!(
-            by_text.entry(seq % 8).or_insert_with(|| fast.clone()),
-            &fast
-        );
     }
+    assert_one_fast_label_per_text(&records);
     svc.signal("TERM");
     assert_eq!(svc.wait(Duration::from_secs(60)), Some(0));
     let s = svc.summary();
@@ -678,16 +689,7 @@ fn two_classify_threads_lose_nothing_and_keep_each_partitions_order() {
         }
     }
     // The same text gets the same fast label on either thread.
-    let mut by_text: HashMap<usize, String> = HashMap::new();
-    for r in &records {
-        let d = r.json();
-        let seq = d["fields"]["seq"].as_u64().unwrap() as usize;
-        let fast = d["fast"]["label"].as_str().unwrap().to_string();
-        assert_eq!(
-            by_text.entry(seq % 8).or_insert_with(|| fast.clone()),
-            &fast
-        );
-    }
+    assert_one_fast_label_per_text(&records);
     svc.signal("TERM");
     assert_eq!(svc.wait(Duration::from_secs(60)), Some(0));
     let s = svc.summary();

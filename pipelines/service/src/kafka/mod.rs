@@ -149,18 +149,12 @@ impl Counters {
 impl Loop {
     /// One consumed message: decode, decide, publish (or dead-letter).
     async fn handle(&mut self, consumer: &Consumer_, msg: &BorrowedMessage<'_>) -> Result<()> {
-        let tp: Tp = (msg.topic().to_string(), msg.partition());
-        let offset = msg.offset();
         let received = Instant::now();
         self.last_message = Some(received);
-        self.summary.consumed += 1;
-        self.counters.consumed.increment(1);
-        let in_flight = self.tracker.begin(&tp, offset);
+        let tp = self.begin(consumer, msg);
+        let offset = msg.offset();
         if let Some(txn) = &mut self.txn {
             txn.consumed(&tp, offset)?;
-        }
-        if in_flight >= self.kafka.max_in_flight_per_partition && !self.tracker.is_paused(&tp) {
-            self.pause(consumer, &tp, true);
         }
         let payload = msg.payload().unwrap_or(&[]);
         self.record.clear();
@@ -173,6 +167,19 @@ impl Loop {
             &mut self.record,
         );
         self.publish_step(consumer, msg, tp, received, step).await
+    }
+
+    /// Counts a consumed message and tracks its offset, pausing its partition when too many of
+    /// its messages are in flight. Returns its partition.
+    fn begin(&mut self, consumer: &Consumer_, msg: &BorrowedMessage<'_>) -> Tp {
+        let tp: Tp = (msg.topic().to_string(), msg.partition());
+        self.summary.consumed += 1;
+        self.counters.consumed.increment(1);
+        let in_flight = self.tracker.begin(&tp, msg.offset());
+        if in_flight >= self.kafka.max_in_flight_per_partition && !self.tracker.is_paused(&tp) {
+            self.pause(consumer, &tp, true);
+        }
+        tp
     }
 
     /// `classify_threads > 1`: the messages waiting in the consumer's queue, `msgs` in the
@@ -188,14 +195,7 @@ impl Loop {
         self.summary.classify_batches += 1;
         let mut tps = Vec::with_capacity(msgs.len());
         for m in msgs {
-            let tp: Tp = (m.topic().to_string(), m.partition());
-            self.summary.consumed += 1;
-            self.counters.consumed.increment(1);
-            let in_flight = self.tracker.begin(&tp, m.offset());
-            if in_flight >= self.kafka.max_in_flight_per_partition && !self.tracker.is_paused(&tp) {
-                self.pause(consumer, &tp, true);
-            }
-            tps.push(tp);
+            tps.push(self.begin(consumer, m));
         }
         let items: Vec<Item<'_>> = msgs
             .iter()
