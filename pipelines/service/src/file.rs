@@ -241,13 +241,6 @@ enum Slot {
     Dead(DecodeError, std::ops::Range<usize>),
 }
 
-/// A decoded message's place before it is classified.
-const UNCLASSIFIED: Classified = Classified {
-    classify_us: 0.0,
-    unseen_share: 0.0,
-    bytes: 0,
-};
-
 /// One thread's reusable buffers.
 struct Worker<'p> {
     processor: &'p Processor,
@@ -307,28 +300,24 @@ impl<'p> Worker<'p> {
             }
             let lineno = chunk.first_line + i as u64;
             let r = decode(line, self.input, || format!("line-{lineno}"));
-            read.push(Some(r.map(|m| (m, UNCLASSIFIED))));
+            read.push(Some(r.map(|m| (m, Classified::default()))));
         }
         let k = p.labels().len();
         let mut all_probs: Vec<f32> = Vec::with_capacity(lines.len() * k);
-        let mut clock = Instant::now();
-        for (m, c) in read.iter_mut().flatten().flatten() {
-            (*c, clock) = p.classify_since(m, &mut self.scratch, &mut self.probs, clock);
-            all_probs.extend_from_slice(&self.probs);
-        }
+        p.classify_all(
+            read.iter_mut().flatten().flatten(),
+            &mut self.scratch,
+            &mut self.probs,
+            &mut all_probs,
+        );
         // 2. Route, in input order across chunks.
         let routings = turn.take(chunk.seq, |budget| {
-            let mut at = 0;
-            read.iter()
-                .map(|r| match r {
-                    Some(Ok((_, c))) => {
-                        let probs = &all_probs[at..at + k];
-                        at += k;
-                        Some(p.route(c, probs, budget))
-                    }
-                    _ => None,
-                })
-                .collect::<Vec<_>>()
+            p.route_all(
+                read.iter()
+                    .map(|r| r.as_ref().and_then(|r| r.as_ref().ok()).map(|(_, c)| c)),
+                &all_probs,
+                budget,
+            )
         })?;
         // 3. Write what is decided; collect the SLM calls.
         let mut slots = Vec::with_capacity(lines.len());

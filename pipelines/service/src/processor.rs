@@ -148,7 +148,7 @@ pub enum Step {
 }
 
 /// The fast classifier's reading of one message, before it is routed.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Classified {
     /// Analyse + vectorise + predict, in microseconds.
     pub classify_us: f64,
@@ -300,6 +300,45 @@ impl Processor {
             bytes: msg.text.len(),
         };
         (c, end)
+    }
+
+    /// Classifies decoded messages one after another, appending each one's probabilities
+    /// ([`Processor::labels`]`.len()` floats) to `probs` in order. For a source that takes
+    /// several messages at a time (replay's chunks, the Kafka loop's batches): decoded first,
+    /// then classified in this one pass, decoding does not evict the model's rows between two
+    /// messages, and the clock is read once a message. `buf` is [`Processor::classify`]'s.
+    pub fn classify_all<'m, 'a: 'm>(
+        &self,
+        messages: impl IntoIterator<Item = &'m mut (Message<'a>, Classified)>,
+        scratch: &mut Scratch,
+        buf: &mut Vec<f32>,
+        probs: &mut Vec<f32>,
+    ) {
+        let mut clock = Instant::now();
+        for (m, c) in messages {
+            (*c, clock) = self.classify_since(m, scratch, buf, clock);
+            probs.extend_from_slice(buf);
+        }
+    }
+
+    /// Routes, in order and under `budget`, what [`Processor::classify_all`] classified into
+    /// `probs`; `None` stands for what is not a message (and is routed as `None`).
+    pub fn route_all<'m>(
+        &self,
+        classified: impl IntoIterator<Item = Option<&'m Classified>>,
+        probs: &[f32],
+        budget: &mut Budget,
+    ) -> Vec<Option<Routing>> {
+        let mut rows = probs.chunks_exact(self.labels().len().max(1));
+        classified
+            .into_iter()
+            .map(|c| {
+                c.map(|c| {
+                    let p = rows.next().expect("one row of probabilities a message");
+                    self.route(c, p, budget)
+                })
+            })
+            .collect()
     }
 
     /// The route of a classified message (`probs` as [`Processor::classify`] left them),

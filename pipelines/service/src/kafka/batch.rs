@@ -50,64 +50,63 @@ impl Workers {
         Ok(Self { pool, threads })
     }
 
-    /// Decodes and classifies `items`, in parallel, in order; each message's probabilities go
-    /// to its `k` floats of `probs` (`items.len() * k` long).
+    /// Decodes and classifies `items`, in parallel, in order; the messages' probabilities go
+    /// to `probs`, one row after another, as [`Processor::classify_all`] lays them out.
     pub(crate) fn prepare<'a>(
         &self,
         processor: &Processor,
         input: &InputConfig,
         items: &[Item<'a>],
-        probs: &mut [f32],
-        k: usize,
+        probs: &mut Vec<f32>,
     ) -> Vec<Prepared<'a>> {
-        debug_assert_eq!(probs.len(), items.len() * k);
         let n = items.len();
-        let mut out: Vec<Option<Prepared<'a>>> = (0..n).map(|_| None).collect();
         let parts = self.threads.min(n / MIN_PER_THREAD).max(1);
         if parts == 1 {
-            prepare_part(processor, input, items, &mut out, probs, k);
-        } else {
-            let per = n.div_ceil(parts);
-            self.pool.in_place_scope(|s| {
-                let mut chunks = items
-                    .chunks(per)
-                    .zip(out.chunks_mut(per))
-                    .zip(probs.chunks_mut(per * k));
-                let mine = chunks.next();
-                for ((it, o), p) in chunks {
-                    s.spawn(move |_| prepare_part(processor, input, it, o, p, k));
-                }
-                if let Some(((it, o), p)) = mine {
-                    prepare_part(processor, input, it, o, p, k);
-                }
-            });
+            return prepare_part(processor, input, items, probs);
         }
-        out.into_iter()
-            .map(|o| o.expect("every message of a batch is prepared"))
-            .collect()
+        // The loop's thread takes the first part, the pool the others, each into its own
+        // buffers; they are joined in order after.
+        let per = n.div_ceil(parts);
+        let (mine, rest) = items.split_at(per);
+        let mut theirs: Vec<(&[Item<'a>], Vec<Prepared<'a>>, Vec<f32>)> = rest
+            .chunks(per)
+            .map(|it| (it, Vec::new(), Vec::new()))
+            .collect();
+        let mut out = Vec::new();
+        self.pool.in_place_scope(|s| {
+            for (it, o, p) in theirs.iter_mut() {
+                s.spawn(move |_| *o = prepare_part(processor, input, it, p));
+            }
+            out = prepare_part(processor, input, mine, probs);
+        });
+        out.reserve(n - out.len());
+        for (_, o, p) in theirs {
+            out.extend(o);
+            probs.extend_from_slice(&p);
+        }
+        out
     }
 }
 
+/// Decodes every item, then classifies the messages in one pass.
 fn prepare_part<'a>(
     processor: &Processor,
     input: &InputConfig,
     items: &[Item<'a>],
-    out: &mut [Option<Prepared<'a>>],
-    probs: &mut [f32],
-    k: usize,
-) {
-    SCRATCH.with(|cell| {
-        let (scratch, buf) = &mut *cell.borrow_mut();
-        for ((item, slot), p) in items.iter().zip(out.iter_mut()).zip(probs.chunks_mut(k)) {
-            let r = decode(item.payload, input, || {
+    probs: &mut Vec<f32>,
+) -> Vec<Prepared<'a>> {
+    let mut out: Vec<Prepared<'a>> = items
+        .iter()
+        .map(|item| {
+            decode(item.payload, input, || {
                 format!("{}/{}/{}", item.topic, item.partition, item.offset)
             })
-            .map(|m| {
-                let c = processor.classify(&m, scratch, buf);
-                p.copy_from_slice(buf);
-                (m, c)
-            });
-            *slot = Some(r);
-        }
+            .map(|m| (m, Classified::default()))
+        })
+        .collect();
+    SCRATCH.with(|cell| {
+        let (scratch, buf) = &mut *cell.borrow_mut();
+        processor.classify_all(out.iter_mut().flatten(), scratch, buf, probs);
     });
+    out
 }

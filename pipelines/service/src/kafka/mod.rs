@@ -206,45 +206,29 @@ impl Loop {
                 offset: m.offset(),
             })
             .collect();
-        let k = self.processor.labels().len();
         self.batch_probs.clear();
-        self.batch_probs.resize(msgs.len() * k, 0.0);
         let workers = self.workers.as_ref().expect("a batch needs the workers");
-        let prepared = workers.prepare(
-            &self.processor,
-            &self.input,
-            &items,
-            &mut self.batch_probs,
-            k,
-        );
+        let prepared = workers.prepare(&self.processor, &self.input, &items, &mut self.batch_probs);
         let processor = &self.processor;
-        let probs = &self.batch_probs;
-        let routings: Vec<_> = processor.with_budget(|budget| {
-            prepared
-                .iter()
-                .enumerate()
-                .map(|(i, r)| {
-                    r.as_ref()
-                        .ok()
-                        .map(|(_, c)| processor.route(c, &probs[i * k..(i + 1) * k], budget))
-                })
-                .collect()
+        let routings = processor.with_budget(|budget| {
+            processor.route_all(
+                prepared.iter().map(|r| r.as_ref().ok().map(|(_, c)| c)),
+                &self.batch_probs,
+                budget,
+            )
         });
-        for (i, ((m, tp), (r, routing))) in msgs
-            .iter()
-            .zip(tps)
-            .zip(prepared.into_iter().zip(routings))
-            .enumerate()
+        let k = self.processor.labels().len();
+        let mut at = 0;
+        for ((m, tp), (r, routing)) in msgs.iter().zip(tps).zip(prepared.into_iter().zip(routings))
         {
             self.record.clear();
             let step = match (r, routing) {
-                (Ok((msg, c)), Some(routing)) => self.processor.finish(
-                    &msg,
-                    &c,
-                    routing,
-                    &self.batch_probs[i * k..(i + 1) * k],
-                    &mut self.record,
-                ),
+                (Ok((msg, c)), Some(routing)) => {
+                    let probs = &self.batch_probs[at..at + k];
+                    at += k;
+                    self.processor
+                        .finish(&msg, &c, routing, probs, &mut self.record)
+                }
                 (Err(e), _) => Step::Dead(e),
                 (Ok(_), None) => unreachable!("every message is routed"),
             };
