@@ -17,7 +17,8 @@
 #   --rate R             latency test rate (default: half the mean measured triage throughput)
 #   --latency-seconds S  length of the latency test at that rate (default 10)
 #   --json FILE          also write every figure as one JSON object to FILE
-#   --perf FILE          record `perf record -g` of triage's first throughput test into FILE
+#   --perf FILE          record `perf record` of triage's first throughput test into FILE
+#                        (call graphs by frame pointer; BENCH_PERF_CALLGRAPH=dwarf for others)
 #   --keep               keep the work directory (configs, logs, the tools' JSON lines)
 #
 # What is measured (the same way for both, so the ratio compares like with like):
@@ -43,6 +44,8 @@
 #   BENCH_KAFKA_BROKER   where the benchmark's own tansu listens (default 127.0.0.1:19392); the
 #                        script refuses to run if a broker already runs there, and stops its own
 #   BENCH_SKIP_BUILD=1   skip `cargo build --release -p triage --bins --examples`
+#   BENCH_TRIAGE_BIN     the triage binary to measure (default target/release/triage), e.g. to
+#                        compare two builds in turn
 #   TRIAGE_CACHE         as for scripts/broker.sh
 set -euo pipefail
 
@@ -98,7 +101,7 @@ if [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then
     cargo build --release -p triage --bins --examples
 fi
 E="$ROOT/target/release/examples"
-TRIAGE="$ROOT/target/release/triage"
+TRIAGE="${BENCH_TRIAGE_BIN:-$ROOT/target/release/triage}"
 for b in "$E/kafka_load" "$E/kafka_passthrough" "$E/kafka_latency" "$TRIAGE"; do
     [[ -x "$b" ]] || die "$b is missing: cargo build --release -p triage --bins --examples"
 done
@@ -201,7 +204,8 @@ throughput() {
         triage_config "$tag" "$in" "$out" "$delivery"
         local prefix=()
         if [[ -n "$PERF_OUT" && ! -e "$WORK/perf.done" ]]; then
-            prefix=(perf record -F 499 -g -o "$PERF_OUT" --)
+            # BENCH_PERF_CALLGRAPH=dwarf: call chains through code built without frame pointers.
+            prefix=(perf record -F 499 --call-graph "${BENCH_PERF_CALLGRAPH:-fp}" -o "$PERF_OUT" --)
             touch "$WORK/perf.done"
         fi
         "${TIME[@]}" "$WORK/$tag.time" "${prefix[@]}" "$TRIAGE" run --config "$WORK/$tag.toml" \
