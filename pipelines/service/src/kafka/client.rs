@@ -38,7 +38,7 @@ impl Ctx {
 fn tpl_to_vec(tpl: &TopicPartitionList) -> Vec<Tp> {
     tpl.elements()
         .iter()
-        .map(|e| (e.topic().to_string(), e.partition()))
+        .map(|e| (Arc::from(e.topic()), e.partition()))
         .collect()
 }
 

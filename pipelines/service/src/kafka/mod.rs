@@ -52,7 +52,7 @@ use crate::processor::{Processor, Record, Step};
 use crate::sink::{Sink, publish};
 use batch::{BATCH_MAX, Item, Workers};
 use client::{Consumer_, RebalanceEvent, kafka_err, make_consumer, make_producer};
-use offsets::{OffsetTracker, Tp};
+use offsets::{OffsetTracker, Topics, Tp};
 use sink::{DeliveryOutcome, Failure, KafkaSink, Meta, Origin, Topic, failure_of};
 use txn::Txn;
 
@@ -107,6 +107,8 @@ struct Loop {
     processor: Arc<Processor>,
     sink: KafkaSink,
     tracker: OffsetTracker,
+    /// The input topics' names, shared by the partitions of every consumed message.
+    topics: Topics,
     slm_pending: SlmPending,
     scratch: Scratch,
     probs: Vec<f32>,
@@ -172,7 +174,7 @@ impl Loop {
     /// Counts a consumed message and tracks its offset, pausing its partition when too many of
     /// its messages are in flight. Returns its partition.
     fn begin(&mut self, consumer: &Consumer_, msg: &BorrowedMessage<'_>) -> Tp {
-        let tp: Tp = (msg.topic().to_string(), msg.partition());
+        let tp: Tp = (self.topics.get(msg.topic()), msg.partition());
         self.summary.consumed += 1;
         self.counters.consumed.increment(1);
         let in_flight = self.tracker.begin(&tp, msg.offset());
@@ -256,7 +258,7 @@ impl Loop {
                 attempt: 0,
             },
             key: msg.key().map(<[u8]>::to_vec),
-            headers: msg.headers().map(|h| h.detach()),
+            headers: msg.headers().map(sink::input_headers),
         };
         let payload = msg.payload().unwrap_or(&[]);
         let published = publish(&mut self.sink, step, &self.record, payload, origin).await;
@@ -641,6 +643,7 @@ pub async fn run(
         processor,
         sink,
         tracker: OffsetTracker::default(),
+        topics: Topics::default(),
         slm_pending: FuturesUnordered::new(),
         scratch: Scratch::default(),
         probs: Vec::new(),
@@ -688,7 +691,8 @@ pub async fn run(
                     }
                     if lp.workers.is_some() {
                         // The messages already waiting join it (none is waited for).
-                        let mut batch = vec![m];
+                        let mut batch = Vec::with_capacity(BATCH_MAX);
+                        batch.push(m);
                         while batch.len() < BATCH_MAX {
                             match consumer.recv().now_or_never() {
                                 Some(Ok(m)) => batch.push(m),
@@ -826,13 +830,13 @@ mod tests {
             !stalled(&retrying, limit, t0 + limit * 5),
             "nothing retried"
         );
-        retrying.insert((("in".to_string(), 0), 7), t0);
+        retrying.insert((("in".into(), 0), 7), t0);
         assert!(!stalled(&retrying, limit, t0 + Duration::from_secs(9)));
         assert!(stalled(&retrying, limit, t0 + limit));
         // A newer failure does not hide the old one, and the old one's success clears it.
-        retrying.insert((("in".to_string(), 1), 3), t0 + Duration::from_secs(9));
+        retrying.insert((("in".into(), 1), 3), t0 + Duration::from_secs(9));
         assert!(stalled(&retrying, limit, t0 + Duration::from_secs(11)));
-        retrying.remove(&(("in".to_string(), 0), 7));
+        retrying.remove(&(("in".into(), 0), 7));
         assert!(!stalled(&retrying, limit, t0 + Duration::from_secs(11)));
     }
 }

@@ -4,10 +4,30 @@
 //! output is delivered. Only the highest offset below which *everything* has been acknowledged
 //! may be stored for commit, so nothing undelivered is ever committed.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::sync::Arc;
 
-/// A topic and partition.
-pub type Tp = (String, i32);
+use rustc_hash::FxHashMap as HashMap;
+
+/// A topic and partition. The name is shared: a consumed message's partition is a reference
+/// count, not a copy of the name (see [`Topics`]).
+pub type Tp = (Arc<str>, i32);
+
+/// The topic names seen, each held once: the few topics a consumer reads, searched in order.
+#[derive(Debug, Default)]
+pub struct Topics(Vec<Arc<str>>);
+
+impl Topics {
+    /// `topic`'s shared name, added when it is new.
+    pub fn get(&mut self, topic: &str) -> Arc<str> {
+        if let Some(t) = self.0.iter().find(|t| &***t == topic) {
+            return Arc::clone(t);
+        }
+        let t: Arc<str> = Arc::from(topic);
+        self.0.push(Arc::clone(&t));
+        t
+    }
+}
 
 #[derive(Debug, Default)]
 struct Partition {
@@ -106,6 +126,21 @@ mod tests {
 
     fn tp() -> Tp {
         ("t".into(), 0)
+    }
+
+    #[test]
+    fn topics_share_one_name_each() {
+        let mut topics = Topics::default();
+        let a = topics.get("orders");
+        let b = topics.get("refunds");
+        assert!(Arc::ptr_eq(&a, &topics.get("orders")));
+        assert!(Arc::ptr_eq(&b, &topics.get("refunds")));
+        assert!(!Arc::ptr_eq(&a, &b));
+        assert_eq!((&*a, &*b), ("orders", "refunds"));
+        // A partition made from a rebalance's own copy of the name is the same key.
+        let mut t = OffsetTracker::default();
+        t.begin(&(a, 3), 7);
+        assert_eq!(t.begin(&("orders".into(), 3), 8), 2);
     }
 
     #[test]

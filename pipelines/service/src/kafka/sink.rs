@@ -17,7 +17,7 @@ use futures::stream::FuturesUnordered;
 use futures::{Future, StreamExt};
 use rdkafka::Timestamp;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{BorrowedHeaders, Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use triage_core::message::DecodeError;
 use triage_core::names::{header, metric};
@@ -173,7 +173,21 @@ fn unsent(
     )
 }
 
+/// The most headers triage adds to a record (a decision's label, route and model; a dead
+/// letter's error, kind and source).
+const ADDED_HEADERS: usize = 3;
+
+/// An input record's headers, copied with room for the ones triage adds (librdkafka grows a
+/// full header list by reallocating it).
+pub(crate) fn input_headers(h: &BorrowedHeaders) -> OwnedHeaders {
+    h.iter().fold(
+        OwnedHeaders::new_with_capacity(h.count() + ADDED_HEADERS),
+        OwnedHeaders::insert,
+    )
+}
+
 fn record_headers(base: Option<OwnedHeaders>, extra: &[(&str, &[u8])]) -> OwnedHeaders {
+    debug_assert!(extra.len() <= ADDED_HEADERS);
     let mut out = base.unwrap_or_else(|| OwnedHeaders::new_with_capacity(extra.len()));
     for (k, v) in extra {
         out = out.insert(Header {
