@@ -19,7 +19,8 @@
 # Ratios: replay 1 / bench, classify / bench, replay 2 / replay 1.
 #
 # Environment: TRIAGE_DATA (default ../shared/data; without it, examples/messages.jsonl is
-# repeated instead), BENCH_SKIP_BUILD=1 to skip the release build.
+# repeated instead), BENCH_SKIP_BUILD=1 to skip the release build, BENCH_TRIAGE_BIN to measure
+# another triage build (default target/release/triage).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -38,7 +39,7 @@ done
 
 say() { echo "bench/io: $*" >&2; }
 [ "${BENCH_SKIP_BUILD:-0}" = 1 ] || cargo build --release -p triage --quiet
-T=target/release/triage
+T="${BENCH_TRIAGE_BIN:-target/release/triage}"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 

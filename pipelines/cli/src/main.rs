@@ -15,6 +15,12 @@ mod progress;
 
 use commands::*;
 
+/// mimalloc instead of the system allocator: the Kafka loop allocates and frees small buffers on
+/// one thread and librdkafka's threads free others, where glibc's malloc spent a quarter of the
+/// loop thread's time (BENCHMARKS.md, "Kafka").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// triage: classify and route chat messages. A fast TF-IDF + logistic classifier labels most
 /// messages; only unsure ones (and those needing a reply) go to a small language model.
 ///
