@@ -660,6 +660,65 @@ mod tests {
         assert!(last.starts_with(r#"{"id":"7","#), "{last}");
     }
 
+    /// A batch classified and routed together gets, message for message, what one at a time
+    /// gets: the probability rows stay aligned across the payloads that are not messages.
+    #[test]
+    fn classify_all_and_route_all_match_one_message_at_a_time() {
+        let p = processor();
+        let k = p.labels().len();
+        let payloads = [
+            r#"{"id":"a","text":"thanks, that fixed it"}"#,
+            "not json",
+            r#"{"id":"b","text":"this is awful, nobody helped"}"#,
+            r#"{"id":"c"}"#,
+            r#"{"id":"d","text":"where is my order?"}"#,
+            r#"{"id":"e","text":"ok"}"#,
+        ];
+        let input = InputConfig::default();
+        let mut batch: Vec<std::result::Result<(Message<'_>, Classified), DecodeError>> = payloads
+            .iter()
+            .map(|x| {
+                decode(x.as_bytes(), &input, || "x".into()).map(|m| (m, Classified::default()))
+            })
+            .collect();
+        let (mut scratch, mut buf, mut rows) = (Scratch::default(), Vec::new(), Vec::new());
+        p.classify_all(
+            batch.iter_mut().flatten(),
+            &mut scratch,
+            &mut buf,
+            &mut rows,
+        );
+        assert_eq!(rows.len(), 4 * k, "one row per message, none for the rest");
+        let mut budget = p.new_budget();
+        let routings = p.route_all(
+            batch.iter().map(|r| r.as_ref().ok().map(|(_, c)| c)),
+            &rows,
+            &mut budget,
+        );
+        let mut alone = p.new_budget();
+        let mut row = rows.chunks_exact(k);
+        for (r, routing) in batch.iter().zip(&routings) {
+            match (r, routing) {
+                (Ok((m, c)), Some(routing)) => {
+                    let mut probs = Vec::new();
+                    let c1 = p.classify(m, &mut scratch, &mut probs);
+                    assert_eq!(row.next().unwrap(), &probs[..], "{}", m.id);
+                    assert_eq!(c.bytes, c1.bytes);
+                    let one = p.route(&c1, &probs, &mut alone);
+                    assert_eq!(
+                        (routing.label, routing.route, routing.confidence),
+                        (one.label, one.route, one.confidence),
+                        "{}",
+                        m.id
+                    );
+                }
+                (Err(_), None) => {}
+                _ => panic!("a message is routed, and only a message"),
+            }
+        }
+        assert!(row.next().is_none());
+    }
+
     /// The same keys at every level, the same strings, and numbers equal up to f32 precision.
     fn same_shape(a: &serde_json::Value, b: &serde_json::Value) -> bool {
         use serde_json::Value as V;
