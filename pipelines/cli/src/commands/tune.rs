@@ -26,8 +26,9 @@ pub struct Args {
     /// Alphas to try (comma-separated).
     #[arg(long, value_delimiter = ',', default_values_t = vec![0.1, 0.3, 1.0])]
     alpha: Vec<f64>,
-    /// Class weights to try: none, balanced, balanced_sqrt (comma-separated).
-    #[arg(long, value_delimiter = ',', default_values_t = vec!["none".to_string()])]
+    /// Class weights to try: none, balanced, balanced_sqrt (comma-separated). Without it, the
+    /// base settings' weight only (`balanced_sqrt` without a config).
+    #[arg(long, value_delimiter = ',')]
     class_weight: Vec<String>,
     /// Character n-gram ranges to try, e.g. `2-5,3-4,3,4` (`off`: none; comma-separated).
     /// Without it, the base settings' range only.
@@ -51,11 +52,14 @@ pub fn run(a: Args) -> CmdResult {
     if a.dev.is_none() && a.folds < 2 {
         return Err(Failure::usage(anyhow!("--folds must be at least 2")));
     }
-    let weights = a
+    let mut weights = a
         .class_weight
         .iter()
         .map(|w| class_weight(w))
         .collect::<Result<Vec<_>, _>>()?;
+    if weights.is_empty() {
+        weights.push(base.logistic.class_weight.clone());
+    }
     let data = read_jsonl(&a.data)?;
     let dev = a.dev.as_deref().map(read_jsonl).transpose()?;
     let scoring = match &dev {
