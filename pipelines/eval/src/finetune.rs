@@ -44,6 +44,8 @@ pub struct FinetuneRequest {
     pub seed: u64,
     /// Longest input in tokens.
     pub max_seq_len: usize,
+    /// Keep only the encoder's first this many transformer layers (all of them when `None`).
+    pub layers: Option<usize>,
     /// Threads (0: every CPU).
     pub threads: usize,
     /// Least argmax agreement of the served model with PyTorch on the held-back messages.
@@ -190,6 +192,9 @@ pub fn finetune(
     }
     if let Some(n) = req.max_train {
         cmd.args(["--max-train", &n.to_string()]);
+    }
+    if let Some(n) = req.layers {
+        cmd.args(["--layers", &n.to_string()]);
     }
     let mut child = cmd
         .spawn()

@@ -70,6 +70,10 @@ pub struct FinetuneArgs {
     /// Longest input in tokens (longer messages are truncated, in training and in serving).
     #[arg(long, default_value_t = 64)]
     max_seq_len: usize,
+    /// Keep only the encoder's first N transformer layers (of all-MiniLM-L6-v2's 6): a smaller,
+    /// faster second opinion, at some accuracy [default: all 6].
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=6))]
+    layers: Option<u8>,
     /// Threads (0: every CPU).
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -168,6 +172,7 @@ fn finetune(a: FinetuneArgs) -> CmdResult {
         max_train: a.max_train,
         seed: a.seed,
         max_seq_len: a.max_seq_len,
+        layers: a.layers.map(usize::from),
         threads: a.threads,
         min_parity: a.min_parity,
         holdout: a.holdout,
