@@ -18,10 +18,17 @@ Model: MiniLM -> mean pooling over the attention mask -> dropout 0.1 -> Linear(3
 CPU (bf16 autocast on CUDA). The epoch with the best dev accuracy (the first one on a tie) is kept.
 Deterministic for a seed, a device and a thread count.
 
+Quantisation-aware steps (--qat-fraction of an epoch, default 0.25, at --qat-lr 2e-5 decaying to 0; 0 turns them
+off): after training, the forward pass computes onnxruntime's dynamic int8 arithmetic message by message (weights
+int8 per output channel in the reduced range [-64, 64], MatMul inputs uint8 per message, embedding tables uint8),
+gradients straight through; the weights end on their int8 grid. That model, int8 arithmetic and all, is the one the
+parity check compares ONNX Runtime with (the agreement of the same weights with fp32 activations is reported too).
+
 Export: torch.onnx.export (dynamo, opset 18; batch and sequence axes dynamic) of the whole model:
     inputs  input_ids, attention_mask, token_type_ids: int64 [batch, seq]
     output  logits: float32 [batch, n_labels]   (softmax gives the probabilities, columns in slm.json's label order)
-then onnxruntime dynamic quantisation (int8 weights, per channel; activations per tensor at run time). If int8
+then onnxruntime dynamic quantisation (int8 weights per channel in the reduced range; activations per tensor at run
+time). If int8
 loses more than 0.5 point of dev accuracy against fp32, or its argmax agreement with torch fp32 on the holdout
 (the first --holdout dev messages, each run alone) is below --min-parity (0.99), it is quantised again with the
 classifier head in fp32, then also with each layer's FFN down-projection in fp32; the first variant that passes
@@ -104,6 +111,8 @@ DROPOUT = 0.1
 MAX_GRAD_NORM = 1.0
 EVAL_BATCH = 64
 STEP_EVENT_INTERVAL_S = 0.5
+QAT_FRACTION = 0.25  # quantisation-aware steps after training, a share of an epoch (docs/cascade.md)
+QAT_LR = 2e-5
 
 
 class Fail(Exception):
@@ -510,6 +519,164 @@ def train(args, model, train_enc, train_y, dev_enc, dev_labels, labels, device, 
     return history, best_epoch, train_seconds
 
 
+# ------------------------------------------------------------------------------------------------ quantisation-aware steps
+# After training, a short phase in which the forward pass computes what onnxruntime's dynamic int8 (`quantize`
+# below) will compute, so that the model PyTorch trains and evaluates is the one ONNX Runtime serves. Emulated,
+# message by message:
+#   * every MatMul's constant weight: int8, symmetric, one scale per output channel, in the reduced range
+#     [-64, 64] (absmax / 64);
+#   * its input: DynamicQuantizeLinear, uint8 with one scale and zero point over the message's tokens, the range
+#     [min(0, x), max(0, x)], rounding half to even (torch.round, as onnxruntime);
+#   * the embedding tables (quantised Gathers): uint8, one scale and zero point for the whole table.
+# Gradients pass straight through the rounding. At the end every weight is left on its int8 grid.
+#
+# Why the reduced range: x86 CPUs without VNNI (AVX2 only) multiply uint8 by int8 in pairs summed into int16
+# with saturation, and with full-range int8 weights a pair can exceed it; the product then depends on the CPU.
+# With weights in [-64, 64] no pair can (2 * 255 * 64 < 32767): every CPU computes exactly what is emulated here.
+# Measured on 1,000 dev messages (docs/cascade.md): the emulation agrees with onnxruntime on 98.0% of them with
+# full-range weights, 100% with the reduced range.
+
+WEIGHT_QMAX = 64.0
+
+
+def _fq_rows(w):
+    import torch
+
+    absmax = w.detach().abs().amax(dim=1, keepdim=True)
+    scale = torch.where(absmax > 0, absmax / WEIGHT_QMAX, torch.ones_like(absmax))
+    q = torch.clamp(torch.round(w / scale), -WEIGHT_QMAX, WEIGHT_QMAX) * scale
+    return w + (q - w).detach()
+
+
+def _fq_table(w):
+    import torch
+
+    d = w.detach()
+    rmin, rmax = torch.clamp(d.min(), max=0.0), torch.clamp(d.max(), min=0.0)
+    scale = (rmax - rmin) / 255.0
+    if float(scale) == 0.0:
+        return w
+    zp = torch.round(-rmin / scale)
+    q = (torch.clamp(torch.round(w / scale) + zp, 0, 255) - zp) * scale
+    return w + (q - w).detach()
+
+
+def _fq_input(x, mask):
+    import torch
+
+    d = x.detach()
+    if d.dim() == 3 and mask is not None:
+        d = d * mask.to(d.dtype).unsqueeze(-1)  # a padded position counts as 0, which the range holds anyway
+    dims = tuple(range(1, d.dim()))
+    rmin = torch.clamp(d.amin(dim=dims, keepdim=True), max=0.0)
+    rmax = torch.clamp(d.amax(dim=dims, keepdim=True), min=0.0)
+    scale = (rmax - rmin) / 255.0
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    zp = torch.clamp(torch.round(-rmin / scale), 0, 255)
+    q = (torch.clamp(torch.round(x / scale) + zp, 0, 255) - zp) * scale
+    return x + (q - x).detach()
+
+
+class emulated_int8:  # noqa: N801 (a context manager)
+    """Within it, `model`'s forward is the int8 model's (see above); on exit the weights stay on their int8 grid."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __enter__(self):
+        from torch import nn
+        from torch.nn.utils import parametrize
+
+        class Rows(nn.Module):
+            def forward(self, w):
+                return _fq_rows(w)
+
+        class Table(nn.Module):
+            def forward(self, w):
+                return _fq_table(w)
+
+        ctx = {}
+        self.hooks = [self.model.register_forward_pre_hook(lambda _m, a: ctx.__setitem__("mask", a[1]))]
+        emb = self.model.encoder.embeddings
+        self.tables = [emb.word_embeddings, emb.position_embeddings, emb.token_type_embeddings]
+        self.linears = [m for m in self.model.modules() if isinstance(m, nn.Linear)]
+        for t in self.tables:
+            parametrize.register_parametrization(t, "weight", Table())
+        for lin in self.linears:
+            parametrize.register_parametrization(lin, "weight", Rows())
+            self.hooks.append(lin.register_forward_pre_hook(lambda _m, a: (_fq_input(a[0], ctx.get("mask")),)))
+        return self.model
+
+    def __exit__(self, *exc):
+        import torch
+        from torch.nn.utils import parametrize
+
+        for h in self.hooks:
+            h.remove()
+        with torch.no_grad():
+            for m in self.tables + self.linears:
+                parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
+        return False
+
+
+def quantisation_aware(args, model, train_enc, train_y, dev_enc, dev_labels, labels, device, started) -> dict | None:
+    """Runs --qat-fraction of an epoch of quantisation-aware steps on `model` (in place; its weights end on their
+    int8 grid). Returns the phase's record (None when --qat-fraction is 0)."""
+    import torch
+
+    steps = math.ceil(args.qat_fraction * math.ceil(len(train_enc) / args.batch_size))
+    if steps == 0:
+        return None
+    emit("phase", name="qat", steps=steps)
+    y_all = torch.tensor(train_y, dtype=torch.long)
+    perm = torch.randperm(len(train_enc), generator=torch.Generator().manual_seed(args.seed + 1)).tolist()
+    t0, last_emit, loss_sum, loss_n = time.monotonic(), 0.0, 0.0, 0
+    with emulated_int8(model):
+        opt = torch.optim.AdamW(model.parameters(), lr=args.qat_lr, weight_decay=WEIGHT_DECAY)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1.0 - s / steps))
+        model.train()
+        for s in range(steps):
+            start = (s * args.batch_size) % len(perm)
+            idx = perm[start : start + args.batch_size]
+            ids, mask, types = (torch.from_numpy(a).to(device) for a in pad_batch([train_enc[i] for i in idx]))
+            loss = torch.nn.functional.cross_entropy(model(ids, mask, types).float(), y_all[idx].to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
+            opt.step()
+            sched.step()
+            lv = float(loss.detach())
+            if not math.isfinite(lv):
+                raise Fail(f"the quantisation-aware loss became {lv} at step {s + 1}: try a lower --qat-lr", 1)
+            loss_sum, loss_n = loss_sum + lv * len(idx), loss_n + len(idx)
+            now = time.monotonic()
+            if now - last_emit >= STEP_EVENT_INTERVAL_S or s == steps - 1:
+                last_emit = now
+                emit("step", stage="qat", step=s + 1, steps=steps, loss=round(lv, 5),
+                     mean_loss=round(loss_sum / loss_n, 5), elapsed_s=round(now - started, 2),
+                     train_s=round(now - t0, 2))
+        seconds = time.monotonic() - t0
+        m = metrics(dev_labels, [labels[i] for i in torch_logits(model, dev_enc, device).argmax(axis=1)], labels)
+    m32 = metrics(dev_labels, [labels[i] for i in torch_logits(model, dev_enc, device).argmax(axis=1)], labels)
+    rec = {
+        "steps": steps,
+        "fraction_of_epoch": args.qat_fraction,
+        "lr": args.qat_lr,
+        "messages": loss_n,
+        "seconds": seconds,
+        "train_loss": loss_sum / max(1, loss_n),
+        "dev_accuracy": m["accuracy"],
+        "dev_macro_f1": m["macro_f1"],
+        "dev_accuracy_fp32_activations": m32["accuracy"],
+        "dev_macro_f1_fp32_activations": m32["macro_f1"],
+    }
+    emit("qat", steps=steps, seconds=round(seconds, 2), dev_accuracy=round(m["accuracy"], 6),
+         dev_macro_f1=round(m["macro_f1"], 6), dev_accuracy_fp32_activations=round(m32["accuracy"], 6))
+    log(f"quantisation-aware steps: {steps} ({seconds:.1f} s), dev accuracy {m['accuracy']:.4f}, macro-F1 "
+        f"{m['macro_f1']:.4f} (the same weights with fp32 activations: {m32['accuracy']:.4f})")
+    return rec
+
+
 # ------------------------------------------------------------------------------------------------ export
 
 
@@ -647,8 +814,14 @@ def check_interface(onnx_path: Path, n_labels: int) -> dict:
 def quantize(fp32: Path, out: Path, exclude: list[str]) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    # reduce_range: weights in [-64, 64], which no CPU's uint8 x int8 pairs saturate (see emulated_int8)
     quantize_dynamic(
-        str(fp32), str(out), weight_type=QuantType.QInt8, per_channel=True, nodes_to_exclude=list(exclude) or None
+        str(fp32),
+        str(out),
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        reduce_range=True,
+        nodes_to_exclude=list(exclude) or None,
     )
 
 
@@ -672,6 +845,8 @@ def run(args) -> None:
         raise Fail("--epochs and --batch-size must be >= 1, --lr > 0 and --holdout >= 0", 2)
     if not 0.0 <= args.min_parity <= 1.0:
         raise Fail("--min-parity must be between 0 and 1", 2)
+    if not 0.0 <= args.qat_fraction <= 10.0 or args.qat_lr <= 0:
+        raise Fail("--qat-fraction must be between 0 and 10 and --qat-lr > 0", 2)
     if args.max_train is not None and args.max_train < 2:
         raise Fail("--max-train must be at least 2", 2)
 
@@ -758,7 +933,24 @@ def run(args) -> None:
             args, model, train_enc, train_y, dev_enc, dev_labels, labels, device, started
         )
         best = history[best_epoch - 1]
+        qat = quantisation_aware(args, model, train_enc, train_y, dev_enc, dev_labels, labels, device, started)
+        if qat is not None:  # the model from here on: the quantisation-aware one
+            best = {**best, "dev_accuracy": qat["dev_accuracy"], "dev_macro_f1": qat["dev_macro_f1"]}
         model = model.to("cpu").float().eval()
+
+        # ---- the parity reference: PyTorch's model on the holdout (with quantisation-aware steps, their int8
+        # forward; also reported: the same weights with fp32 activations)
+        hold_n = min(args.holdout, len(dev_rows))
+        hold_enc = dev_enc[:hold_n]
+        if hold_n and qat is not None:
+            with emulated_int8(model):
+                ref_logits = torch_logits(model, hold_enc, torch.device("cpu"))
+        elif hold_n:
+            ref_logits = torch_logits(model, hold_enc, torch.device("cpu"))
+        else:
+            ref_logits = np.zeros((0, len(labels)))
+        ref32_logits = torch_logits(model, hold_enc, torch.device("cpu")) if hold_n else ref_logits
+        ref_probs = softmax(ref_logits) if hold_n else ref_logits
 
         # ---- export, quantise
         emit("phase", name="export")
@@ -767,11 +959,6 @@ def run(args) -> None:
         export_onnx(model, fp32_path)
         interface = check_interface(fp32_path, len(labels))
         export_s = time.monotonic() - t0
-
-        hold_n = min(args.holdout, len(dev_rows))
-        hold_enc = dev_enc[:hold_n]
-        ref_logits = torch_logits(model, hold_enc, torch.device("cpu")) if hold_n else np.zeros((0, len(labels)))
-        ref_probs = softmax(ref_logits) if hold_n else ref_logits
 
         def try_quantize(exclude: list[str], name: str) -> dict:
             emit("phase", name="quantize", variant=name)
@@ -791,6 +978,7 @@ def run(args) -> None:
             hold_int8 = ort_logits(sess, hold_enc, 1, sort=False) if hold_n else np.zeros((0, len(labels)))
             flips = hold_int8.argmax(axis=1) != ref_logits.argmax(axis=1)
             agree = float(1.0 - flips.mean()) if hold_n else None
+            agree32 = float((hold_int8.argmax(axis=1) == ref32_logits.argmax(axis=1)).mean()) if hold_n else None
             max_diff = float(np.abs(softmax(hold_int8) - ref_probs).max()) if hold_n else None
             top2 = np.sort(ref_probs, axis=1)[:, -2:] if hold_n else np.zeros((0, 2))
             near_tie = (top2[:, 1] - top2[:, 0]) < NEAR_TIE
@@ -801,6 +989,7 @@ def run(args) -> None:
                 "bytes": path.stat().st_size,
                 "dev": m,
                 "agreement": agree,
+                "agreement_fp32_activations": agree32,
                 "flips": int(flips.sum()),
                 "near_tie_flips": int((flips & near_tie).sum()),
                 "max_probability_diff": max_diff,
@@ -819,12 +1008,13 @@ def run(args) -> None:
         head = head_nodes(fp32_path)
         cfg = model.encoder.config
         chain = [
-            ("all", [], "every MatMul/Gemm quantised (dynamic int8, per channel)"),
-            ("head-fp32", head, "dynamic int8, per channel; the classifier head kept in fp32"),
+            ("all", [], "every MatMul/Gemm quantised (dynamic int8, per channel, weights in [-64, 64])"),
+            ("head-fp32", head, "dynamic int8, per channel, weights in [-64, 64]; the classifier head kept in fp32"),
             (
                 "head-ffn-down-fp32",
                 head + ffn_down_nodes(fp32_path, cfg.intermediate_size, cfg.hidden_size),
-                "dynamic int8, per channel; the classifier head and every FFN down-projection kept in fp32",
+                "dynamic int8, per channel, weights in [-64, 64]; the classifier head and every FFN down-projection kept "
+                "in fp32",
             ),
         ]
         variants, notes = [], {}
@@ -872,7 +1062,7 @@ def run(args) -> None:
         )
         log(
             f"int8 dev accuracy {chosen['dev']['accuracy']:.4f} (fp32 {best['dev_accuracy']:.4f}), macro-F1 "
-            f"{chosen['dev']['macro_f1']:.4f} (fp32 {best['dev_macro_f1']:.4f}); parity torch fp32 vs onnxruntime "
+            f"{chosen['dev']['macro_f1']:.4f} (fp32 {best['dev_macro_f1']:.4f}); parity torch vs onnxruntime "
             f"int8 on {hold_n} dev messages: {chosen['agreement']}"
         )
         parity_failure = None
@@ -979,6 +1169,8 @@ def run(args) -> None:
         "precision": "bf16 autocast" if device.type == "cuda" else "fp32",
         "dev_set": dev_source,
         "best_epoch_rule": "highest dev accuracy (the first such epoch on a tie)",
+        "qat_fraction": args.qat_fraction,
+        "qat_lr": args.qat_lr,
     }
     n_train = len(train_rows)
     metrics_doc = {
@@ -998,6 +1190,7 @@ def run(args) -> None:
         "settings": settings,
         "epochs": history,
         "best_epoch": best_epoch,
+        "quantisation_aware": qat,
         "dev_fp32": {"accuracy": best["dev_accuracy"], "macro_f1": best["dev_macro_f1"]},
         "dev_int8": {"accuracy": chosen["dev"]["accuracy"], "macro_f1": chosen["dev"]["macro_f1"]},
         "dev_int8_per_label_f1": chosen["dev"]["per_label_f1"],
@@ -1024,7 +1217,14 @@ def run(args) -> None:
             "flips": chosen["flips"],
             "near_tie_flips": chosen["near_tie_flips"],
             "max_probability_diff": chosen["max_probability_diff"],
-            "reference": "torch fp32 (CPU) vs onnxruntime int8 (CPUExecutionProvider), one message per run",
+            "agreement_fp32_activations": chosen["agreement_fp32_activations"],
+            "reference": (
+                "torch (CPU), the quantisation-aware model with its forward computing the int8 model's arithmetic, "
+                "vs onnxruntime int8 (CPUExecutionProvider), one message per run; agreement_fp32_activations: the "
+                "same weights with fp32 activations"
+                if qat
+                else "torch fp32 (CPU) vs onnxruntime int8 (CPUExecutionProvider), one message per run"
+            ),
         },
         "training_seconds": train_seconds,
         "train_messages_per_second": n_train * args.epochs / train_seconds if train_seconds > 0 else None,
@@ -1140,6 +1340,19 @@ def model_card(m: dict, slm: dict) -> str:
         + (f" ({m['machine']['gpu']})" if m["machine"]["gpu"] else "")
         + f", {s['threads']} torch thread(s) on a {m['machine']['cpu_count']}-CPU machine.",
         f"- Kept: epoch {m['best_epoch']} of {s['epochs']}, the one with the {s['best_epoch_rule']}.",
+        *(
+            [
+                f"- Then {m['quantisation_aware']['steps']} quantisation-aware steps ({s['qat_fraction']} of an epoch, "
+                f"lr {s['qat_lr']} decaying to 0, {m['quantisation_aware']['seconds']:.1f} s): the forward pass computes "
+                "onnxruntime's dynamic int8 arithmetic one message at a time (int8 weights per output channel in "
+                "[-64, 64], uint8 inputs per message, uint8 embedding tables), gradients straight through; the "
+                "weights end on their int8 grid. Dev accuracy after it: "
+                f"{pct(m['quantisation_aware']['dev_accuracy'])} (the same weights with fp32 activations: "
+                f"{pct(m['quantisation_aware']['dev_accuracy_fp32_activations'])})."
+            ]
+            if m.get("quantisation_aware")
+            else []
+        ),
         f"- Training time {m['training_seconds']:.1f} s ({m['train_messages_per_second']:.1f} messages/s); "
         f"whole run {m['total_seconds']:.1f} s.",
         "",
@@ -1158,13 +1371,19 @@ def model_card(m: dict, slm: dict) -> str:
         "",
         "| model | accuracy | macro-F1 |",
         "|---|---|---|",
-        f"| PyTorch fp32 | {pct(m['dev_fp32']['accuracy'])} | {pct(m['dev_fp32']['macro_f1'])} |",
+        f"| PyTorch{' (quantisation-aware: int8 arithmetic)' if m.get('quantisation_aware') else ' fp32'} | "
+        f"{pct(m['dev_fp32']['accuracy'])} | {pct(m['dev_fp32']['macro_f1'])} |",
         f"| ONNX int8 (onnxruntime) | {pct(m['dev_int8']['accuracy'])} | {pct(m['dev_int8']['macro_f1'])} |",
         "",
-        f"Parity: argmax agreement of onnxruntime int8 with PyTorch fp32 on {par['n']} dev messages (`parity.jsonl`, "
+        f"Parity: argmax agreement of onnxruntime int8 with PyTorch"
+        + (" (the quantisation-aware model)" if m.get("quantisation_aware") else " fp32")
+        + f" on {par['n']} dev messages (`parity.jsonl`, "
         f"one message per run): {par['agreement']} ({par['flips']} disagreements, {par['near_tie_flips']} of them where "
-        f"the fp32 top two were within {NEAR_TIE}; the gate is {par['min_agreement']}); largest probability difference "
-        f"{par['max_probability_diff']:.4f}." if par["n"] else "Parity: not checked (--holdout 0).",
+        f"PyTorch's top two were within {NEAR_TIE}; the gate is {par['min_agreement']}); largest probability difference "
+        f"{par['max_probability_diff']:.4f}"
+        + (f"; with the same weights in fp32 activations: {par['agreement_fp32_activations']}"
+           if m.get("quantisation_aware") else "")
+        + "." if par["n"] else "Parity: not checked (--holdout 0).",
         "Quantisation variants tried: "
         + "; ".join(f"{v['variant']} (dev accuracy {pct(v['dev_accuracy'])}, agreement {v['agreement']})"
                     for v in m["quantization"]["variants"])
@@ -1180,7 +1399,8 @@ def model_card(m: dict, slm: dict) -> str:
                 "",
                 "| model | accuracy | macro-F1 |",
                 "|---|---|---|",
-                f"| PyTorch fp32 | {pct(m['test']['fp32']['accuracy'])} | {pct(m['test']['fp32']['macro_f1'])} |",
+                f"| PyTorch{' (the same weights, fp32 activations)' if m.get('quantisation_aware') else ' fp32'} | "
+                f"{pct(m['test']['fp32']['accuracy'])} | {pct(m['test']['fp32']['macro_f1'])} |",
                 f"| ONNX int8 (onnxruntime) | {pct(m['test']['int8']['accuracy'])} | {pct(m['test']['int8']['macro_f1'])} |",
                 "",
             ]
@@ -1264,6 +1484,9 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-seq-len", type=int, default=64)
     p.add_argument("--layers", type=int, help="keep only the encoder's first N transformer layers (default: all 6)")
+    p.add_argument("--qat-fraction", type=float, default=QAT_FRACTION,
+                   help="quantisation-aware steps after training, as a share of an epoch's steps (0: none)")
+    p.add_argument("--qat-lr", type=float, default=QAT_LR, help="peak learning rate of the quantisation-aware steps")
     p.add_argument("--threads", type=int, default=0, help="torch / onnxruntime threads (0: every CPU)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--holdout", type=int, default=1000, help="dev messages for the parity check and parity.jsonl")

@@ -228,11 +228,20 @@ fn finetune_exports_checks_parity_and_serves(data: &Path) {
         .as_f64()
         .expect("parity in metrics.json");
     assert!(agreement >= 0.99, "PyTorch/ONNX Runtime parity {agreement}");
+    // The quantisation-aware steps ran (a quarter of an epoch by default: 300 messages in
+    // batches of 32 make 10 steps an epoch, so 3), and the parity reference is their model; the
+    // agreement of the same weights with fp32 activations is reported beside it.
+    assert_eq!(metrics["quantisation_aware"]["steps"], 3, "{metrics}");
+    assert!(metrics["parity"]["agreement_fp32_activations"].is_f64());
     // `--layers 3` (as the built-in second opinion is made): the encoder keeps 3 of its 6
     // layers, and the card says so.
     assert_eq!(metrics["settings"]["layers"], 3);
     let model_card = std::fs::read_to_string(out.join("MODEL_CARD.md")).unwrap();
     assert!(model_card.contains("Training time") && model_card.contains("Parity"));
+    assert!(
+        model_card.contains("quantisation-aware steps"),
+        "{model_card}"
+    );
     assert!(
         model_card.contains("MiniLM (3 layers of the base model's 6"),
         "{model_card}"

@@ -46,6 +46,9 @@ pub struct FinetuneRequest {
     pub max_seq_len: usize,
     /// Keep only the encoder's first this many transformer layers (all of them when `None`).
     pub layers: Option<usize>,
+    /// Quantisation-aware steps after training, as a share of an epoch (the script's default,
+    /// 0.25, when `None`; 0 turns them off).
+    pub qat_fraction: Option<f64>,
     /// Threads (0: every CPU).
     pub threads: usize,
     /// Least argmax agreement of the served model with PyTorch on the held-back messages.
@@ -196,6 +199,9 @@ pub fn finetune(
     if let Some(n) = req.layers {
         cmd.args(["--layers", &n.to_string()]);
     }
+    if let Some(f) = req.qat_fraction {
+        cmd.args(["--qat-fraction", &f.to_string()]);
+    }
     let mut child = cmd
         .spawn()
         .map_err(|e| EvalError::Invalid(format!("cannot start {}: {e}", python.display())))?;
@@ -219,7 +225,11 @@ pub fn finetune(
                 )),
                 "step" => {
                     if !in_steps {
-                        progress.phase("fine-tune", ev["steps"].as_u64(), Unit::Steps);
+                        let phase = match ev["stage"].as_str() {
+                            Some("qat") => "quantisation-aware steps",
+                            _ => "fine-tune",
+                        };
+                        progress.phase(phase, ev["steps"].as_u64(), Unit::Steps);
                         in_steps = true;
                     }
                     progress.advance(1);
@@ -234,6 +244,18 @@ pub fn finetune(
                         ev["epoch"],
                         100.0 * ev["dev_accuracy"].as_f64().unwrap_or(0.0),
                         ev["dev_macro_f1"].as_f64().unwrap_or(0.0),
+                        ev["seconds"].as_f64().unwrap_or(0.0)
+                    ));
+                }
+                "qat" => {
+                    if in_steps {
+                        progress.finish_phase();
+                        in_steps = false;
+                    }
+                    progress.message(&format!(
+                        "after {} quantisation-aware steps: dev accuracy {:.2}% ({:.0} s)",
+                        ev["steps"],
+                        100.0 * ev["dev_accuracy"].as_f64().unwrap_or(0.0),
                         ev["seconds"].as_f64().unwrap_or(0.0)
                     ));
                 }
