@@ -949,7 +949,7 @@ def run(args) -> None:
             ref_logits = torch_logits(model, hold_enc, torch.device("cpu"))
         else:
             ref_logits = np.zeros((0, len(labels)))
-        ref32_logits = torch_logits(model, hold_enc, torch.device("cpu")) if hold_n else ref_logits
+        ref32_logits = torch_logits(model, hold_enc, torch.device("cpu")) if hold_n and qat else ref_logits
         ref_probs = softmax(ref_logits) if hold_n else ref_logits
 
         # ---- export, quantise
