@@ -260,7 +260,7 @@ pub fn finetune(
                     ));
                 }
                 "int8" => progress.message(&format!(
-                    "int8 model: dev accuracy {:.2}% (fp32 {:.2}%)",
+                    "int8 model: dev accuracy {:.2}% (PyTorch {:.2}%)",
                     100.0 * ev["dev_accuracy"].as_f64().unwrap_or(0.0),
                     100.0 * ev["fp32_dev_accuracy"].as_f64().unwrap_or(0.0)
                 )),
