@@ -28,8 +28,7 @@ Export: torch.onnx.export (dynamo, opset 18; batch and sequence axes dynamic) of
     inputs  input_ids, attention_mask, token_type_ids: int64 [batch, seq]
     output  logits: float32 [batch, n_labels]   (softmax gives the probabilities, columns in slm.json's label order)
 then onnxruntime dynamic quantisation (int8 weights per channel in the reduced range; activations per tensor at run
-time). If int8
-loses more than 0.5 point of dev accuracy against fp32, or its argmax agreement with torch fp32 on the holdout
+time). If int8 loses more than 0.5 point of dev accuracy against fp32, or its argmax agreement with torch fp32 on the holdout
 (the first --holdout dev messages, each run alone) is below --min-parity (0.99), it is quantised again with the
 classifier head in fp32, then also with each layer's FFN down-projection in fp32; the first variant that passes
 is kept. If none passes the parity, the model is written all the same and the run ends with exit status 3.
@@ -548,33 +547,30 @@ def _fq_rows(w):
     return w + (q - w).detach()
 
 
-def _fq_table(w):
+def _fq_uint8(x, rmin, rmax):
+    """x rounded as uint8 with the range [min(0, rmin), max(0, rmax)] (tensors that broadcast against x), gradients
+    straight through; a zero range leaves x as it is."""
     import torch
 
-    d = w.detach()
-    rmin, rmax = torch.clamp(d.min(), max=0.0), torch.clamp(d.max(), min=0.0)
-    scale = (rmax - rmin) / 255.0
-    if float(scale) == 0.0:
-        return w
-    zp = torch.round(-rmin / scale)
-    q = (torch.clamp(torch.round(w / scale) + zp, 0, 255) - zp) * scale
-    return w + (q - w).detach()
-
-
-def _fq_input(x, mask):
-    import torch
-
-    d = x.detach()
-    if d.dim() == 3 and mask is not None:
-        d = d * mask.to(d.dtype).unsqueeze(-1)  # a padded position counts as 0, which the range holds anyway
-    dims = tuple(range(1, d.dim()))
-    rmin = torch.clamp(d.amin(dim=dims, keepdim=True), max=0.0)
-    rmax = torch.clamp(d.amax(dim=dims, keepdim=True), min=0.0)
+    rmin, rmax = torch.clamp(rmin, max=0.0), torch.clamp(rmax, min=0.0)
     scale = (rmax - rmin) / 255.0
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
     zp = torch.clamp(torch.round(-rmin / scale), 0, 255)
     q = (torch.clamp(torch.round(x / scale) + zp, 0, 255) - zp) * scale
     return x + (q - x).detach()
+
+
+def _fq_table(w):
+    d = w.detach()
+    return _fq_uint8(w, d.min(), d.max())
+
+
+def _fq_input(x, mask):
+    d = x.detach()
+    if d.dim() == 3 and mask is not None:
+        d = d * mask.to(d.dtype).unsqueeze(-1)  # a padded position counts as 0, which the range holds anyway
+    dims = tuple(range(1, d.dim()))
+    return _fq_uint8(x, d.amin(dim=dims, keepdim=True), d.amax(dim=dims, keepdim=True))
 
 
 class emulated_int8:  # noqa: N801 (a context manager)
