@@ -238,7 +238,12 @@ pub(crate) fn exp_nonpositive(x: f32) -> f32 {
     // 1.5 · 2^23: adding and subtracting it rounds an f32 of magnitude < 2^22 to an integer.
     const ROUND: f32 = 12_582_912.0;
     let x = x.max(-87.3);
-    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    let t = x * std::f32::consts::LOG2_E + ROUND;
+    let n = t - ROUND;
+    // `t` is `ROUND + n` with `n` a small integer, in `ROUND`'s binade (steps of 1), so `n` is
+    // also the difference of their bit patterns: integer lanes, where `n as i32` (a saturating
+    // cast) is compiled one lane at a time.
+    let ni = t.to_bits().wrapping_sub(ROUND.to_bits()) as i32;
     let r = (x - n * 0.693_359_4) + n * 2.121_944_4e-4;
     let mut p = 1.987_569_1e-4f32;
     p = p * r + 1.398_199_9e-3;
@@ -247,7 +252,7 @@ pub(crate) fn exp_nonpositive(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5;
     let e = p * r * r + r + 1.0;
-    e * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    e * f32::from_bits(((ni + 127) as u32) << 23)
 }
 
 /// The largest of `v` (−∞ when empty), over eight lanes so that it vectorises (a fold over one
