@@ -234,30 +234,28 @@ pub fn finetune(
                     }
                     progress.advance(1);
                 }
-                "epoch" => {
+                kind @ ("epoch" | "qat") => {
+                    // The end of a phase of steps: its bar gives way to the dev figures.
                     if in_steps {
                         progress.finish_phase();
                         in_steps = false;
                     }
-                    progress.message(&format!(
-                        "epoch {}: dev accuracy {:.2}%, macro-F1 {:.4} ({:.0} s)",
-                        ev["epoch"],
+                    let (accuracy, seconds) = (
                         100.0 * ev["dev_accuracy"].as_f64().unwrap_or(0.0),
-                        ev["dev_macro_f1"].as_f64().unwrap_or(0.0),
-                        ev["seconds"].as_f64().unwrap_or(0.0)
-                    ));
-                }
-                "qat" => {
-                    if in_steps {
-                        progress.finish_phase();
-                        in_steps = false;
-                    }
-                    progress.message(&format!(
-                        "after {} quantisation-aware steps: dev accuracy {:.2}% ({:.0} s)",
-                        ev["steps"],
-                        100.0 * ev["dev_accuracy"].as_f64().unwrap_or(0.0),
-                        ev["seconds"].as_f64().unwrap_or(0.0)
-                    ));
+                        ev["seconds"].as_f64().unwrap_or(0.0),
+                    );
+                    progress.message(&if kind == "epoch" {
+                        format!(
+                            "epoch {}: dev accuracy {accuracy:.2}%, macro-F1 {:.4} ({seconds:.0} s)",
+                            ev["epoch"],
+                            ev["dev_macro_f1"].as_f64().unwrap_or(0.0),
+                        )
+                    } else {
+                        format!(
+                            "after {} quantisation-aware steps: dev accuracy {accuracy:.2}% ({seconds:.0} s)",
+                            ev["steps"],
+                        )
+                    });
                 }
                 "int8" => progress.message(&format!(
                     "int8 model: dev accuracy {:.2}% (PyTorch {:.2}%)",
