@@ -32,8 +32,9 @@
 //! assert_eq!(p.label, "positive");
 //! assert!(p.confidence > 0.5);
 //! ```
-// Two unsafe blocks, allowed where they are: the call of the AVX2 scoring kernel (model/mod.rs)
-// and the prefetch hint of the int8 table's rows (model/scoring.rs).
+// Unsafe code, allowed where it is: the calls of the scoring kernels compiled for AVX2 and
+// AVX-512, picked at run time (model/mod.rs), and the prefetch hint of the int8 table's rows
+// (model/scoring.rs).
 // (The training sweep compiled for AVX2 trained no faster: it is bound by memory.)
 #![deny(unsafe_code)]
 #![warn(missing_docs)]

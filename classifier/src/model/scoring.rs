@@ -7,11 +7,13 @@
 //! `max|w| / 254` per weight. (Pruning the small weights into (label, weight) pairs was measured
 //! and lost: see docs/accuracy.md.)
 //!
-//! The model file keeps f32 weights; the int8 table is built at load, and scoring reads it two
-//! rows a pass while asking for the rows a few features ahead to be fetched into cache. The
-//! kernels are compiled twice, for the x86-64 baseline and for AVX2 + FMA, and the second is
-//! picked at run time where the CPU has it (8 lanes instead of 4 in the dense label loops and
-//! in the softmax's exponentials).
+//! The model file keeps f32 weights; the int8 table is built at load, its weights padded to
+//! whole groups of 16 labels, and scoring reads it two rows a pass while asking for
+//! the rows a few features ahead to be fetched into cache. The kernels are compiled three times,
+//! for the x86-64 baseline, for AVX2 + FMA and for AVX-512, and the widest the CPU has is
+//! picked at run time ([`Kernel`]: 4, 8 or 16 lanes in the dense label loops and in the
+//! softmax's exponentials). Every kernel does the same arithmetic in the same order, so they
+//! give the same probabilities bit for bit (a test compares them).
 
 use serde::{Deserialize, Serialize};
 
@@ -55,8 +57,15 @@ fn row_scale(w: &[f32]) -> f32 {
 /// Bytes before a quantised row's weights: its IDF and its scale, as f32.
 const Q_HEAD: usize = 8;
 
-/// The int8 table: one row per feature, `[idf f32][scale f32][k × i8]`, padded to a multiple
-/// of 4 bytes, then an all-zero row for unknown buckets; and its own bucket → row index.
+/// The int8 rows hold their weights in whole groups of this many labels (zeros after the last
+/// label), so that the label loop has no remainder: one AVX-512 vector, two AVX2 ones, four
+/// SSE2 ones a group. With 151 labels a loop of 16-label groups reads 160 weights where the
+/// compiled loop over exactly 151 ran its last 23 labels four or one at a time.
+pub(crate) const LABEL_GROUP: usize = 16;
+
+/// The int8 table: one row per feature, `[idf f32][scale f32][k × i8]`, the weights padded with
+/// zeros to a whole number of [`LABEL_GROUP`]s, then an all-zero row for unknown buckets; and
+/// its own bucket → row index.
 ///
 /// The rows are ordered by IDF, the feature in most training messages first, so that the rows
 /// most messages read share cache lines and pages with each other instead of with rare ones.
@@ -64,6 +73,8 @@ const Q_HEAD: usize = 8;
 pub(crate) struct Int8Table {
     bytes: Vec<u8>,
     stride: usize,
+    /// The label count padded to whole [`LABEL_GROUP`]s: the weights a row holds.
+    padded: usize,
     index: RowIndex,
 }
 
@@ -79,7 +90,8 @@ impl Int8Table {
     /// Quantises the f32 `table` (rows of `1 + k`: IDF then weights; the last row all zero),
     /// whose rows `index` gives by bucket.
     pub(crate) fn new(table: &[f32], k: usize, index: &[u32]) -> Self {
-        let stride = (Q_HEAD + k).next_multiple_of(4);
+        let padded = k.next_multiple_of(LABEL_GROUP);
+        let stride = Q_HEAD + padded;
         let rows = table.len() / (k + 1);
         let features = rows - 1;
         let idf = |r: usize| table[r * (k + 1)];
@@ -111,8 +123,15 @@ impl Int8Table {
         Self {
             bytes,
             stride,
+            padded,
             index,
         }
+    }
+
+    /// The label count padded to whole [`LABEL_GROUP`]s: the length [`block_int8`] wants of
+    /// its label accumulators (the slots after the last label stay zero).
+    pub(crate) fn padded_labels(&self) -> usize {
+        self.padded
     }
 
     /// Its bucket → row index.
@@ -155,11 +174,16 @@ pub(crate) fn block_f32(table: &[f32], rows: &[(u32, f32)], part: &mut [f32]) ->
 }
 
 /// [`block_f32`] over the int8 table, two rows a pass (one load and store of `part` for two
-/// rows' weights), with the rows [`PREFETCH_AHEAD`] ahead fetched into cache meanwhile: from a
-/// few dozen labels the table outgrows the caches, and a row read on demand waited for memory.
+/// rows' weights), [`LABEL_GROUP`] labels a step, with the rows [`PREFETCH_AHEAD`] ahead fetched
+/// into cache meanwhile: from a few dozen labels the table outgrows the caches, and a row read
+/// on demand waited for memory. `part` has [`Int8Table::padded_labels`] slots.
 #[inline(always)]
-pub(crate) fn block_int8(t: &Int8Table, rows: &[(u32, f32)], part: &mut [f32]) -> f32 {
-    let k = part.len();
+pub(crate) fn block_int8<L: LabelLoop>(
+    t: &Int8Table,
+    rows: &[(u32, f32)],
+    part: &mut [f32],
+) -> f32 {
+    assert_eq!(part.len(), t.padded, "one slot per padded label");
     let mut norm2 = 0.0f32;
     for &(row, _) in rows.iter().take(PREFETCH_AHEAD) {
         t.prefetch(row);
@@ -171,15 +195,13 @@ pub(crate) fn block_int8(t: &Int8Table, rows: &[(u32, f32)], part: &mut [f32]) -
             t.prefetch(row);
         }
         next += 2;
-        let (va, sa, qa) = t.row(pair[0], k);
-        let (vb, sb, qb) = t.row(pair[1], k);
+        let (va, sa, qa) = t.row(pair[0]);
+        let (vb, sb, qb) = t.row(pair[1]);
         norm2 += va * va + vb * vb;
-        for ((p, &a), &b) in part.iter_mut().zip(qa).zip(qb) {
-            *p += sa * f32::from(a as i8) + sb * f32::from(b as i8);
-        }
+        L::add_pair(part, qa, qb, sa, sb);
     }
     for &single in pairs.remainder() {
-        let (v, s, q) = t.row(single, k);
+        let (v, s, q) = t.row(single);
         norm2 += v * v;
         for (p, &x) in part.iter_mut().zip(q) {
             *p += s * f32::from(x as i8);
@@ -188,16 +210,126 @@ pub(crate) fn block_int8(t: &Int8Table, rows: &[(u32, f32)], part: &mut [f32]) -
     norm2
 }
 
+/// The label loop of [`block_int8`]: `part[l] += sa · a[l] + sb · b[l]` over whole
+/// [`LABEL_GROUP`]s, in that order of operations whatever the compilation (so every kernel gives
+/// the same sums bit for bit).
+pub(crate) trait LabelLoop {
+    /// Adds two int8 rows, scaled, to `part` (all three of the same length, a multiple of
+    /// [`LABEL_GROUP`]).
+    fn add_pair(part: &mut [f32], a: &[u8], b: &[u8], sa: f32, sb: f32);
+}
+
+/// The label loop as plain Rust, vectorised by the compiler for the target it is compiled for
+/// (the baseline kernel).
+pub(crate) struct Portable;
+
+impl LabelLoop for Portable {
+    #[inline(always)]
+    fn add_pair(part: &mut [f32], a: &[u8], b: &[u8], sa: f32, sb: f32) {
+        for ((p, &a), &b) in part.iter_mut().zip(a).zip(b) {
+            *p += sa * f32::from(a as i8) + sb * f32::from(b as i8);
+        }
+    }
+}
+
+/// The label loop in AVX2 instructions, one 16-label group (two vectors) a step. Only for code
+/// compiled with AVX2, on a CPU that has it.
+#[cfg(target_arch = "x86_64")]
+pub(crate) struct Avx2;
+
+#[cfg(target_arch = "x86_64")]
+impl LabelLoop for Avx2 {
+    #[inline(always)]
+    fn add_pair(part: &mut [f32], a: &[u8], b: &[u8], sa: f32, sb: f32) {
+        // SAFETY: `Avx2` is used only inside `Model::score_avx2`, which runs where the CPU has
+        // AVX2 (`Kernel::available`).
+        #[allow(unsafe_code)]
+        unsafe {
+            add_pair_avx2(part, a, b, sa, sb)
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+fn add_pair_avx2(part: &mut [f32], a: &[u8], b: &[u8], sa: f32, sb: f32) {
+    use std::arch::x86_64::*;
+    let (part, _) = part.as_chunks_mut::<LABEL_GROUP>();
+    let (a, _) = a.as_chunks::<LABEL_GROUP>();
+    let (b, _) = b.as_chunks::<LABEL_GROUP>();
+    let (sa, sb) = (_mm256_set1_ps(sa), _mm256_set1_ps(sb));
+    for ((p, a), b) in part.iter_mut().zip(a).zip(b) {
+        for half in 0..2 {
+            let at = half * 8;
+            // SAFETY: each pointer is 8 elements inside a 16-element group of its slice
+            // (unaligned loads and stores).
+            #[allow(unsafe_code)]
+            unsafe {
+                let qa = _mm_loadl_epi64(a[at..].as_ptr().cast());
+                let qb = _mm_loadl_epi64(b[at..].as_ptr().cast());
+                let fa = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(qa));
+                let fb = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(qb));
+                let sum = _mm256_add_ps(_mm256_mul_ps(sa, fa), _mm256_mul_ps(sb, fb));
+                let p = p[at..].as_mut_ptr();
+                _mm256_storeu_ps(p, _mm256_add_ps(_mm256_loadu_ps(p), sum));
+            }
+        }
+    }
+}
+
+/// The label loop in AVX-512 instructions, one 16-label group a step. The compiler's own loop
+/// ran 32 labels a step and the rest four at a time (77 labels padded to 80: two steps, then
+/// four of four). Only for code compiled with AVX-512F, on a CPU that has it.
+#[cfg(target_arch = "x86_64")]
+pub(crate) struct Avx512;
+
+#[cfg(target_arch = "x86_64")]
+impl LabelLoop for Avx512 {
+    #[inline(always)]
+    fn add_pair(part: &mut [f32], a: &[u8], b: &[u8], sa: f32, sb: f32) {
+        // SAFETY: `Avx512` is used only inside `Model::score_avx512`, which runs where the CPU
+        // has AVX-512F (`Kernel::available`).
+        #[allow(unsafe_code)]
+        unsafe {
+            add_pair_avx512(part, a, b, sa, sb)
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn add_pair_avx512(part: &mut [f32], a: &[u8], b: &[u8], sa: f32, sb: f32) {
+    use std::arch::x86_64::*;
+    let (part, _) = part.as_chunks_mut::<LABEL_GROUP>();
+    let (a, _) = a.as_chunks::<LABEL_GROUP>();
+    let (b, _) = b.as_chunks::<LABEL_GROUP>();
+    let (sa, sb) = (_mm512_set1_ps(sa), _mm512_set1_ps(sb));
+    for ((p, a), b) in part.iter_mut().zip(a).zip(b) {
+        // SAFETY: each pointer is a whole 16-element group of its slice (unaligned loads and
+        // stores).
+        #[allow(unsafe_code)]
+        unsafe {
+            let fa = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(a.as_ptr().cast())));
+            let fb = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(b.as_ptr().cast())));
+            let sum = _mm512_add_ps(_mm512_mul_ps(sa, fa), _mm512_mul_ps(sb, fb));
+            let p = p.as_mut_ptr();
+            _mm512_storeu_ps(p, _mm512_add_ps(_mm512_loadu_ps(p), sum));
+        }
+    }
+}
+
 /// How many rows ahead [`block_int8`] asks for rows to be fetched into cache.
 const PREFETCH_AHEAD: usize = 8;
 
 impl Int8Table {
-    /// The TF-IDF value of `(row, tf)`, that value times the row's scale, and the row's `k`
-    /// weights.
+    /// The TF-IDF value of `(row, tf)`, that value times the row's scale, and the row's
+    /// weights (padded).
     #[inline(always)]
-    fn row(&self, (row, tf): (u32, f32), k: usize) -> (f32, f32, &[u8]) {
+    fn row(&self, (row, tf): (u32, f32)) -> (f32, f32, &[u8]) {
         let start = row as usize * self.stride;
-        let r = &self.bytes[start..start + Q_HEAD + k];
+        let r = &self.bytes[start..start + self.stride];
         let idf = f32::from_le_bytes([r[0], r[1], r[2], r[3]]);
         let scale = f32::from_le_bytes([r[4], r[5], r[6], r[7]]);
         let v = tf * idf;
@@ -290,16 +422,65 @@ pub(crate) fn exp_shifted(v: &mut [f32], max: f32) -> f32 {
     lanes.iter().chain(chunks.remainder()).sum()
 }
 
-/// Whether the AVX2 kernels can run here (checked once; the answer is cached by std).
-#[inline]
-pub(crate) fn has_avx2() -> bool {
+/// Which compilation of the scoring kernel runs: picked once per process from what the CPU has,
+/// the widest first. `TRIAGE_CPU_KERNEL` (`baseline`, `avx2` or `avx512`) can ask for a
+/// narrower one, to compare them or to keep a machine off AVX-512; a kernel the CPU lacks (or
+/// a name it does not know) leaves the widest in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    /// The x86-64 baseline (SSE2: 4 lanes), or the target's default elsewhere.
+    Baseline,
+    /// AVX2 + FMA: 8 lanes.
     #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2")
+    Avx2,
+    /// AVX-512 (F, BW, VL): 16 lanes.
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+impl Kernel {
+    /// The kernels this CPU can run, narrowest first.
+    pub fn available() -> Vec<Kernel> {
+        let mut k = vec![Kernel::Baseline];
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx2") && has!("fma") {
+                k.push(Kernel::Avx2);
+                if has!("avx512f") && has!("avx512bw") && has!("avx512vl") {
+                    k.push(Kernel::Avx512);
+                }
+            }
+        }
+        k
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
+
+    /// The kernel scoring uses in this process (see the type's documentation).
+    #[inline]
+    pub fn detected() -> Kernel {
+        static PICKED: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
+        *PICKED.get_or_init(|| {
+            let available = Self::available();
+            let widest = *available.last().expect("the baseline is always there");
+            match std::env::var("TRIAGE_CPU_KERNEL") {
+                Ok(name) => available
+                    .into_iter()
+                    .find(|k| k.name() == name.trim())
+                    .unwrap_or(widest),
+                Err(_) => widest,
+            }
+        })
+    }
+
+    /// Its name, as `TRIAGE_CPU_KERNEL` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Baseline => "baseline",
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => "avx2",
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => "avx512",
+        }
     }
 }
 
@@ -320,14 +501,15 @@ mod tests {
         table.extend(std::iter::repeat_n(0.0, k + 1));
         // Buckets 0 and 1 hold rows 0 and 1; bucket 2 is unknown (the zero row).
         let q = Int8Table::new(&table, k, &[0, 1, 2]);
-        assert_eq!(q.stride % 4, 0);
-        assert_eq!(q.len_bytes(), 3 * q.stride);
+        assert_eq!(q.padded_labels(), 32);
+        assert_eq!(q.len_bytes(), 3 * (8 + 32));
         assert_eq!([q.row_of(0), q.row_of(1), q.row_of(2)], [1, 0, 2]);
         for row in 0..2u32 {
             let mut exact = vec![0.0f32; k];
-            let mut approx = vec![0.0f32; k];
+            let mut approx = vec![0.0f32; q.padded_labels()];
             let n_exact = block_f32(&table, &[(row, 2.0)], &mut exact);
-            let n_approx = block_int8(&q, &[(q.row_of(row as usize), 2.0)], &mut approx);
+            let n_approx =
+                block_int8::<Portable>(&q, &[(q.row_of(row as usize), 2.0)], &mut approx);
             assert_eq!(n_exact, n_approx, "the norm uses the exact IDF");
             let src = &table[row as usize * (k + 1) + 1..(row as usize + 1) * (k + 1)];
             let max = src.iter().fold(0.0f32, |m, x| m.max(x.abs()));
@@ -335,9 +517,16 @@ mod tests {
             for (e, a) in exact.iter().zip(&approx) {
                 assert!((e - a).abs() <= v * max / 254.0 * 1.001, "{e} vs {a}");
             }
+            assert!(
+                approx[k..].iter().all(|&x| x == 0.0),
+                "the padding adds nothing"
+            );
         }
-        let mut zero = vec![0.0f32; k];
-        assert_eq!(block_int8(&q, &[(q.row_of(2), 5.0)], &mut zero), 0.0);
+        let mut zero = vec![0.0f32; q.padded_labels()];
+        assert_eq!(
+            block_int8::<Portable>(&q, &[(q.row_of(2), 5.0)], &mut zero),
+            0.0
+        );
         assert!(zero.iter().all(|&x| x == 0.0));
     }
 

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use serde_json::json;
 use triage_classifier::Model;
+use triage_classifier::model::scoring::Kernel;
 use triage_core::jsonl::{OtherLines, read_texts};
 use triage_eval::bench::throughput;
 
@@ -35,20 +36,21 @@ pub fn run(a: Args) -> CmdResult {
     if a.json {
         println!(
             "{}",
-            json!({"weights": model.weight_format(), "messages": t.messages, "seconds": t.seconds, "msgs_per_sec": t.msgs_per_sec,
+            json!({"weights": model.weight_format(), "kernel": Kernel::detected().name(), "messages": t.messages, "seconds": t.seconds, "msgs_per_sec": t.msgs_per_sec,
                    "us_per_msg": t.us_per_msg, "features_per_message": t.features_per_message,
                    "checksum": t.checksum})
         );
     } else {
         println!(
             "{} messages in {:.4}s (best of {}): {:.0} msg/s, {:.3} µs/msg, one thread, {:?} weights, \
-             {:.1} features/message",
+             {} kernel, {:.1} features/message",
             t.messages,
             t.seconds,
             a.repeat,
             t.msgs_per_sec,
             t.us_per_msg,
             model.weight_format(),
+            Kernel::detected().name(),
             t.features_per_message
         );
     }
