@@ -227,22 +227,22 @@ impl Model {
             (Scoring::F32, 4) => self.score_k::<4>(word, char, out),
             (Scoring::F32, 5) => self.score_k::<5>(word, char, out),
             (Scoring::F32, 6) => self.score_k::<6>(word, char, out),
-            (Scoring::Int8(q), _) => {
-                let k = q.padded_labels();
+            (scoring, k) => {
+                // The int8 rows hold whole 16-label groups; the accumulators match them.
+                let k = match scoring {
+                    Scoring::Int8(q) => q.padded_labels(),
+                    Scoring::F32 => k,
+                };
                 part.clear();
                 part.resize(2 * k, 0.0);
                 let (w, ch) = part.split_at_mut(k);
-                let (nw, nc) = (block_int8::<L>(q, word, w), block_int8::<L>(q, char, ch));
-                self.combine(w, ch, nw, nc, out);
-            }
-            (Scoring::F32, k) => {
-                part.clear();
-                part.resize(2 * k, 0.0);
-                let (w, ch) = part.split_at_mut(k);
-                let (nw, nc) = (
-                    block_f32(&self.table, word, w),
-                    block_f32(&self.table, char, ch),
-                );
+                let (nw, nc) = match scoring {
+                    Scoring::Int8(q) => (block_int8::<L>(q, word, w), block_int8::<L>(q, char, ch)),
+                    Scoring::F32 => (
+                        block_f32(&self.table, word, w),
+                        block_f32(&self.table, char, ch),
+                    ),
+                };
                 self.combine(w, ch, nw, nc, out);
             }
         }
