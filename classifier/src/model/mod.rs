@@ -19,7 +19,7 @@ pub use trainer::TrainingInfo;
 
 use crate::analyzer::{Analyzer, Scratch};
 use crate::error::Result;
-use scoring::{Int8Table, Kernel, LabelLoop, Portable, RowIndex, block_f32, block_int8};
+use scoring::{F32Blocks, Int8Table, Kernel, LabelLoop, Portable, RowIndex, block_f32, block_int8};
 
 /// A bucket with no row (before unknown buckets are pointed at the all-zero row).
 const NONE: u32 = u32::MAX;
@@ -155,7 +155,10 @@ impl Model {
                 RowIndex::U16(ix) => rows_of(ix, s, sublinear, char_offset),
                 RowIndex::U32(ix) => rows_of(ix, s, sublinear, char_offset),
             },
-            Scoring::F32 => rows_of(&self.index, s, sublinear, char_offset),
+            Scoring::F32(t) => match t.index() {
+                RowIndex::U16(ix) => rows_of(ix, s, sublinear, char_offset),
+                RowIndex::U32(ix) => rows_of(ix, s, sublinear, char_offset),
+            },
         };
         let (word, char) = s.rows.split_at(n_word);
         out.clear();
@@ -222,26 +225,25 @@ impl Model {
         out: &mut [f32],
     ) {
         match (&self.scoring, out.len()) {
-            (Scoring::F32, 2) => self.score_k::<2>(word, char, out),
-            (Scoring::F32, 3) => self.score_k::<3>(word, char, out),
-            (Scoring::F32, 4) => self.score_k::<4>(word, char, out),
-            (Scoring::F32, 5) => self.score_k::<5>(word, char, out),
-            (Scoring::F32, 6) => self.score_k::<6>(word, char, out),
+            (Scoring::F32(t), 2) => self.score_k::<2>(t, word, char, out),
+            (Scoring::F32(t), 3) => self.score_k::<3>(t, word, char, out),
+            (Scoring::F32(t), 4) => self.score_k::<4>(t, word, char, out),
+            (Scoring::F32(t), 5) => self.score_k::<5>(t, word, char, out),
+            (Scoring::F32(t), 6) => self.score_k::<6>(t, word, char, out),
             (scoring, k) => {
                 // The int8 rows hold whole 16-label groups; the accumulators match them.
                 let k = match scoring {
                     Scoring::Int8(q) => q.padded_labels(),
-                    Scoring::F32 => k,
+                    Scoring::F32(_) => k,
                 };
                 part.clear();
                 part.resize(2 * k, 0.0);
                 let (w, ch) = part.split_at_mut(k);
                 let (nw, nc) = match scoring {
                     Scoring::Int8(q) => (block_int8::<L>(q, word, w), block_int8::<L>(q, char, ch)),
-                    Scoring::F32 => (
-                        block_f32(&self.table, word, w),
-                        block_f32(&self.table, char, ch),
-                    ),
+                    Scoring::F32(t) => {
+                        (block_f32(t.word(), word, w), block_f32(t.char(), char, ch))
+                    }
                 };
                 self.combine(w, ch, nw, nc, out);
             }
@@ -249,10 +251,16 @@ impl Model {
     }
 
     #[inline(always)]
-    fn score_k<const K: usize>(&self, word: &[(u32, f32)], char: &[(u32, f32)], out: &mut [f32]) {
+    fn score_k<const K: usize>(
+        &self,
+        t: &F32Blocks,
+        word: &[(u32, f32)],
+        char: &[(u32, f32)],
+        out: &mut [f32],
+    ) {
         let (mut w, mut ch) = ([0.0f32; K], [0.0f32; K]);
-        let nw = block_f32(&self.table, word, &mut w);
-        let nc = block_f32(&self.table, char, &mut ch);
+        let nw = block_f32(t.word(), word, &mut w);
+        let nc = block_f32(t.char(), char, &mut ch);
         self.combine(&w, &ch, nw, nc, out);
     }
 
@@ -268,7 +276,7 @@ impl Model {
     /// How the weights are held for scoring.
     pub fn weight_format(&self) -> WeightFormat {
         match self.scoring {
-            Scoring::F32 => WeightFormat::F32,
+            Scoring::F32(_) => WeightFormat::F32,
             Scoring::Int8(_) => WeightFormat::Int8,
         }
     }
@@ -276,7 +284,8 @@ impl Model {
     /// Holds the weights in `format` from now on (the default is
     /// [`WeightFormat::for_labels`]). The model file is unchanged: it always stores f32.
     pub fn set_weight_format(&mut self, format: WeightFormat) {
-        self.scoring = Scoring::new(format, &self.table, self.header.labels.len(), &self.index);
+        let (k, n_word) = (self.header.labels.len(), self.header.n_features[0]);
+        self.scoring = Scoring::new(format, &self.table, k, &self.index, n_word);
     }
 
     /// The factor that L2-normalises a block with squared norm `norm2` (1 without L2 norm).
@@ -296,7 +305,10 @@ impl Model {
     /// training, or dropped (1 for a text without features). A deferral signal, computed only
     /// when asked.
     pub fn unseen_share(&self, s: &Scratch) -> f32 {
-        let zero_row = self.buckets.len() as u32;
+        let zero_row = match self.scoring {
+            Scoring::F32(_) => 0,
+            Scoring::Int8(_) => self.buckets.len() as u32,
+        };
         let n = s.rows.len();
         if n == 0 {
             return 1.0;
@@ -334,23 +346,24 @@ impl Model {
     }
 }
 
-/// The table a model is scored with, besides its f32 `table`.
+/// The tables a model is scored with, built from its f32 `table` (rows of `1 + k`: its
+/// `n_word` word rows, its character rows, the all-zero row) and `index` at load.
 enum Scoring {
-    F32,
+    F32(F32Blocks),
     Int8(Int8Table),
 }
 
 impl Scoring {
-    fn new(format: WeightFormat, table: &[f32], k: usize, index: &[u32]) -> Self {
+    fn new(format: WeightFormat, table: &[f32], k: usize, index: &[u32], n_word: usize) -> Self {
         match format {
-            WeightFormat::F32 => Self::F32,
+            WeightFormat::F32 => Self::F32(F32Blocks::new(table, k, index, n_word)),
             WeightFormat::Int8 => Self::Int8(Int8Table::new(table, k, index)),
         }
     }
 
     /// The default for `k` labels ([`WeightFormat::for_labels`]).
-    fn for_labels(table: &[f32], k: usize, index: &[u32]) -> Self {
-        Self::new(WeightFormat::for_labels(k), table, k, index)
+    fn for_labels(table: &[f32], k: usize, index: &[u32], n_word: usize) -> Self {
+        Self::new(WeightFormat::for_labels(k), table, k, index, n_word)
     }
 }
 
@@ -505,6 +518,62 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The f32 blocks, each with its own rows and a two-byte index on the default model, score
+    /// as the file's one table does through its four-byte index: the same probabilities bit for
+    /// bit, and the same features unknown.
+    #[test]
+    fn f32_blocks_score_as_the_one_table() {
+        let model = Model::default_model();
+        let Scoring::F32(t) = &model.scoring else {
+            panic!("the default model is scored in f32");
+        };
+        assert!(matches!(t.index(), RowIndex::U16(_)), "two bytes a bucket");
+        let (k, zero_row) = (model.labels().len(), model.buckets.len() as u32);
+        let (sublinear, char_offset) = (
+            model.header.tfidf.sublinear_tf,
+            model.analyzer.char_offset(),
+        );
+        let mut s = Scratch::default();
+        let texts = [
+            "Thanks so much, the refund came through this morning! 🙏",
+            "This is the third time my order arrived broken. I'm done with you.",
+            "zqxv wrrpt qqqq blorf", // nothing the model knows
+            "Where can I find the invoice for last month? Straße, país, naïve",
+            "ok",
+        ];
+        let mut unknown_seen = false;
+        for text in texts {
+            let mut got = Vec::new();
+            model.predict_into(text, &mut s, &mut got);
+            // The reference: the file's rows, through its own index, in one table.
+            let rows: Vec<(u32, f32)> = s
+                .counter
+                .iter()
+                .map(|(b, c)| (model.index[b as usize], tf_weight(c, sublinear)))
+                .collect();
+            let n_word = s.counter.iter().filter(|&(b, _)| b < char_offset).count();
+            let (mut w, mut ch) = (vec![0.0; k], vec![0.0; k]);
+            let nw = block_f32(&model.table, &rows[..n_word], &mut w);
+            let nc = block_f32(&model.table, &rows[n_word..], &mut ch);
+            let mut want = model.intercept.clone();
+            model.combine(&w, &ch, nw, nc, &mut want);
+            softmax(&mut want);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "{text:?}");
+            let unknown = rows.iter().filter(|r| r.0 == zero_row).count();
+            unknown_seen |= unknown > 0;
+            assert_eq!(
+                model.unseen_share(&s),
+                unknown as f32 / rows.len() as f32,
+                "{text:?}"
+            );
+        }
+        assert!(
+            unknown_seen,
+            "some of the texts have features the model does not know"
+        );
     }
 
     #[test]

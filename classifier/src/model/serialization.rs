@@ -254,7 +254,7 @@ impl Model {
         Ok(Model {
             header,
             analyzer,
-            scoring: super::Scoring::for_labels(&table, k, &index),
+            scoring: super::Scoring::for_labels(&table, k, &index, n_word),
             index,
             buckets,
             table,

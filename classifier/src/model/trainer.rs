@@ -251,7 +251,7 @@ impl Model {
         let mut model = Model {
             header,
             analyzer,
-            scoring: super::Scoring::for_labels(&table, weights.k, &index),
+            scoring: super::Scoring::for_labels(&table, weights.k, &index, n_word),
             index,
             table,
             buckets,
