@@ -283,7 +283,15 @@ impl<'de> Deserialize<'de> for Document<'de> {
 
 /// A raw JSON string's value, borrowed when it has no escapes.
 fn raw_str(v: &RawValue) -> Cow<'_, str> {
-    serde_json::from_str::<CowStr<'_>>(v.get())
+    // The parser has checked the string already (quotes, no raw control characters, valid
+    // escapes): without a backslash its value is the text between the quotes, as it stands.
+    let s = v.get();
+    if let Some(inner) = s.strip_prefix('"').and_then(|s| s.strip_suffix('"'))
+        && !inner.contains('\\')
+    {
+        return Cow::Borrowed(inner);
+    }
+    serde_json::from_str::<CowStr<'_>>(s)
         .map(|s| s.0)
         .expect("a raw JSON string is a valid string")
 }
@@ -452,6 +460,23 @@ mod tests {
         #[test]
         fn never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
             let _ = dec(&bytes);
+        }
+
+        /// Any text and id, however serde_json writes them (escaped or not), read back as
+        /// themselves, borrowed exactly when they were written without an escape.
+        #[test]
+        fn strings_read_back_as_written(id in "\\PC{0,12}|[\"\\\\\t\n\u{1}é]{0,6}", text in "\\PC{1,40}|[a\"\\\\\n\u{7f}]{1,8}") {
+            let payload = serde_json::json!({ "id": id, "text": text }).to_string();
+            match dec(payload.as_bytes()) {
+                Ok(m) => {
+                    proptest::prop_assert_eq!(&m.id, &id);
+                    proptest::prop_assert_eq!(&m.text, &text);
+                    let escaped = |s: &str| serde_json::to_string(s).unwrap().len() != s.len() + 2;
+                    proptest::prop_assert_eq!(matches!(m.text, Cow::Owned(_)), escaped(&text));
+                    proptest::prop_assert_eq!(matches!(m.id, Cow::Owned(_)), escaped(&id));
+                }
+                Err(e) => proptest::prop_assert_eq!(e.kind(), "empty_text"),
+            }
         }
     }
 }

@@ -173,7 +173,37 @@ impl RecordWriter {
 }
 
 fn write_probability(out: &mut Vec<u8>, p: f32) {
-    write_decimal(out, f64::from(p), PROBABILITY_DECIMALS);
+    let x = f64::from(p);
+    if !(0.0..=1.0).contains(&x) {
+        return write_decimal(out, x, PROBABILITY_DECIMALS);
+    }
+    // Every record has a few of these: `0`, `1` or `0.dddd` with trailing zeros dropped, the
+    // same digits as `write_decimal`, each length copied as a constant (no `memcpy` call).
+    const { assert!(PROBABILITY_DECIMALS == 4) };
+    let n = (x * 1e4).round() as usize;
+    if n == 0 || n == 10_000 {
+        out.push(if n == 0 { b'0' } else { b'1' });
+        return;
+    }
+    let (hi, lo) = (n / 100 * 2, n % 100 * 2);
+    let d = [
+        b'0',
+        b'.',
+        PAIRS[hi],
+        PAIRS[hi + 1],
+        PAIRS[lo],
+        PAIRS[lo + 1],
+    ];
+    match (
+        n.is_multiple_of(1000),
+        n.is_multiple_of(100),
+        n.is_multiple_of(10),
+    ) {
+        (true, _, _) => out.extend_from_slice(&d[..3]),
+        (_, true, _) => out.extend_from_slice(&d[..4]),
+        (_, _, true) => out.extend_from_slice(&d[..5]),
+        _ => out.extend_from_slice(&d),
+    }
 }
 
 /// Writes `x` rounded to at most `decimals` decimals, trailing zeros dropped (`0.25`, `3`).
@@ -304,6 +334,34 @@ mod tests {
             let p = x as f32;
             let s = dec(f64::from(p), 4);
             assert_eq!(s.parse::<f32>().unwrap(), published_probability(p), "{p}");
+        }
+    }
+
+    #[test]
+    fn probabilities_are_written_as_write_decimal_writes_them() {
+        let prob = |p: f32| {
+            let mut out = Vec::new();
+            write_probability(&mut out, p);
+            String::from_utf8(out).unwrap()
+        };
+        // Each four-decimal value, the floats on either side of it and of the half-way point
+        // to the next (where rounding turns), and the values out of [0, 1].
+        let mut ps = vec![
+            -0.0,
+            -1e-5,
+            1.00004,
+            1.5,
+            f32::NAN,
+            f32::INFINITY,
+            f32::MIN_POSITIVE,
+        ];
+        for i in 0..=10_000u32 {
+            for c in [i as f32 / 1e4, (i as f32 + 0.5) / 1e4] {
+                ps.extend([c.next_down(), c, c.next_up()]);
+            }
+        }
+        for p in ps {
+            assert_eq!(prob(p), dec(f64::from(p), PROBABILITY_DECIMALS), "{p:e}");
         }
     }
 }
