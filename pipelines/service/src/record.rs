@@ -180,7 +180,10 @@ fn write_probability(out: &mut Vec<u8>, p: f32) {
     // Every record has a few of these: `0`, `1` or `0.dddd` with trailing zeros dropped, the
     // same digits as `write_decimal`, each length copied as a constant (no `memcpy` call).
     const { assert!(PROBABILITY_DECIMALS == 4) };
-    let n = (x * 1e4).round() as usize;
+    // Rounded half away from zero, as `f64::round` (a call into libm) does: the fractional
+    // part of a non-negative f64 below 2^52 is exact.
+    let y = x * 1e4;
+    let n = y as usize + usize::from(y - (y as usize) as f64 >= 0.5);
     if n == 0 || n == 10_000 {
         out.push(if n == 0 { b'0' } else { b'1' });
         return;
