@@ -47,10 +47,11 @@ pub struct Model {
     index: Vec<u32>,
     /// Bucket id of each row (kept to write the model back).
     buckets: Vec<u32>,
-    /// Row-major `(rows + 1) × (1 + k)`: each feature's IDF followed by its `k` weights, so
-    /// scoring a feature touches one cache line; then one row of zeros for unknown buckets.
+    /// Row-major `(rows + 1) × (1 + k)`: each feature's IDF followed by its `k` weights (the
+    /// word rows, then the character rows), then one row of zeros for unknown buckets: the
+    /// file's table, which `scoring` is built from.
     table: Vec<f32>,
-    /// The table the model is scored with, when not `table` itself ([`WeightFormat`]).
+    /// The tables the model is scored with ([`WeightFormat`]): f32 rows per block, or int8.
     scoring: Scoring,
     intercept: Vec<f32>,
     sha256: String,
