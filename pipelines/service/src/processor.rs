@@ -36,7 +36,8 @@ pub struct Decision {
     pub label: String,
     /// Its confidence.
     pub confidence: f32,
-    /// The published probability of every label.
+    /// The published probability of every label (of the `[output] top_k` most probable ones,
+    /// where set).
     pub probabilities: BTreeMap<String, f32>,
     /// Which route the message took.
     pub route: Route,
@@ -192,8 +193,9 @@ impl Processor {
             model.labels(),
             root,
         )?;
+        config.output.validate()?;
         Ok(Self {
-            writer: RecordWriter::new(model.labels(), model.version()),
+            writer: RecordWriter::with_top_k(model.labels(), model.version(), config.output.top_k),
             model,
             router,
             budget: Mutex::new(Budget::new(config.budget.clone())?),

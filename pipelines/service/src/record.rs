@@ -10,6 +10,7 @@
 //! - timings in microseconds with at most 3 decimals (to the nanosecond): `24.126`, not
 //!   `24.125999999999998`.
 
+use triage_core::config::output::MAX_TOP_K;
 use triage_core::message::{Fields, write_json_str};
 use triage_router::Route;
 
@@ -80,6 +81,11 @@ pub struct RecordWriter {
     quoted: Vec<Vec<u8>>,
     /// Label indices in the order the `probabilities` object lists them (sorted by name).
     sorted: Vec<usize>,
+    /// Each label's place in name order, by label index.
+    rank: Vec<u32>,
+    /// How many labels `probabilities` lists, the most probable first; 0 for every label in
+    /// name order (`[output] top_k`).
+    top_k: usize,
     /// `,"model_version":"…","timings_us":{"classify":`: constant per model.
     model_version: Vec<u8>,
 }
@@ -101,15 +107,34 @@ pub(crate) fn quoted_labels(labels: &[String]) -> (Vec<Vec<u8>>, Vec<usize>) {
 }
 
 impl RecordWriter {
-    /// A writer for a model's labels and version.
+    /// A writer for a model's labels and version, listing every label's probability.
     pub fn new(labels: &[String], model_version: &str) -> Self {
+        Self::with_top_k(labels, model_version, 0)
+    }
+
+    /// A writer whose records list the `top_k` most probable labels' probabilities, most
+    /// probable first and ties in name order (`[output] top_k`); 0, or as many as there are
+    /// labels, lists every label in name order. `top_k` is at most [`MAX_TOP_K`]
+    /// (`OutputConfig::validate`).
+    pub fn with_top_k(labels: &[String], model_version: &str, top_k: usize) -> Self {
+        assert!(
+            top_k <= MAX_TOP_K,
+            "top_k is validated: at most {MAX_TOP_K}"
+        );
+        let top_k = if top_k >= labels.len() { 0 } else { top_k };
         let (quoted, sorted) = quoted_labels(labels);
         let mut model = b",\"model_version\":".to_vec();
         write_json_str(&mut model, model_version);
         model.extend_from_slice(b",\"timings_us\":{\"classify\":");
+        let mut rank = vec![0; labels.len()];
+        for (n, &i) in sorted.iter().enumerate() {
+            rank[i] = n as u32;
+        }
         Self {
             quoted,
             sorted,
+            rank,
+            top_k,
             model_version: model,
         }
     }
@@ -123,13 +148,16 @@ impl RecordWriter {
         out.extend_from_slice(b",\"confidence\":");
         write_probability(out, v.confidence);
         out.extend_from_slice(b",\"probabilities\":{");
-        for (n, &i) in self.sorted.iter().enumerate() {
-            if n > 0 {
-                out.push(b',');
+        if self.top_k == 0 {
+            for (n, &i) in self.sorted.iter().enumerate() {
+                self.probability(out, n, i, v.probabilities[i]);
             }
-            out.extend_from_slice(&self.quoted[i]);
-            out.push(b':');
-            write_probability(out, v.probabilities[i]);
+        } else {
+            let mut top = [(0.0f32, 0usize); MAX_TOP_K];
+            let top = self.top(v.probabilities, &mut top);
+            for (n, &(p, i)) in top.iter().enumerate() {
+                self.probability(out, n, i, p);
+            }
         }
         out.extend_from_slice(b"},\"route\":\"");
         out.extend_from_slice(v.route.as_str().as_bytes());
@@ -161,6 +189,52 @@ impl RecordWriter {
             out.push(b'}');
         }
         out.push(b'}');
+    }
+
+    /// The `n`-th member of `probabilities`: label `i` with probability `p`.
+    #[inline]
+    fn probability(&self, out: &mut Vec<u8>, n: usize, i: usize, p: f32) {
+        if n > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(&self.quoted[i]);
+        out.push(b':');
+        write_probability(out, p);
+    }
+
+    /// The `top_k` most probable labels as (probability, label index), most probable first,
+    /// ties in name order: one pass over the probabilities in label order, in which a label
+    /// below the last kept one (once `top_k` are kept) costs one comparison, and the others are
+    /// inserted in place (a few dozen of 151 for the top 5, in any order of arrival).
+    fn top<'t>(&self, probs: &[f32], buf: &'t mut [(f32, usize); MAX_TOP_K]) -> &'t [(f32, usize)] {
+        let k = self.top_k;
+        let mut len = 0;
+        let mut floor = f32::NEG_INFINITY;
+        for (i, &p) in probs.iter().enumerate() {
+            if p < floor {
+                continue;
+            }
+            let r = self.rank[i];
+            let beats = |&(q, j): &(f32, usize)| p > q || (p == q && r < self.rank[j]);
+            let mut at = len;
+            if len == k {
+                if !beats(&buf[k - 1]) {
+                    continue;
+                }
+                at = k - 1;
+            } else {
+                len += 1;
+            }
+            while at > 0 && beats(&buf[at - 1]) {
+                buf[at] = buf[at - 1];
+                at -= 1;
+            }
+            buf[at] = (p, i);
+            if len == k {
+                floor = buf[k - 1].0;
+            }
+        }
+        &buf[..len]
     }
 
     fn label(&self, out: &mut Vec<u8>, (label, confidence): (usize, f32)) {
@@ -286,6 +360,85 @@ const PAIRS: &[u8; 200] = b"\
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The `probabilities` object a writer with `top_k` writes for `probs`, as (label, value)
+    /// in the order written.
+    fn listed(labels: &[&str], top_k: usize, probs: &[f32]) -> Vec<(String, f64)> {
+        let labels: Vec<String> = labels.iter().map(|l| l.to_string()).collect();
+        let w = RecordWriter::with_top_k(&labels, "v", top_k);
+        let view = View {
+            id: "m",
+            label: 0,
+            confidence: probs[0],
+            probabilities: probs,
+            route: Route::Fast,
+            reason: "r",
+            fast: (0, probs[0]),
+            second_opinion: None,
+            reply: None,
+            timings: Timings {
+                classify: 1.0,
+                slm: None,
+            },
+            fields: Members::Written(b""),
+        };
+        let mut out = Vec::new();
+        w.write(&view, &mut out);
+        let json = std::str::from_utf8(&out).unwrap();
+        let obj = &json[json.find("\"probabilities\":").unwrap() + 16..];
+        let obj = &obj[..=obj.find('}').unwrap()];
+        // serde_json keeps a map's order only with its preserve_order feature: read the
+        // members as written instead.
+        obj.trim_matches(|c| c == '{' || c == '}')
+            .split(',')
+            .map(|m| {
+                let (k, v) = m.split_once(':').unwrap();
+                (serde_json::from_str(k).unwrap(), v.parse().unwrap())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn top_k_lists_the_most_probable_first_ties_in_name_order() {
+        let labels = ["c", "a", "d", "b", "e"];
+        let probs = [0.1, 0.3, 0.05, 0.3, 0.25];
+        let names = |v: Vec<(String, f64)>| v.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+        assert_eq!(names(listed(&labels, 0, &probs)), ["a", "b", "c", "d", "e"]);
+        assert_eq!(names(listed(&labels, 5, &probs)), ["a", "b", "c", "d", "e"]);
+        assert_eq!(names(listed(&labels, 1, &probs)), ["a"]);
+        assert_eq!(names(listed(&labels, 3, &probs)), ["a", "b", "e"]);
+        assert_eq!(
+            listed(&labels, 2, &probs),
+            [("a".to_string(), 0.3), ("b".to_string(), 0.3)]
+        );
+        // Against sorting every label, over many draws (ties included).
+        let labels: Vec<String> = (0..151)
+            .map(|i| format!("l{:03}", (i * 37) % 151))
+            .collect();
+        let refs: Vec<&str> = labels.iter().map(String::as_str).collect();
+        let mut x = 7u64;
+        for round in 0..300 {
+            let probs: Vec<f32> = (0..151)
+                .map(|_| {
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    ((x >> 40) % if round % 2 == 0 { 20 } else { 100_000 }) as f32 / 1e5
+                })
+                .collect();
+            let mut want: Vec<usize> = (0..151).collect();
+            want.sort_by(|&a, &b| {
+                probs[b]
+                    .total_cmp(&probs[a])
+                    .then(labels[a].cmp(&labels[b]))
+            });
+            for k in [1, 2, 5, 16, MAX_TOP_K] {
+                let got = names(listed(&refs, k, &probs));
+                let want: Vec<String> = want[..k].iter().map(|&i| labels[i].clone()).collect();
+                assert_eq!(got, want, "top {k}, round {round}");
+            }
+        }
+    }
 
     fn dec(x: f64, d: u32) -> String {
         let mut out = Vec::new();

@@ -5,6 +5,7 @@
 pub mod kafka;
 pub mod metrics;
 pub mod models;
+pub mod output;
 pub mod router;
 pub mod slm;
 
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 pub use kafka::KafkaConfig;
 pub use metrics::MetricsConfig;
 pub use models::{Device, ModelsConfig};
+pub use output::OutputConfig;
 pub use router::{BudgetConfig, Combine, PolicyConfig};
 pub use slm::{Admission, ExecutorConfig, FaultConfig, GenerateConfig, SlmConfig, SlmMode};
 
@@ -31,6 +33,8 @@ pub struct Config {
     pub model: ModelConfig,
     /// How input payloads are read.
     pub input: InputConfig,
+    /// What each decision record holds.
+    pub output: OutputConfig,
     /// The routing policy: thresholds and generative labels.
     pub router: PolicyConfig,
     /// The SLM budget.
