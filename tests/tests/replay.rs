@@ -209,3 +209,72 @@ fn replay_on_threads_writes_what_one_thread_writes() {
         }
     }
 }
+
+/// `[output] top_k = 2` through `triage replay`: each record lists the two most probable
+/// labels, most probable first, with the probabilities the full record has for them; the rest
+/// of the record is the same. A `top_k` over the limit is a usage error.
+#[test]
+fn top_k_lists_the_most_probable_labels_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = workspace().join("examples/messages.jsonl");
+    let run = |name: &str, config: &str| {
+        let cfg = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&cfg, format!("[slm]\nmode = \"off\"\n{config}")).unwrap();
+        let out = dir.path().join(format!("{name}.jsonl"));
+        let o = std::process::Command::new(triage_tests::triage_bin())
+            .args(["replay", "--input", input.to_str().unwrap(), "--output"])
+            .arg(&out)
+            .arg("--config")
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            std::fs::read_to_string(&out).unwrap_or_default(),
+        )
+    };
+    let (code, all) = run("all", "");
+    assert_eq!(code, Some(0));
+    let (code, top) = run("top", "[output]\ntop_k = 2\n");
+    assert_eq!(code, Some(0));
+    let (all, top): (Vec<&str>, Vec<&str>) = (all.lines().collect(), top.lines().collect());
+    assert!(!all.is_empty());
+    assert_eq!(all.len(), top.len());
+    for (a, t) in all.iter().zip(&top) {
+        let full: serde_json::Value = serde_json::from_str(a).unwrap();
+        let listed = &t[t.find("\"probabilities\":{").unwrap() + 17..];
+        let listed: Vec<(String, f64)> = listed[..listed.find('}').unwrap()]
+            .split(',')
+            .map(|m| {
+                let (k, v) = m.split_once(':').unwrap();
+                (serde_json::from_str(k).unwrap(), v.parse().unwrap())
+            })
+            .collect();
+        // The two listed are the most probable: each as the full record has it, in order,
+        // none left out above them (the order is of the unrounded probabilities, so two that
+        // round alike may come in either name order).
+        let probs = full["probabilities"].as_object().unwrap();
+        assert_eq!(listed.len(), 2, "{t}");
+        assert_eq!(listed[0].0, full["label"].as_str().unwrap(), "{t}");
+        assert!(listed[0].1 >= listed[1].1, "{t}");
+        for (k, v) in &listed {
+            assert_eq!(probs[k].as_f64().unwrap(), *v, "{t}");
+        }
+        for (k, v) in probs {
+            if listed.iter().all(|(l, _)| l != k) {
+                assert!(v.as_f64().unwrap() <= listed[1].1, "{k} left out: {t}");
+            }
+        }
+        // The rest of the record is the same (the timings are measured anew).
+        let mut t: serde_json::Value = serde_json::from_str(t).unwrap();
+        let mut f = full.clone();
+        for v in [&mut t, &mut f] {
+            let o = v.as_object_mut().unwrap();
+            o.remove("probabilities");
+            o.remove("timings_us");
+        }
+        assert_eq!(t, f);
+    }
+    let (code, _) = run("over", "[output]\ntop_k = 65\n");
+    assert_eq!(code, Some(2), "top_k over the limit is a usage error");
+}

@@ -13,7 +13,7 @@ pub const MAX_TOP_K: usize = 64;
 pub struct OutputConfig {
     /// How many labels the record's `probabilities` object lists. 0 (the default): every label,
     /// in name order. From 1 to [`MAX_TOP_K`]: the `top_k` most probable, most probable first
-    /// (ties in name order). A model with dozens or hundreds of labels (intents) otherwise
+    /// (by the probabilities before their rounding to 4 decimals; ties in name order). A model with dozens or hundreds of labels (intents) otherwise
     /// writes a probability for each of them into every record, about 3 KB at 151 labels, where
     /// a consumer reads the first few.
     pub top_k: usize,
