@@ -112,16 +112,16 @@ impl RecordWriter {
         Self::with_top_k(labels, model_version, 0)
     }
 
-    /// A writer whose records list the `top_k` most probable labels' probabilities, most
-    /// probable first and ties in name order (`[output] top_k`); 0, or as many as there are
-    /// labels, lists every label in name order. `top_k` is at most [`MAX_TOP_K`]
+    /// A writer whose records list the `top_k` most probable labels' probabilities (all of
+    /// them if there are fewer), most probable first and ties in name order (`[output] top_k`);
+    /// 0 lists every label in name order. `top_k` is at most [`MAX_TOP_K`]
     /// (`OutputConfig::validate`).
     pub fn with_top_k(labels: &[String], model_version: &str, top_k: usize) -> Self {
         assert!(
             top_k <= MAX_TOP_K,
             "top_k is validated: at most {MAX_TOP_K}"
         );
-        let top_k = if top_k >= labels.len() { 0 } else { top_k };
+        let top_k = top_k.min(labels.len());
         let (quoted, sorted) = quoted_labels(labels);
         let mut model = b",\"model_version\":".to_vec();
         write_json_str(&mut model, model_version);
@@ -404,7 +404,8 @@ mod tests {
         let probs = [0.1, 0.3, 0.05, 0.3, 0.25];
         let names = |v: Vec<(String, f64)>| v.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
         assert_eq!(names(listed(&labels, 0, &probs)), ["a", "b", "c", "d", "e"]);
-        assert_eq!(names(listed(&labels, 5, &probs)), ["a", "b", "c", "d", "e"]);
+        assert_eq!(names(listed(&labels, 5, &probs)), ["a", "b", "e", "c", "d"]);
+        assert_eq!(names(listed(&labels, 9, &probs)), ["a", "b", "e", "c", "d"]);
         assert_eq!(names(listed(&labels, 1, &probs)), ["a"]);
         assert_eq!(names(listed(&labels, 3, &probs)), ["a", "b", "e"]);
         assert_eq!(

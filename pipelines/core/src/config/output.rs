@@ -12,8 +12,9 @@ pub const MAX_TOP_K: usize = 64;
 #[serde(deny_unknown_fields, default)]
 pub struct OutputConfig {
     /// How many labels the record's `probabilities` object lists. 0 (the default): every label,
-    /// in name order. From 1 to [`MAX_TOP_K`]: the `top_k` most probable, most probable first
-    /// (by the probabilities before their rounding to 4 decimals; ties in name order). A model with dozens or hundreds of labels (intents) otherwise
+    /// in name order. From 1 to [`MAX_TOP_K`]: the `top_k` most probable (every label when the
+    /// model has fewer), most probable first (by the probabilities before their rounding to 4
+    /// decimals; ties in name order). A model with dozens or hundreds of labels (intents) otherwise
     /// writes a probability for each of them into every record, about 3 KB at 151 labels, where
     /// a consumer reads the first few.
     pub top_k: usize,
