@@ -4,7 +4,7 @@
 #
 #   1. ONNX Runtime and the two small language models  (scripts/install-models.sh)
 #   2. a Kafka-protocol broker (tansu, in memory)       (scripts/broker.sh)
-#   3. cargo fmt --check, cargo clippy -D warnings, the release build
+#   3. cargo fmt --check, cargo clippy -D warnings, cargo doc -D warnings, the release build
 #   4. cargo test --release --workspace: unit, property, doc, model and end-to-end tests
 #   5. a short soak (scripts/soak.sh, TRIAGE_CI_SOAK_S seconds, default 150, 0 skips it) on a
 #      broker of its own, which fails unless RSS stays within ±10% and the lag stays bounded
@@ -14,7 +14,7 @@
 # Environment: TRIAGE_CACHE (default .cache/triage), TRIAGE_DATA (default ../shared/data; tests
 # that need it are reported "ignored" when it is absent, and the last lines of the output list
 # them with the reason), TRIAGE_BROKER (default 127.0.0.1:9092), TRIAGE_SKIP_LINT=1 to skip
-# fmt/clippy, TRIAGE_SKIP_LOG (default $TRIAGE_CACHE/skipped-tests.txt: the skips' list).
+# fmt/clippy/doc, TRIAGE_SKIP_LOG (default $TRIAGE_CACHE/skipped-tests.txt: the skips' list).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT="$PWD"
@@ -61,6 +61,8 @@ if [ "${TRIAGE_SKIP_LINT:-0}" != 1 ]; then
   cargo fmt --all -- --check
   step "cargo clippy -D warnings"
   cargo clippy --release --workspace --all-targets -- -D warnings
+  step "cargo doc -D warnings (broken or private intra-doc links)"
+  RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --quiet
 fi
 
 step "build"

@@ -92,7 +92,7 @@ impl Encoder {
     /// Embeds `texts`: one L2-normalised row per text, in input order.
     ///
     /// Texts are sorted by length and run in batches of at most `encoder_batch_size`, each padded to its longest
-    /// text and ending where padding would exceed a quarter of its first text ([`TextModel::run_all`]), so a long
+    /// text and ending where padding would exceed a quarter of its first text (`TextModel::run_all`), so a long
     /// list and a small batch of mixed lengths both cost little padding. An empty slice gives a `0 × dim` array.
     pub fn embed(&self, texts: &[&str]) -> Result<Array2<f32>> {
         let out = self.model.run_all(texts, true, |o| {

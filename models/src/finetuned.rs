@@ -144,7 +144,7 @@ impl FinetunedClassifier {
 
     /// Class probabilities of `texts` (one row each, in input order). The texts are sorted by
     /// length and run in batches of at most `encoder_batch_size` whose padding is bounded
-    /// ([`TextModel::run_all`]): an admission batch of mixed lengths padded to its longest text
+    /// (`TextModel::run_all`): an admission batch of mixed lengths padded to its longest text
     /// spent most of its work on padding. The int8 graph quantises activations per batch, so a
     /// text's probabilities may differ in the last digits with the batch it is in.
     pub fn classify(&self, texts: &[&str]) -> Result<Array2<f32>> {

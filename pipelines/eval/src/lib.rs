@@ -12,7 +12,7 @@
 //! - [`embed`]: sentence embeddings cached on disk;
 //! - [`head`]: the frozen second opinion's head, trained on embeddings;
 //! - [`report`]: the HTML report with its SVG charts;
-//! - [`bench`]: single-thread classify throughput.
+//! - [`bench`](mod@bench): single-thread classify throughput.
 //!
 //! ```
 //! use triage_classifier::{Example, Model, TrainConfig};

@@ -17,7 +17,7 @@
 //!   and Kafka);
 //! - [`slm`]: the SLM executor (threads, batching, timeouts) and its backends;
 //! - [`sink`]: the shape of a sink, and publishing a step's result;
-//! - [`file`]: replay of a message log (file source and sink);
+//! - [`file`](mod@file): replay of a message log (file source and sink);
 //! - [`kafka`]: the Kafka service (consumer, offsets, producer sink), at-least-once;
 //! - [`metrics`]: the Prometheus and health endpoint;
 //! - [`classify`]: `triage classify`'s line-by-line fast path.

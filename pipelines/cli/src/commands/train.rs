@@ -19,7 +19,7 @@ pub struct Args {
     /// Where to write the model file.
     #[arg(long)]
     out: PathBuf,
-    /// Training settings (TOML: [analyzer], [tfidf], [logistic]); defaults otherwise.
+    /// Training settings (TOML: `[analyzer]`, `[tfidf]`, `[logistic]`); defaults otherwise.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Override the L2 strength (scikit-learn's 1/C).

@@ -13,11 +13,11 @@
 //! - SIGTERM/SIGINT: stop fetching, wait for in-flight deliveries, flush the producer, store and
 //!   commit, exit.
 //!
-//! - `delivery = "exactly_once"`: the same loop inside Kafka transactions ([`txn`]): no offset
+//! - `delivery = "exactly_once"`: the same loop inside Kafka transactions (`txn`): no offset
 //!   is stored; outputs and offsets are committed together every `transaction_interval_ms`.
 //!
-//! The source side (consumer, offsets, backpressure, rebalances) is here; [`client`] makes the
-//! clients and [`sink`] produces the records and hands their acknowledgements back.
+//! The source side (consumer, offsets, backpressure, rebalances) is here; `client` makes the
+//! clients and `sink` produces the records and hands their acknowledgements back.
 
 mod batch;
 mod client;
