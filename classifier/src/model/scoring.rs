@@ -78,8 +78,8 @@ pub(crate) struct Int8Table {
     index: RowIndex,
 }
 
-/// Bucket → row of an [`Int8Table`] or of an [`F32Blocks`] block: two bytes a bucket while the rows fit, so that the index
-/// takes half the cache it would.
+/// Bucket → row of an [`Int8Table`] or of an [`F32Blocks`] block: two bytes a bucket while the
+/// rows fit, so that the index takes half the cache it would.
 #[derive(Debug, Clone)]
 pub(crate) enum RowIndex {
     U16(Vec<u16>),

@@ -465,7 +465,10 @@ mod tests {
         /// Any text and id, however serde_json writes them (escaped or not), read back as
         /// themselves, borrowed exactly when they were written without an escape.
         #[test]
-        fn strings_read_back_as_written(id in "\\PC{0,12}|[\"\\\\\t\n\u{1}é]{0,6}", text in "\\PC{1,40}|[a\"\\\\\n\u{7f}]{1,8}") {
+        fn strings_read_back_as_written(
+            id in "\\PC{0,12}|[\"\\\\\t\n\u{1}é]{0,6}",
+            text in "\\PC{1,40}|[a\"\\\\\n\u{7f}]{1,8}",
+        ) {
             let payload = serde_json::json!({ "id": id, "text": text }).to_string();
             match dec(payload.as_bytes()) {
                 Ok(m) => {

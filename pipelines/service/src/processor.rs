@@ -195,7 +195,7 @@ impl Processor {
         )?;
         config.output.validate()?;
         Ok(Self {
-            writer: RecordWriter::with_top_k(model.labels(), model.version(), config.output.top_k),
+            writer: RecordWriter::new(model.labels(), model.version(), config.output.top_k),
             model,
             router,
             budget: Mutex::new(Budget::new(config.budget.clone())?),

@@ -107,16 +107,11 @@ pub(crate) fn quoted_labels(labels: &[String]) -> (Vec<Vec<u8>>, Vec<usize>) {
 }
 
 impl RecordWriter {
-    /// A writer for a model's labels and version, listing every label's probability.
-    pub fn new(labels: &[String], model_version: &str) -> Self {
-        Self::with_top_k(labels, model_version, 0)
-    }
-
-    /// A writer whose records list the `top_k` most probable labels' probabilities (all of
-    /// them if there are fewer), most probable first and ties in name order (`[output] top_k`);
-    /// 0 lists every label in name order. `top_k` is at most [`MAX_TOP_K`]
-    /// (`OutputConfig::validate`).
-    pub fn with_top_k(labels: &[String], model_version: &str, top_k: usize) -> Self {
+    /// A writer for a model's labels and version whose records list the `top_k` most probable
+    /// labels' probabilities (all of them if there are fewer), most probable first and ties in
+    /// name order (`[output] top_k`); 0 lists every label in name order. `top_k` is at most
+    /// [`MAX_TOP_K`] (`OutputConfig::validate`).
+    pub fn new(labels: &[String], model_version: &str, top_k: usize) -> Self {
         assert!(
             top_k <= MAX_TOP_K,
             "top_k is validated: at most {MAX_TOP_K}"
@@ -365,7 +360,7 @@ mod tests {
     /// in the order written.
     fn listed(labels: &[&str], top_k: usize, probs: &[f32]) -> Vec<(String, f64)> {
         let labels: Vec<String> = labels.iter().map(|l| l.to_string()).collect();
-        let w = RecordWriter::with_top_k(&labels, "v", top_k);
+        let w = RecordWriter::new(&labels, "v", top_k);
         let view = View {
             id: "m",
             label: 0,
