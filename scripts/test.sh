@@ -39,6 +39,14 @@ skipped_summary() {
   fi
 }
 
+# The run's temporary files go to one directory, removed at the end. `triage run` reserves its
+# instance slot by locking <temp>/triage-<group>.<n>.lock and leaves the file (removing a lock
+# another process may hold is racy), and each Kafka test uses a group of its own: without this,
+# every run of the suite left a few dozen such files in /tmp.
+RUN_TMP="$(mktemp -d "${TMPDIR:-/tmp}/triage-test.XXXXXX")"
+export TMPDIR="$RUN_TMP"
+trap 'rm -rf "$RUN_TMP"' EXIT
+
 step "ONNX Runtime and models"
 scripts/install-models.sh
 
@@ -54,7 +62,7 @@ fi
 
 step "Kafka-protocol broker at $TRIAGE_BROKER"
 scripts/broker.sh start
-trap 'scripts/broker.sh stop || true; skipped_summary' EXIT
+trap 'scripts/broker.sh stop || true; rm -rf "$RUN_TMP"; skipped_summary' EXIT
 
 if [ "${TRIAGE_SKIP_LINT:-0}" != 1 ]; then
   step "cargo fmt --check"
