@@ -198,23 +198,26 @@ impl RecordWriter {
     }
 
     /// The `top_k` most probable labels as (probability, label index), most probable first,
-    /// ties in name order: one pass over the probabilities in label order, in which a label
-    /// below the last kept one (once `top_k` are kept) costs one comparison, and the others are
-    /// inserted in place (a few dozen of 151 for the top 5, in any order of arrival).
+    /// ties in name order: one pass over the probabilities in label order, in which the labels
+    /// below the floor are passed over sixteen at a time, and the others are inserted in place. The floor
+    /// starts at [`top_floor`] (so that, at 151 labels, a handful are inserted instead of the few
+    /// dozen that beat the running fifth in label order) and rises to the last kept label once
+    /// `top_k` are kept.
     fn top<'t>(&self, probs: &[f32], buf: &'t mut [(f32, usize); MAX_TOP_K]) -> &'t [(f32, usize)] {
         let k = self.top_k;
         let mut len = 0;
-        let mut floor = f32::NEG_INFINITY;
-        for (i, &p) in probs.iter().enumerate() {
-            if p < floor {
-                continue;
+        let mut floor = top_floor(probs, k);
+        let mut consider = |i: usize, floor: &mut f32| {
+            let p = probs[i];
+            if p < *floor {
+                return;
             }
             let r = self.rank[i];
             let beats = |&(q, j): &(f32, usize)| p > q || (p == q && r < self.rank[j]);
             let mut at = len;
             if len == k {
                 if !beats(&buf[k - 1]) {
-                    continue;
+                    return;
                 }
                 at = k - 1;
             } else {
@@ -226,8 +229,31 @@ impl RecordWriter {
             }
             buf[at] = (p, i);
             if len == k {
-                floor = buf[k - 1].0;
+                *floor = buf[k - 1].0;
             }
+        };
+        // Sixteen labels a step: a mask of those not below the floor (compared as vectors),
+        // then only those, in label order. The floor may rise within a step: `consider` checks
+        // again.
+        let (groups, rest) = probs.as_chunks::<FLOOR_GROUPS>();
+        for (n, g) in groups.iter().enumerate() {
+            let mut mask = 0u32;
+            for (j, &p) in g.iter().enumerate() {
+                // Not `p >= floor`: a NaN passes, as `consider` lets it.
+                #[allow(clippy::neg_cmp_op_on_partial_ord)]
+                let keep = !(p < floor);
+                mask |= u32::from(keep) << j;
+            }
+            while mask != 0 {
+                consider(
+                    n * FLOOR_GROUPS + mask.trailing_zeros() as usize,
+                    &mut floor,
+                );
+                mask &= mask - 1;
+            }
+        }
+        for i in probs.len() - rest.len()..probs.len() {
+            consider(i, &mut floor);
         }
         &buf[..len]
     }
@@ -239,6 +265,43 @@ impl RecordWriter {
         write_probability(out, confidence);
         out.push(b'}');
     }
+}
+
+/// Interleaved groups of [`top_floor`]: label `i` is in group `i % FLOOR_GROUPS`.
+const FLOOR_GROUPS: usize = 16;
+
+/// A probability that the `k`-th largest of `probs` is at least: the `k`-th largest of the
+/// maxima of [`FLOOR_GROUPS`] groups of labels, since each of the `k` groups with the largest
+/// maxima holds a label at or above it. The maxima of interleaved groups (label `i` in group
+/// `i % 16`) are lane-wise maxima of whole vectors, computed without a branch. Minus infinity
+/// (no floor) when `k` is over the group count or there are too few labels for it to pay.
+fn top_floor(probs: &[f32], k: usize) -> f32 {
+    if k == 0 || k > FLOOR_GROUPS || probs.len() < 2 * FLOOR_GROUPS {
+        return f32::NEG_INFINITY;
+    }
+    let mut max = [f32::NEG_INFINITY; FLOOR_GROUPS];
+    let (groups, rest) = probs.as_chunks::<FLOOR_GROUPS>();
+    for g in groups {
+        for (m, &p) in max.iter_mut().zip(g) {
+            *m = if p > *m { p } else { *m };
+        }
+    }
+    for (m, &p) in max.iter_mut().zip(rest) {
+        *m = if p > *m { p } else { *m };
+    }
+    // The k-th largest of the sixteen maxima, by insertion into the k largest so far.
+    let mut best = [f32::NEG_INFINITY; FLOOR_GROUPS];
+    for &m in &max {
+        if m > best[k - 1] {
+            let mut at = k - 1;
+            while at > 0 && m > best[at - 1] {
+                best[at] = best[at - 1];
+                at -= 1;
+            }
+            best[at] = m;
+        }
+    }
+    best[k - 1]
 }
 
 fn write_probability(out: &mut Vec<u8>, p: f32) {
@@ -407,33 +470,67 @@ mod tests {
             listed(&labels, 2, &probs),
             [("a".to_string(), 0.3), ("b".to_string(), 0.3)]
         );
-        // Against sorting every label, over many draws (ties included).
-        let labels: Vec<String> = (0..151)
-            .map(|i| format!("l{:03}", (i * 37) % 151))
-            .collect();
-        let refs: Vec<&str> = labels.iter().map(String::as_str).collect();
+        // Against sorting every label, over many draws: label counts on both sides of the
+        // floor's 32 and not whole groups of 16, values with many ties, spread evenly, or
+        // skewed as a softmax's are (one label far ahead, most near zero).
         let mut x = 7u64;
-        for round in 0..300 {
-            let probs: Vec<f32> = (0..151)
-                .map(|_| {
-                    x = x
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    ((x >> 40) % if round % 2 == 0 { 20 } else { 100_000 }) as f32 / 1e5
-                })
-                .collect();
-            let mut want: Vec<usize> = (0..151).collect();
-            want.sort_by(|&a, &b| {
-                probs[b]
-                    .total_cmp(&probs[a])
-                    .then(labels[a].cmp(&labels[b]))
-            });
-            for k in [1, 2, 5, 16, MAX_TOP_K] {
-                let got = names(listed(&refs, k, &probs));
-                let want: Vec<String> = want[..k].iter().map(|&i| labels[i].clone()).collect();
-                assert_eq!(got, want, "top {k}, round {round}");
+        let mut draw = || {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            x >> 40
+        };
+        for n in [20, 31, 32, 77, 151] {
+            let labels: Vec<String> = (0..n).map(|i| format!("l{:03}", (i * 37) % n)).collect();
+            let refs: Vec<&str> = labels.iter().map(String::as_str).collect();
+            for round in 0..300 {
+                let probs: Vec<f32> = (0..n)
+                    .map(|_| match round % 3 {
+                        0 => (draw() % 20) as f32 / 1e5,
+                        1 => (draw() % 100_000) as f32 / 1e5,
+                        _ => (-((draw() % 1000) as f32) / 50.0).exp(),
+                    })
+                    .collect();
+                let mut want: Vec<usize> = (0..n).collect();
+                want.sort_by(|&a, &b| {
+                    probs[b]
+                        .total_cmp(&probs[a])
+                        .then(labels[a].cmp(&labels[b]))
+                });
+                for k in [1, 2, 5, 16, 17, MAX_TOP_K] {
+                    let k = k.min(n);
+                    let got = names(listed(&refs, k, &probs));
+                    let want: Vec<String> = want[..k].iter().map(|&i| labels[i].clone()).collect();
+                    assert_eq!(got, want, "{n} labels, top {k}, round {round}");
+                }
             }
         }
+    }
+
+    #[test]
+    fn the_floor_is_at_most_the_kth_largest() {
+        let mut x = 11u64;
+        for n in [32, 33, 77, 151, 160] {
+            for round in 0..200 {
+                let probs: Vec<f32> = (0..n)
+                    .map(|_| {
+                        x = x
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
+                        ((x >> 40) % if round % 2 == 0 { 7 } else { 1_000_000 }) as f32
+                    })
+                    .collect();
+                let mut sorted = probs.clone();
+                sorted.sort_by(|a, b| b.total_cmp(a));
+                for k in 1..=FLOOR_GROUPS {
+                    let floor = top_floor(&probs, k);
+                    assert!(floor <= sorted[k - 1], "{n} labels, k {k}: {floor}");
+                    assert!(floor > f32::NEG_INFINITY, "{n} labels, k {k}: no floor");
+                }
+                assert_eq!(top_floor(&probs, FLOOR_GROUPS + 1), f32::NEG_INFINITY);
+            }
+        }
+        assert_eq!(top_floor(&[0.5; 31], 1), f32::NEG_INFINITY);
     }
 
     fn dec(x: f64, d: u32) -> String {
