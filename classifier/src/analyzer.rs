@@ -281,6 +281,11 @@ impl Counter {
         }
     }
 
+    /// How many distinct keys.
+    pub(crate) fn len(&self) -> usize {
+        self.items.len()
+    }
+
     /// The distinct keys with their counts, in first-seen order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, u16)> + '_ {
         self.items.iter().copied()

@@ -145,20 +145,19 @@ impl Model {
         for &b in &s.features {
             s.counter.add(b);
         }
-        // Each distinct feature's table row, looked up in a loop without branches (a feature
-        // the model does not know reads the all-zero row and adds nothing), so that the cache
-        // misses of the lookups overlap. The analyser emits word features before character
+        // Each distinct known feature's table row, looked up in a loop without branches, so
+        // that the cache misses of the lookups overlap. The analyser emits word features before character
         // features and the counter keeps first-seen order, so the word block comes first.
         let sublinear = self.header.tfidf.sublinear_tf;
         let char_offset = self.analyzer.char_offset();
         let n_word = match &self.scoring {
             Scoring::Int8(q) => match q.index() {
-                RowIndex::U16(ix) => rows_of(ix, s, sublinear, char_offset),
-                RowIndex::U32(ix) => rows_of(ix, s, sublinear, char_offset),
+                RowIndex::U16(ix) => rows_of(ix, q.zero_row(), s, sublinear, char_offset),
+                RowIndex::U32(ix) => rows_of(ix, q.zero_row(), s, sublinear, char_offset),
             },
             Scoring::F32(t) => match t.index() {
-                RowIndex::U16(ix) => rows_of(ix, s, sublinear, char_offset),
-                RowIndex::U32(ix) => rows_of(ix, s, sublinear, char_offset),
+                RowIndex::U16(ix) => rows_of(ix, F32Blocks::ZERO_ROW, s, sublinear, char_offset),
+                RowIndex::U32(ix) => rows_of(ix, F32Blocks::ZERO_ROW, s, sublinear, char_offset),
             },
         };
         let (word, char) = s.rows.split_at(n_word);
@@ -306,22 +305,19 @@ impl Model {
     /// training, or dropped (1 for a text without features). A deferral signal, computed only
     /// when asked.
     pub fn unseen_share(&self, s: &Scratch) -> f32 {
-        let zero_row = match self.scoring {
-            Scoring::F32(_) => 0,
-            Scoring::Int8(_) => self.buckets.len() as u32,
-        };
-        let n = s.rows.len();
+        // The scoring rows are the known distinct features.
+        let n = s.counter.len();
         if n == 0 {
             return 1.0;
         }
-        s.rows.iter().filter(|r| r.0 == zero_row).count() as f32 / n as f32
+        (n - s.rows.len()) as f32 / n as f32
     }
 
     /// The distinct features (known or not) of the text last predicted with `s`
-    /// ([`Model::predict_into`]): the rows its scoring read, the cost that grows with the
-    /// message's length and the analyser's n-gram ranges.
+    /// ([`Model::predict_into`]): the cost that grows with the message's length and the
+    /// analyser's n-gram ranges (each known one reads a row of weights, each one a lookup).
     pub fn distinct_features(&self, s: &Scratch) -> usize {
-        s.rows.len()
+        s.counter.len()
     }
 
     /// Predicts `text`'s label (uses a per-thread scratch buffer).
@@ -368,22 +364,30 @@ impl Scoring {
     }
 }
 
-/// Each distinct feature of `s.counter` as (row, TF weight) into `s.rows`, rows from `index`;
-/// returns how many are word features (they come first).
+/// Each distinct feature of `s.counter` that the model knows as (row, TF weight) into `s.rows`,
+/// rows from `index`; returns how many are word features (they come first). A bucket the model
+/// does not know (its row is `zero`, the all-zero row, which would add nothing) is left out, with
+/// no branch: every entry is written and the length moves on only for a known one, so that the
+/// lookups' cache misses still overlap.
 #[inline(always)]
 fn rows_of<I: Copy + Into<u32>>(
     index: &[I],
+    zero: u32,
     s: &mut Scratch,
     sublinear: bool,
     char_offset: u32,
 ) -> usize {
-    let mut n_word = 0;
+    let (mut len, mut n_word) = (0, 0);
     s.rows.clear();
+    s.rows.resize(s.counter.len(), (zero, 0.0));
     for (b, t) in s.counter.iter() {
-        s.rows
-            .push((index[b as usize].into(), tf_weight(t, sublinear)));
-        n_word += (b < char_offset) as usize;
+        let row = index[b as usize].into();
+        s.rows[len] = (row, tf_weight(t, sublinear));
+        let known = usize::from(row != zero);
+        len += known;
+        n_word += known & usize::from(b < char_offset);
     }
+    s.rows.truncate(len);
     n_word
 }
 

@@ -139,6 +139,11 @@ impl Int8Table {
         &self.index
     }
 
+    /// The all-zero row, which the buckets the model does not know point at (the last).
+    pub(crate) fn zero_row(&self) -> u32 {
+        (self.bytes.len() / self.stride - 1) as u32
+    }
+
     /// The row of `bucket`.
     #[cfg(test)]
     pub(crate) fn row_of(&self, bucket: usize) -> u32 {
@@ -170,6 +175,9 @@ pub(crate) struct F32Blocks {
 }
 
 impl F32Blocks {
+    /// The all-zero row of each block, which the buckets the model does not know point at.
+    pub(crate) const ZERO_ROW: u32 = 0;
+
     /// Splits the f32 `table` (rows of `1 + k`: the `n_word` word rows, the character rows,
     /// then the all-zero row), whose rows `index` gives by bucket.
     pub(crate) fn new(table: &[f32], k: usize, index: &[u32], n_word: usize) -> Self {
