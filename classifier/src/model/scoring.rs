@@ -251,6 +251,9 @@ pub(crate) fn block_int8<L: LabelLoop>(
     part: &mut [f32],
 ) -> f32 {
     assert_eq!(part.len(), t.padded, "one slot per padded label");
+    if let Some(norm2) = L::block_in_registers(t, rows, part) {
+        return norm2;
+    }
     let mut norm2 = 0.0f32;
     for &(row, _) in rows.iter().take(PREFETCH_AHEAD) {
         t.prefetch(row);
@@ -284,6 +287,13 @@ pub(crate) trait LabelLoop {
     /// Adds two int8 rows, scaled, to `part` (all three of the same length, a multiple of
     /// [`LABEL_GROUP`]).
     fn add_pair(part: &mut [f32], a: &[u8], b: &[u8], sa: f32, sb: f32);
+
+    /// [`block_int8`] with its label accumulators held in registers, where this loop has such
+    /// a version for `part`'s length (`part` zero on entry); `None` where it has not.
+    #[inline(always)]
+    fn block_in_registers(_t: &Int8Table, _rows: &[(u32, f32)], _part: &mut [f32]) -> Option<f32> {
+        None
+    }
 }
 
 /// The label loop as plain Rust, vectorised by the compiler for the target it is compiled for
@@ -362,6 +372,87 @@ impl LabelLoop for Avx512 {
             add_pair_avx512(part, a, b, sa, sb)
         }
     }
+
+    /// Up to 256 labels: one register a group, the whole block long (32 registers: up to 16
+    /// accumulators, the rest for the rows), instead of a load and a store of `part` for every
+    /// pair of rows.
+    #[inline(always)]
+    fn block_in_registers(t: &Int8Table, rows: &[(u32, f32)], part: &mut [f32]) -> Option<f32> {
+        macro_rules! groups {
+            ($($g:literal)*) => {
+                match part.len() / LABEL_GROUP {
+                    // SAFETY: as `add_pair` above.
+                    $($g => Some(
+                        #[allow(unsafe_code)]
+                        unsafe { block_int8_avx512::<$g>(t, rows, part) }
+                    ),)*
+                    _ => None,
+                }
+            };
+        }
+        groups!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16)
+    }
+}
+
+/// [`block_int8`] for `G` label groups with AVX-512, the accumulators in registers: the same
+/// operations in the same order (`acc + (sa · a + sb · b)` a pair, `acc + s · a` for the last odd
+/// row, from zero), so the same sums bit for bit.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn block_int8_avx512<const G: usize>(t: &Int8Table, rows: &[(u32, f32)], part: &mut [f32]) -> f32 {
+    use std::arch::x86_64::*;
+    assert_eq!(part.len(), G * LABEL_GROUP, "one slot per padded label");
+    // The int8 weights of group `g` of a row's (padded) weights, as f32.
+    #[inline(always)]
+    fn group(q: &[u8], g: usize) -> __m512 {
+        let q = &q[g * LABEL_GROUP..(g + 1) * LABEL_GROUP];
+        // SAFETY: 16 bytes inside `q` (an unaligned load); AVX-512F is enabled in the caller.
+        #[allow(unsafe_code)]
+        unsafe {
+            _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(q.as_ptr().cast())))
+        }
+    }
+    let mut acc = [_mm512_setzero_ps(); G];
+    let mut norm2 = 0.0f32;
+    for &(row, _) in rows.iter().take(PREFETCH_AHEAD) {
+        t.prefetch(row);
+    }
+    let mut pairs = rows.chunks_exact(2);
+    let mut next = PREFETCH_AHEAD;
+    for pair in pairs.by_ref() {
+        for &(row, _) in rows.get(next..rows.len().min(next + 2)).unwrap_or(&[]) {
+            t.prefetch(row);
+        }
+        next += 2;
+        let (va, sa, qa) = t.row(pair[0]);
+        let (vb, sb, qb) = t.row(pair[1]);
+        norm2 += va * va + vb * vb;
+        let (sa, sb) = (_mm512_set1_ps(sa), _mm512_set1_ps(sb));
+        for (g, acc) in acc.iter_mut().enumerate() {
+            let sum = _mm512_add_ps(
+                _mm512_mul_ps(sa, group(qa, g)),
+                _mm512_mul_ps(sb, group(qb, g)),
+            );
+            *acc = _mm512_add_ps(*acc, sum);
+        }
+    }
+    for &single in pairs.remainder() {
+        let (v, s, q) = t.row(single);
+        norm2 += v * v;
+        let s = _mm512_set1_ps(s);
+        for (g, acc) in acc.iter_mut().enumerate() {
+            *acc = _mm512_add_ps(*acc, _mm512_mul_ps(s, group(q, g)));
+        }
+    }
+    for (p, acc) in part.as_chunks_mut::<LABEL_GROUP>().0.iter_mut().zip(acc) {
+        // SAFETY: a whole 16-element group of `part` (an unaligned store).
+        #[allow(unsafe_code)]
+        unsafe {
+            _mm512_storeu_ps(p.as_mut_ptr(), acc)
+        };
+    }
+    norm2
 }
 
 #[cfg(target_arch = "x86_64")]
