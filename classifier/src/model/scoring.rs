@@ -254,28 +254,50 @@ pub(crate) fn block_int8<L: LabelLoop>(
     if let Some(norm2) = L::block_in_registers(t, rows, part) {
         return norm2;
     }
+    int8_rows(
+        t,
+        rows,
+        part,
+        |part, qa, qb, sa, sb| L::add_pair(part, qa, qb, sa, sb),
+        |part, q, s| {
+            for (p, &x) in part.iter_mut().zip(q) {
+                *p += s * f32::from(x as i8);
+            }
+        },
+    )
+}
+
+/// The row loop of [`block_int8`] and its versions: each pair of rows' weights and scales to
+/// `pair`, the last odd row's to `one`, each adding to the accumulators `acc`, with the rows
+/// [`PREFETCH_AHEAD`] ahead asked for meanwhile; returns the block's squared norm.
+#[inline(always)]
+fn int8_rows<A: ?Sized>(
+    t: &Int8Table,
+    rows: &[(u32, f32)],
+    acc: &mut A,
+    pair: impl Fn(&mut A, &[u8], &[u8], f32, f32),
+    one: impl Fn(&mut A, &[u8], f32),
+) -> f32 {
     let mut norm2 = 0.0f32;
     for &(row, _) in rows.iter().take(PREFETCH_AHEAD) {
         t.prefetch(row);
     }
     let mut pairs = rows.chunks_exact(2);
     let mut next = PREFETCH_AHEAD;
-    for pair in pairs.by_ref() {
+    for two in pairs.by_ref() {
         for &(row, _) in rows.get(next..rows.len().min(next + 2)).unwrap_or(&[]) {
             t.prefetch(row);
         }
         next += 2;
-        let (va, sa, qa) = t.row(pair[0]);
-        let (vb, sb, qb) = t.row(pair[1]);
+        let (va, sa, qa) = t.row(two[0]);
+        let (vb, sb, qb) = t.row(two[1]);
         norm2 += va * va + vb * vb;
-        L::add_pair(part, qa, qb, sa, sb);
+        pair(acc, qa, qb, sa, sb);
     }
     for &single in pairs.remainder() {
         let (v, s, q) = t.row(single);
         norm2 += v * v;
-        for (p, &x) in part.iter_mut().zip(q) {
-            *p += s * f32::from(x as i8);
-        }
+        one(acc, q, s);
     }
     norm2
 }
@@ -414,37 +436,27 @@ fn block_int8_avx512<const G: usize>(t: &Int8Table, rows: &[(u32, f32)], part: &
         }
     }
     let mut acc = [_mm512_setzero_ps(); G];
-    let mut norm2 = 0.0f32;
-    for &(row, _) in rows.iter().take(PREFETCH_AHEAD) {
-        t.prefetch(row);
-    }
-    let mut pairs = rows.chunks_exact(2);
-    let mut next = PREFETCH_AHEAD;
-    for pair in pairs.by_ref() {
-        for &(row, _) in rows.get(next..rows.len().min(next + 2)).unwrap_or(&[]) {
-            t.prefetch(row);
-        }
-        next += 2;
-        let (va, sa, qa) = t.row(pair[0]);
-        let (vb, sb, qb) = t.row(pair[1]);
-        norm2 += va * va + vb * vb;
-        let (sa, sb) = (_mm512_set1_ps(sa), _mm512_set1_ps(sb));
-        for (g, acc) in acc.iter_mut().enumerate() {
-            let sum = _mm512_add_ps(
-                _mm512_mul_ps(sa, group(qa, g)),
-                _mm512_mul_ps(sb, group(qb, g)),
-            );
-            *acc = _mm512_add_ps(*acc, sum);
-        }
-    }
-    for &single in pairs.remainder() {
-        let (v, s, q) = t.row(single);
-        norm2 += v * v;
-        let s = _mm512_set1_ps(s);
-        for (g, acc) in acc.iter_mut().enumerate() {
-            *acc = _mm512_add_ps(*acc, _mm512_mul_ps(s, group(q, g)));
-        }
-    }
+    let norm2 = int8_rows(
+        t,
+        rows,
+        &mut acc,
+        |acc, qa, qb, sa, sb| {
+            let (sa, sb) = (_mm512_set1_ps(sa), _mm512_set1_ps(sb));
+            for (g, acc) in acc.iter_mut().enumerate() {
+                let sum = _mm512_add_ps(
+                    _mm512_mul_ps(sa, group(qa, g)),
+                    _mm512_mul_ps(sb, group(qb, g)),
+                );
+                *acc = _mm512_add_ps(*acc, sum);
+            }
+        },
+        |acc, q, s| {
+            let s = _mm512_set1_ps(s);
+            for (g, acc) in acc.iter_mut().enumerate() {
+                *acc = _mm512_add_ps(*acc, _mm512_mul_ps(s, group(q, g)));
+            }
+        },
+    );
     for (p, acc) in part.as_chunks_mut::<LABEL_GROUP>().0.iter_mut().zip(acc) {
         // SAFETY: a whole 16-element group of `part` (an unaligned store).
         #[allow(unsafe_code)]
