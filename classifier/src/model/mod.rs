@@ -552,16 +552,20 @@ mod tests {
         for text in texts {
             let mut got = Vec::new();
             model.predict_into(text, &mut s, &mut got);
-            // The reference: the file's rows, through its own index, in one table.
+            // The reference: the file's rows, through its own index, in one table (the rows of
+            // features the model does not know left out, as scoring leaves them out).
             let rows: Vec<(u32, f32)> = s
                 .counter
                 .iter()
                 .map(|(b, c)| (model.index[b as usize], tf_weight(c, sublinear)))
                 .collect();
+            let known = |r: &&(u32, f32)| r.0 != zero_row;
             let n_word = s.counter.iter().filter(|&(b, _)| b < char_offset).count();
+            let word: Vec<_> = rows[..n_word].iter().filter(known).copied().collect();
+            let char: Vec<_> = rows[n_word..].iter().filter(known).copied().collect();
             let (mut w, mut ch) = (vec![0.0; k], vec![0.0; k]);
-            let nw = block_f32(&model.table, &rows[..n_word], &mut w);
-            let nc = block_f32(&model.table, &rows[n_word..], &mut ch);
+            let nw = block_f32(&model.table, &word, &mut w);
+            let nc = block_f32(&model.table, &char, &mut ch);
             let mut want = model.intercept.clone();
             model.combine(&w, &ch, nw, nc, &mut want);
             softmax(&mut want);
