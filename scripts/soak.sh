@@ -48,9 +48,13 @@ cargo build --release -q -p triage --bin triage --example kafka_load
 cargo build --release -q -p triage-eval --example soak_plot
 scripts/broker.sh start
 PIDS=()
+# triage's temporary directory, removed at the end: `triage run` reserves its instance slot by
+# locking <temp>/triage-<group>.<n>.lock and leaves the file, and every soak has a group of its own.
+SOAK_TMP="$(mktemp -d "${TMPDIR:-/tmp}/triage-soak.XXXXXX")"
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   scripts/broker.sh stop || true
+  rm -rf "$SOAK_TMP"
 }
 trap cleanup EXIT
 
@@ -87,7 +91,7 @@ listen = "$METRICS"
 mode = "off"
 TOML
 for t in "$id.out" "$id.dlq"; do scripts/broker.sh create-topic "$t" 4 >/dev/null; done
-target/release/triage run --config "$OUT/triage.toml" 2>"$OUT/triage.log" &
+TMPDIR="$SOAK_TMP" target/release/triage run --config "$OUT/triage.toml" 2>"$OUT/triage.log" &
 TRIAGE=$!
 PIDS+=("$TRIAGE")
 # Wait until triage is up (health endpoint), then start the load.
