@@ -331,6 +331,21 @@ impl LabelLoop for Portable {
     }
 }
 
+/// `Some` of the register kernel `$f::<G>` for `$part`'s `G` label groups where `G` is one of
+/// those listed, else `None`. The caller states why calling `$f` is safe (its CPU features).
+#[cfg(target_arch = "x86_64")]
+macro_rules! by_groups {
+    ($f:ident, $t:expr, $rows:expr, $part:expr; $($g:literal)*) => {
+        match $part.len() / LABEL_GROUP {
+            $($g => Some(
+                #[allow(unsafe_code)]
+                unsafe { $f::<$g>($t, $rows, $part) }
+            ),)*
+            _ => None,
+        }
+    };
+}
+
 /// The label loop in AVX2 instructions, one 16-label group (two vectors) a step. Only for code
 /// compiled with AVX2, on a CPU that has it.
 #[cfg(target_arch = "x86_64")]
@@ -353,19 +368,8 @@ impl LabelLoop for Avx2 {
     /// rounds) than the sums in memory.
     #[inline(always)]
     fn block_in_registers(t: &Int8Table, rows: &[(u32, f32)], part: &mut [f32]) -> Option<f32> {
-        macro_rules! groups {
-            ($($g:literal)*) => {
-                match part.len() / LABEL_GROUP {
-                    // SAFETY: as `add_pair` above.
-                    $($g => Some(
-                        #[allow(unsafe_code)]
-                        unsafe { block_int8_avx2::<$g>(t, rows, part) }
-                    ),)*
-                    _ => None,
-                }
-            };
-        }
-        groups!(1 2 3 4 5)
+        // SAFETY: as `add_pair` above.
+        by_groups!(block_int8_avx2, t, rows, part; 1 2 3 4 5)
     }
 }
 
@@ -476,19 +480,8 @@ impl LabelLoop for Avx512 {
     /// pair of rows.
     #[inline(always)]
     fn block_in_registers(t: &Int8Table, rows: &[(u32, f32)], part: &mut [f32]) -> Option<f32> {
-        macro_rules! groups {
-            ($($g:literal)*) => {
-                match part.len() / LABEL_GROUP {
-                    // SAFETY: as `add_pair` above.
-                    $($g => Some(
-                        #[allow(unsafe_code)]
-                        unsafe { block_int8_avx512::<$g>(t, rows, part) }
-                    ),)*
-                    _ => None,
-                }
-            };
-        }
-        groups!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16)
+        // SAFETY: as `add_pair` above.
+        by_groups!(block_int8_avx512, t, rows, part; 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16)
     }
 }
 
