@@ -146,8 +146,9 @@ impl Model {
             s.counter.add(b);
         }
         // Each distinct known feature's table row, looked up in a loop without branches, so
-        // that the cache misses of the lookups overlap. The analyser emits word features before character
-        // features and the counter keeps first-seen order, so the word block comes first.
+        // that the cache misses of the lookups overlap. The analyser emits word features before
+        // character features and the counter keeps first-seen order, so the word block comes
+        // first.
         let sublinear = self.header.tfidf.sublinear_tf;
         let char_offset = self.analyzer.char_offset();
         let n_word = match &self.scoring {

@@ -199,10 +199,10 @@ impl RecordWriter {
 
     /// The `top_k` most probable labels as (probability, label index), most probable first,
     /// ties in name order: one pass over the probabilities in label order, in which the labels
-    /// below the floor are passed over sixteen at a time, and the others are inserted in place. The floor
-    /// starts at [`top_floor`] (so that, at 151 labels, a handful are inserted instead of the few
-    /// dozen that beat the running fifth in label order) and rises to the last kept label once
-    /// `top_k` are kept.
+    /// below the floor are passed over sixteen at a time, and the others are inserted in place.
+    /// The floor starts at [`top_floor`] (so that, at 151 labels, a handful are inserted instead
+    /// of the few dozen that beat the running fifth in label order) and rises to the last kept
+    /// label once `top_k` are kept.
     fn top<'t>(&self, probs: &[f32], buf: &'t mut [(f32, usize); MAX_TOP_K]) -> &'t [(f32, usize)] {
         let k = self.top_k;
         let mut len = 0;
