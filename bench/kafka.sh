@@ -108,6 +108,9 @@ done
 
 export TRIAGE_BROKER="${BENCH_KAFKA_BROKER:-127.0.0.1:19392}"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/triage-bench-kafka.XXXXXX")"
+# Everything this run starts keeps its temporary files here, removed at the end: triage run's
+# instance-slot lock file (triage-<group>.<n>.lock) among them.
+export TMPDIR="$WORK"
 BG_PIDS=()
 BROKER_STARTED=0
 cleanup() {

@@ -97,6 +97,9 @@ scripts/install-models.sh --verify-only >/dev/null ||
 
 export TRIAGE_BROKER="${BENCH_OVERLOAD_BROKER:-127.0.0.1:19592}"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/triage-bench-overload.XXXXXX")"
+# Everything this run starts keeps its temporary files here, removed at the end: triage run's
+# instance-slot lock file (triage-<group>.<n>.lock) among them.
+export TMPDIR="$WORK"
 BG_PIDS=()
 BROKER_STARTED=0
 cleanup() {

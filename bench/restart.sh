@@ -75,6 +75,9 @@ done
 TEXTS="${TRIAGE_DATA:-../shared/data}/goemotions_sentiment4/test.jsonl"
 export TRIAGE_BROKER="${BENCH_RESTART_BROKER:-127.0.0.1:19492}"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/triage-bench-restart.XXXXXX")"
+# Everything this run starts keeps its temporary files here, removed at the end: triage run's
+# instance-slot lock file (triage-<group>.<n>.lock) among them.
+export TMPDIR="$WORK"
 if [[ ! -f "$TEXTS" ]]; then
     jq -R -c 'fromjson? | select(type == "object" and (.text | type) == "string" and (.text | test("\\S")))
               | {text}' examples/messages.jsonl >"$WORK/texts.jsonl"
