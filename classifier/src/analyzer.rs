@@ -190,15 +190,19 @@ pub(crate) struct TextBufs {
 /// order.
 ///
 /// Nearly every feature of a chat message is distinct, so a message of up to [`SMALL`] features
-/// first asks a 4,096-bit filter (512 bytes, in L1): a clear bit proves the id new, and only a
-/// set bit (a repeat, or one chance in 16 or less of a collision) looks back through the ids
-/// seen so far. Longer messages use an open-addressing table, reset by clearing only the slots
-/// it used.
+/// first asks a 4,096-bit filter (512 bytes, in L1): a clear bit proves the id new. A set bit is
+/// a repeat or (one chance in 16 or less) a collision: the item that set it is checked first
+/// (its index is kept beside the filter, valid only where the bit is set, so nothing but the
+/// filter is cleared), and only a collision looks back through the ids seen so far. Longer
+/// messages use an open-addressing table, reset by clearing only the slots it used.
 pub(crate) struct Counter {
     /// The distinct ids with their counts, in first-seen order.
     items: Vec<(u32, u16)>,
     /// Small messages: the filter bits of the ids seen.
     seen: [u64; 64],
+    /// Small messages: where a filter bit is set, the index in `items` of the id that set it
+    /// (the low byte: an index of 256 and over reads as another item, and is looked for).
+    first: [u8; 4096],
     /// Large messages: slots of (id, index into `items`), `EMPTY` when free.
     slots: Vec<(u32, u32)>,
     /// The slots in use, to clear them.
@@ -216,6 +220,7 @@ impl Default for Counter {
         Self {
             items: Vec::new(),
             seen: [0; 64],
+            first: [0; 4096],
             slots: Vec::new(),
             used: Vec::new(),
             large: false,
@@ -253,7 +258,15 @@ impl Counter {
             let (word, mask) = (bit >> 6, 1u64 << (bit & 63));
             if self.seen[word] & mask == 0 {
                 self.seen[word] |= mask;
+                self.first[bit] = self.items.len() as u8;
                 self.items.push((key, 1));
+                return;
+            }
+            // A repeat of the id that set the bit (the usual case: a word or n-gram said twice).
+            if let Some(item) = self.items.get_mut(self.first[bit] as usize)
+                && item.0 == key
+            {
+                item.1 = item.1.saturating_add(1);
                 return;
             }
             match self.items.iter_mut().rev().find(|item| item.0 == key) {
