@@ -189,6 +189,21 @@ const SPECIAL_FIRST: [bool; 256] = {
     t
 };
 
+/// Whether the chunk that starts at `b[i]`, a byte of [`SPECIAL_FIRST`], can be a URL, a mention
+/// or an emoticon: the letters among those bytes start common words (`how`, `what`, `do`), which
+/// their second byte rules out without looking for the chunk's end.
+#[inline(always)]
+fn may_be_special(b: &[u8], i: usize) -> bool {
+    let next = b.get(i + 1).copied().unwrap_or(b' ');
+    match b[i] {
+        b'h' => next == b't',
+        b'w' => next == b'w',
+        b'x' => next == b'd',
+        b'd' => next == b':',
+        _ => true,
+    }
+}
+
 /// ASCII letters, digits and `_`.
 const WORD_BYTE: [bool; 256] = {
     let mut t = [false; 256];
@@ -220,7 +235,7 @@ fn ascii_text(text: &str, base: usize, out: &mut Vec<Token>) {
         let c = b[i];
         if chunk_start {
             chunk_start = false;
-            if SPECIAL_FIRST[c as usize] {
+            if SPECIAL_FIRST[c as usize] && may_be_special(b, i) {
                 let end = b[i..]
                     .iter()
                     .position(u8::is_ascii_whitespace)
