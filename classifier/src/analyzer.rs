@@ -196,8 +196,11 @@ pub(crate) struct TextBufs {
 /// filter is cleared), and only a collision looks back through the ids seen so far. Longer
 /// messages use an open-addressing table, reset by clearing only the slots it used.
 pub(crate) struct Counter {
-    /// The distinct ids with their counts, in first-seen order.
+    /// The distinct ids with their counts, in first-seen order: the first `len`. The vector
+    /// only grows (to the largest message's feature count), so that a message writes into it
+    /// without clearing or pushing.
     items: Vec<(u32, u16)>,
+    len: usize,
     /// Small messages: the filter bits of the ids seen.
     seen: [u64; 64],
     /// Small messages: where a filter bit is set, the index in `items` of the id that set it
@@ -219,6 +222,7 @@ impl Default for Counter {
     fn default() -> Self {
         Self {
             items: Vec::new(),
+            len: 0,
             seen: [0; 64],
             first: [0; 4096],
             slots: Vec::new(),
@@ -231,7 +235,10 @@ impl Default for Counter {
 impl Counter {
     /// Empties the counter, for a message of at most `n` feature ids.
     pub(crate) fn reset(&mut self, n: usize) {
-        self.items.clear();
+        self.len = 0;
+        if self.items.len() < n {
+            self.items.resize(n, (0, 0));
+        }
         if self.large {
             for &slot in &self.used {
                 self.slots[slot as usize].0 = EMPTY;
@@ -250,31 +257,28 @@ impl Counter {
         }
     }
 
+    /// Counts `keys`, at most the `n` feature ids [`Self::reset`] was called for.
     #[inline]
-    pub(crate) fn add(&mut self, key: u32) {
-        let h = key.wrapping_mul(0x9e37_79b9);
-        if !self.large {
-            let bit = (h >> 20) as usize;
-            let (word, mask) = (bit >> 6, 1u64 << (bit & 63));
-            if self.seen[word] & mask == 0 {
-                self.seen[word] |= mask;
-                self.first[bit] = self.items.len() as u8;
-                self.items.push((key, 1));
-                return;
-            }
-            // A repeat of the id that set the bit (the usual case: a word or n-gram said twice).
-            if let Some(item) = self.items.get_mut(self.first[bit] as usize)
-                && item.0 == key
-            {
-                item.1 = item.1.saturating_add(1);
-                return;
-            }
-            match self.items.iter_mut().rev().find(|item| item.0 == key) {
-                Some(item) => item.1 = item.1.saturating_add(1),
-                None => self.items.push((key, 1)),
+    pub(crate) fn add_all(&mut self, keys: &[u32]) {
+        if self.large {
+            for &key in keys {
+                self.add_large(key);
             }
             return;
         }
+        // On separate borrows, so that the slice's address and the count stay in registers (a
+        // store into the vector might change its own fields as far as the compiler knows).
+        self.len = count_small(
+            keys,
+            &mut self.seen,
+            &mut self.first,
+            &mut self.items,
+            self.len,
+        );
+    }
+
+    fn add_large(&mut self, key: u32) {
+        let h = key.wrapping_mul(0x9e37_79b9);
         let mask = self.slots.len() - 1;
         let mut i = (h >> 7) as usize & mask;
         loop {
@@ -285,8 +289,9 @@ impl Counter {
                 return;
             }
             if slot.0 == EMPTY {
-                self.slots[i] = (key, self.items.len() as u32);
-                self.items.push((key, 1));
+                self.slots[i] = (key, self.len as u32);
+                self.items[self.len] = (key, 1);
+                self.len += 1;
                 self.used.push(i as u32);
                 return;
             }
@@ -296,13 +301,50 @@ impl Counter {
 
     /// How many distinct keys.
     pub(crate) fn len(&self) -> usize {
-        self.items.len()
+        self.len
     }
 
     /// The distinct keys with their counts, in first-seen order.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, u16)> + '_ {
-        self.items.iter().copied()
+    pub(crate) fn items(&self) -> &[(u32, u16)] {
+        &self.items[..self.len]
     }
+}
+
+/// [`Counter::add_all`] for a small message: `items[..len]` are the distinct ids so far, and
+/// `items` has room for one more per key. Returns the new count.
+#[inline(always)]
+fn count_small(
+    keys: &[u32],
+    seen: &mut [u64; 64],
+    first: &mut [u8; 4096],
+    items: &mut [(u32, u16)],
+    mut len: usize,
+) -> usize {
+    for &key in keys {
+        let bit = (key.wrapping_mul(0x9e37_79b9) >> 20) as usize;
+        let (word, mask) = (bit >> 6, 1u64 << (bit & 63));
+        if seen[word] & mask == 0 {
+            seen[word] |= mask;
+            first[bit] = len as u8;
+            items[len] = (key, 1);
+            len += 1;
+            continue;
+        }
+        // A repeat of the id that set the bit (the usual case: a word or n-gram said twice).
+        let f = first[bit] as usize;
+        if f < len && items[f].0 == key {
+            items[f].1 = items[f].1.saturating_add(1);
+            continue;
+        }
+        match items[..len].iter_mut().rev().find(|item| item.0 == key) {
+            Some(item) => item.1 = item.1.saturating_add(1),
+            None => {
+                items[len] = (key, 1);
+                len += 1;
+            }
+        }
+    }
+    len
 }
 
 /// Stem memo entries kept per thread before the table is cleared.
@@ -786,14 +828,10 @@ mod tests {
             }
             let mut c = Counter::default();
             c.reset(before.len());
-            for &k in &before {
-                c.add(k);
-            }
+            c.add_all(&before);
             c.reset(keys.len());
-            for &k in &keys {
-                c.add(k);
-            }
-            proptest::prop_assert_eq!(c.iter().collect::<Vec<_>>(), want);
+            c.add_all(&keys);
+            proptest::prop_assert_eq!(c.items(), &want[..]);
         }
     }
 

@@ -142,9 +142,7 @@ impl Model {
     unsafe fn predict_with(&self, kernel: Kernel, text: &str, s: &mut Scratch, out: &mut Vec<f32>) {
         self.analyzer.features(text, s);
         s.counter.reset(s.features.len());
-        for &b in &s.features {
-            s.counter.add(b);
-        }
+        s.counter.add_all(&s.features);
         // Each distinct known feature's table row, looked up in a loop without branches, so
         // that the cache misses of the lookups overlap. The analyser emits word features before
         // character features and the counter keeps first-seen order, so the word block comes
@@ -381,7 +379,7 @@ fn rows_of<I: Copy + Into<u32>>(
     let (mut len, mut n_word) = (0, 0);
     s.rows.clear();
     s.rows.resize(s.counter.len(), (zero, 0.0));
-    for (b, t) in s.counter.iter() {
+    for &(b, t) in s.counter.items() {
         let row = index[b as usize].into();
         s.rows[len] = (row, tf_weight(t, sublinear));
         let known = usize::from(row != zero);
@@ -557,11 +555,17 @@ mod tests {
             // features the model does not know left out, as scoring leaves them out).
             let rows: Vec<(u32, f32)> = s
                 .counter
+                .items()
                 .iter()
-                .map(|(b, c)| (model.index[b as usize], tf_weight(c, sublinear)))
+                .map(|&(b, c)| (model.index[b as usize], tf_weight(c, sublinear)))
                 .collect();
             let known = |r: &&(u32, f32)| r.0 != zero_row;
-            let n_word = s.counter.iter().filter(|&(b, _)| b < char_offset).count();
+            let n_word = s
+                .counter
+                .items()
+                .iter()
+                .filter(|&&(b, _)| b < char_offset)
+                .count();
             let word: Vec<_> = rows[..n_word].iter().filter(known).copied().collect();
             let char: Vec<_> = rows[n_word..].iter().filter(known).copied().collect();
             let (mut w, mut ch) = (vec![0.0; k], vec![0.0; k]);
