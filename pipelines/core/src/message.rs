@@ -130,8 +130,12 @@ impl<'a> Fields<'a> {
 
 /// Writes `s` as a JSON string (quoted, escaped as serde_json escapes it) to `out`.
 pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
-    // The common case, nothing to escape, is one copy; serde_json's escaper otherwise.
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    // The common case, nothing to escape, is one copy; serde_json's escaper otherwise. The check
+    // reads every byte without an early exit, so that it runs a vector of bytes at a time.
+    let escape = s
+        .bytes()
+        .fold(false, |e, b| e | (b < 0x20) | (b == b'"') | (b == b'\\'));
+    if !escape {
         out.reserve(s.len() + 2);
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
