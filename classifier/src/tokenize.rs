@@ -372,6 +372,31 @@ mod tests {
         assert_eq!(t[5], ("<3".into(), TokenKind::Symbol));
     }
 
+    /// [`may_be_special`] lets through the start of every chunk [`special_chunk`] takes whole,
+    /// so that a form added later with a new second byte is not skipped unseen.
+    #[test]
+    fn every_special_form_passes_the_two_byte_check() {
+        let forms = ["http://x.io", "https://x.io", "www.x.io", "@bob"];
+        let mut taken = 0;
+        for form in EMOTICONS.iter().copied().chain(forms) {
+            if !special_chunk(form, 0, &mut Vec::new()) {
+                // All word bytes (`xd`): the word tokeniser reads it the same way.
+                assert!(form.bytes().all(is_word_byte), "{form:?}");
+                continue;
+            }
+            taken += 1;
+            let b = form.as_bytes();
+            assert!(
+                SPECIAL_FIRST[b[0] as usize] && may_be_special(b, 0),
+                "{form:?} would not be looked at"
+            );
+        }
+        assert!(
+            taken > forms.len(),
+            "the URLs, the mention and an emoticon are taken whole"
+        );
+    }
+
     #[test]
     fn emoji_and_non_latin_scripts() {
         let t = toks("Thanks 🙏🙏 — Привет, МИР! 東京へ 👍🏽");
