@@ -42,7 +42,8 @@ export TRIAGE_SKIP_LOG="$TRIAGE_CACHE/skipped-tests.txt"
 out="$TRIAGE_CACHE/accuracy.out"
 cargo test --release -p triage-tests --test accuracy 2>&1 | tee "$out"
 expected=(accuracy_goemotions_sentiment4 accuracy_banking77 accuracy_davidson_hate_offensive
-  accuracy_clinc150 default_model_meets_the_floor finetune_exports_checks_parity_and_serves)
+  accuracy_clinc150 default_model_meets_the_floor finetune_exports_checks_parity_and_serves
+  out_of_scope_floor_on_clinc150)
 for t in "${expected[@]}"; do
   grep -Eq "^test $t +\.\.\. ignored" "$out" || fail "$t was not reported ignored"
   grep -q "SKIPPED $t: $EMPTY/.* not found" "$out" || fail "$t did not say why it did not run"

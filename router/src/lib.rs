@@ -7,6 +7,8 @@
 //! - **generative** labels: messages with these labels get a drafted reply (**generate**);
 //! - a **budget**: at most a share of messages may use the SLM; beyond it the fast label is
 //!   published as **over_budget**;
+//! - an **out-of-scope floor**: a message whose fast confidence is below it gets the policy's
+//!   out-of-scope label (CLINC150's `oos`) on the fast path, without a second opinion;
 //! - the **combine** rule for a second opinion, and **degraded** (the fast label stands) when
 //!   the SLM gave no usable answer, or **over_budget** when a saturated SLM [`Shed`] the message
 //!   (the service ranks waiting messages by [`Routing::urgency`]).

@@ -69,6 +69,7 @@ impl Policy {
         check("default_threshold", config.default_threshold)?;
         check("generate_min_confidence", config.generate_min_confidence)?;
         check("deferral_threshold", config.deferral_threshold)?;
+        check("out_of_scope_below", config.out_of_scope_below)?;
         for (label, &t) in &config.thresholds {
             check(&format!("thresholds.{label}"), t)?;
         }
@@ -91,7 +92,8 @@ impl Policy {
 
     /// Checks that every label the policy names is one the model knows.
     pub fn check_labels(&self, labels: &[String]) -> Result<(), RouterError> {
-        for name in self.config.thresholds.keys().chain(&self.config.generative) {
+        let names = self.config.thresholds.keys().chain(&self.config.generative);
+        for name in names.chain(&self.config.out_of_scope_label) {
             if !labels.contains(name) {
                 return Err(RouterError::Config(format!(
                     "the policy names label {name:?}, which the model does not have (it has: {})",

@@ -25,6 +25,8 @@ pub struct Router {
     combine: Combine,
     labels: Vec<String>,
     deferral: Option<Deferral>,
+    /// The out-of-scope label's index and the confidence below which a message gets it.
+    out_of_scope: Option<(usize, f32)>,
 }
 
 /// A message's route before the SLM answers.
@@ -137,11 +139,19 @@ impl Router {
     ) -> Result<Self, RouterError> {
         let policy = Policy::new(policy)?;
         policy.check_labels(labels)?;
+        let config = policy.config();
+        let out_of_scope = config
+            .out_of_scope_label
+            .as_ref()
+            .and_then(|l| labels.iter().position(|x| x == l))
+            .filter(|_| config.out_of_scope_below > 0.0)
+            .map(|i| (i, config.out_of_scope_below));
         Ok(Self {
             policy,
             combine,
             labels: labels.to_vec(),
             deferral: None,
+            out_of_scope,
         })
     }
 
@@ -200,11 +210,32 @@ impl Router {
         self.combine
     }
 
+    /// The out-of-scope label (an index into the labels) and the fast confidence below which a
+    /// message gets it, when the policy has one.
+    pub fn out_of_scope(&self) -> Option<(usize, f32)> {
+        self.out_of_scope
+    }
+
     /// The route of a message, from its fast probabilities (`signals.probs`, label order) and,
     /// with a learned deferral model, its other signals; the budget applied: every message is
     /// recorded in `budget`, whether it wants the SLM or not.
     pub fn route(&self, signals: &Signals<'_>, budget: &mut Budget) -> Routing {
         let (label, confidence) = argmax(signals.probs);
+        if let Some((oos, below)) = self.out_of_scope
+            && confidence < below
+        {
+            budget.admit(false);
+            return Routing {
+                route: Route::Fast,
+                label: oos,
+                confidence,
+                reason: format!(
+                    "confidence {confidence:.3} for {} < out-of-scope floor {below:.3}: {}",
+                    self.labels[label], self.labels[oos]
+                ),
+                urgency: 0.0,
+            };
+        }
         let score = self.deferral.as_ref().map(|d| d.score(signals));
         let plan = self.policy.plan(&self.labels[label], confidence, score);
         let admitted = budget.admit(plan.route.uses_slm());
@@ -369,6 +400,65 @@ mod tests {
         let o = r.route(&Signals::probs(&[0.55, 0.45]), &mut none);
         assert_eq!(o.route, Route::OverBudget);
         assert!(o.reason.ends_with("SLM budget spent"), "{}", o.reason);
+    }
+
+    /// Under the out-of-scope floor a message gets the out-of-scope label on the fast path: no
+    /// second opinion, no budget spent, the reason says why. At or above it, the policy routes.
+    #[test]
+    fn the_out_of_scope_floor_labels_on_the_fast_path() {
+        let labels: Vec<String> = ["a", "b", "oos"].map(String::from).to_vec();
+        let policy = PolicyConfig {
+            default_threshold: 0.6,
+            out_of_scope_label: Some("oos".into()),
+            out_of_scope_below: 0.45,
+            ..Default::default()
+        };
+        let r = Router::new(policy.clone(), Combine::Average, &labels).unwrap();
+        assert_eq!(r.out_of_scope(), Some((2, 0.45)));
+        let mut budget = Budget::new(BudgetConfig {
+            max_share: 0.0,
+            burst: 1,
+            ..Default::default()
+        })
+        .unwrap();
+        let fast = [0.44, 0.4, 0.16];
+        let o = r.route(&Signals::probs(&fast), &mut budget);
+        assert_eq!((o.route, o.label), (Route::Fast, 2));
+        assert_eq!(
+            o.reason,
+            "confidence 0.440 for a < out-of-scope floor 0.450: oos"
+        );
+        let settled = r.settle(o, &fast, Answer::None);
+        assert_eq!((settled.route, settled.label), (Route::Fast, 2));
+        // The one SLM call the budget holds is still there for an unsure in-scope message.
+        let unsure = r.route(&Signals::probs(&[0.5, 0.3, 0.2]), &mut budget);
+        assert_eq!((unsure.route, unsure.label), (Route::SecondOpinion, 0));
+        assert_eq!(
+            r.route(&Signals::probs(&[0.9, 0.05, 0.05]), &mut budget)
+                .route,
+            Route::Fast
+        );
+        // A label the model does not have, or a floor out of range, is refused; 0 is off.
+        let unknown = PolicyConfig {
+            out_of_scope_label: Some("other".into()),
+            ..policy.clone()
+        };
+        assert!(Router::new(unknown, Combine::Average, &labels).is_err());
+        let high = PolicyConfig {
+            out_of_scope_below: 1.5,
+            ..policy.clone()
+        };
+        assert!(Router::new(high, Combine::Average, &labels).is_err());
+        let off = PolicyConfig {
+            out_of_scope_below: 0.0,
+            ..policy
+        };
+        assert_eq!(
+            Router::new(off, Combine::Average, &labels)
+                .unwrap()
+                .out_of_scope(),
+            None
+        );
     }
 
     #[test]

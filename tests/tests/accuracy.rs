@@ -2,7 +2,9 @@
 //! - accuracy floors: train with the committed settings (chosen on train/dev only, see
 //!   `configs/`), evaluate once on the test split, and require accuracy and macro-F1 of at least
 //!   the best scikit-learn figure minus 0.5 points (`../shared/docs/baselines.md`);
-//! - `triage slm finetune` on a few hundred messages: export, parity, one cascade replay.
+//! - `triage slm finetune` on a few hundred messages: export, parity, one cascade replay;
+//! - the out-of-scope floor that `triage calibrate` chooses on clinc150's dev split, and what it
+//!   does on the test split.
 //!
 //! These tests read `../shared/data` (or `TRIAGE_DATA`). Where it is absent they do not run, and
 //! say so: each is reported `ignored` (never `ok`), a banner names it and the reason on stdout,
@@ -48,6 +50,13 @@ fn main() -> std::process::ExitCode {
             "goemotions_sentiment4/dev.jsonl".into(),
         ],
         run: Box::new(finetune_exports_checks_parity_and_serves),
+    });
+    tests.push(DataTest {
+        name: "out_of_scope_floor_on_clinc150".into(),
+        needs: ["train", "dev", "test"]
+            .map(|s| format!("clinc150/{s}.jsonl"))
+            .to_vec(),
+        run: Box::new(out_of_scope_floor_on_clinc150),
     });
     tests.push(DataTest {
         name: "default_model_meets_the_floor".into(),
@@ -342,4 +351,119 @@ fn finetune_exports_checks_parity_and_serves(data: &Path) {
         "{line}\n{slm:?}"
     );
     eprintln!("{line}");
+}
+
+/// clinc150's `oos` label (out-of-scope queries: 3% of dev, 18% of test). `triage calibrate`
+/// chooses the out-of-scope floor on dev, and on test it lifts the fast path by at least two
+/// points and the cascade under the 15% budget by at least one, against the same calibration
+/// without it (`--out-of-scope-label none`). The frozen head is trained on a fifth of the
+/// training split (20 messages a label) to keep the test short.
+fn out_of_scope_floor_on_clinc150(data: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |f: &str| dir.path().join(f).to_str().unwrap().to_string();
+    let split = |s: &str| data.join(format!("clinc150/{s}.jsonl"));
+    let config = workspace().join("configs/clinc150.toml");
+    let train = split("train");
+    let fifth: String = std::fs::read_to_string(&train)
+        .unwrap()
+        .lines()
+        .step_by(5)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(path("fifth.jsonl"), fifth).unwrap();
+    let (train, config) = (train.to_str().unwrap(), config.to_str().unwrap());
+    triage(&[
+        "train",
+        "--data",
+        train,
+        "--config",
+        config,
+        "--out",
+        &path("m.triage"),
+    ]);
+    triage(&[
+        "slm",
+        "train-head",
+        "--data",
+        &path("fifth.jsonl"),
+        "--out",
+        &path("h.json"),
+    ]);
+    let (dev, test) = (split("dev"), split("test"));
+    let cascade = |oos: &str| {
+        let out = path(&format!("{oos}.toml"));
+        triage(&[
+            "calibrate",
+            "--dev",
+            dev.to_str().unwrap(),
+            "--model",
+            &path("m.triage"),
+            "--head",
+            &path("h.json"),
+            "--budget",
+            "0.15",
+            "--out-of-scope-label",
+            oos,
+            "--out",
+            &out,
+        ]);
+        let toml: toml::Table = toml::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+        let router = toml["router"].as_table().unwrap().clone();
+        let json = triage(&[
+            "eval",
+            "--config",
+            &out,
+            "--data",
+            test.to_str().unwrap(),
+            "--cascade",
+            "--json",
+        ]);
+        let report: serde_json::Value = serde_json::from_str(&json).expect("eval JSON");
+        let rows: Vec<(String, f64)> = report["cascade"]["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["name"].as_str().unwrap().to_string(),
+                    r["accuracy"].as_f64().unwrap(),
+                )
+            })
+            .collect();
+        (router, rows)
+    };
+    let row = |rows: &[(String, f64)], start: &str| {
+        rows.iter()
+            .find(|(n, _)| n.starts_with(start))
+            .unwrap_or_else(|| panic!("no row {start:?} in {rows:?}"))
+            .1
+    };
+    let (router, with) = cascade("oos");
+    let (plain, without) = cascade("none");
+    assert_eq!(
+        router["out_of_scope_label"].as_str(),
+        Some("oos"),
+        "{router:?}"
+    );
+    let below = router["out_of_scope_below"].as_float().unwrap();
+    assert!(below > 0.0 && below <= 0.5, "floor {below}");
+    assert!(!plain.contains_key("out_of_scope_label"), "{plain:?}");
+    let fast = row(&with, "fast only");
+    let floored = row(&with, "fast only, out-of-scope floor");
+    let budgeted = |rows: &[(String, f64)]| row(rows, "cascade, run-time budget");
+    eprintln!(
+        "clinc150 test: floor {below:.3}; fast only {:.2}% -> {:.2}%; cascade at 15% {:.2}% -> \
+         {:.2}%",
+        100.0 * fast,
+        100.0 * floored,
+        100.0 * budgeted(&without),
+        100.0 * budgeted(&with)
+    );
+    assert!(floored >= fast + 0.02, "fast {fast} -> {floored}");
+    assert!(
+        budgeted(&with) >= budgeted(&without) + 0.01,
+        "cascade {} -> {}",
+        budgeted(&without),
+        budgeted(&with)
+    );
 }

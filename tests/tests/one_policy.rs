@@ -1,8 +1,8 @@
 //! One routing policy: the service's processing path (`Processor::step` + `resolve`, as
 //! `triage replay` and `triage run` call it) and the offline simulation (`cascade::simulate`, as
 //! `triage calibrate` and `triage eval --cascade` call it) give every message of a random
-//! stream the same route, label and probabilities (as published, to 4 decimals), with generative labels, a budget and, in
-//! some cases, a learned deferral model.
+//! stream the same route, label and probabilities (as published, to 4 decimals), with generative
+//! labels, a budget and, in some cases, a learned deferral model or an out-of-scope floor.
 //!
 //! The fast model is a real one, trained here on a small vocabulary; the SLM is a stand-in whose
 //! answer is a fixed function of the text, given to both sides.
@@ -108,31 +108,36 @@ fn policy() -> impl Strategy<Value = (PolicyConfig, BudgetConfig, Combine, Optio
         0u32..20,
         any::<bool>(),
         deferral(),
+        proptest::option::of((proptest::sample::select(&LABELS[..]), 0.0f32..0.6)),
     )
-        .prop_map(|(t, generative, gmin, share, burst, replace, deferral)| {
-            (
-                PolicyConfig {
-                    default_threshold: t,
-                    generative: generative.into_iter().map(String::from).collect(),
-                    generate_min_confidence: gmin,
-                    deferral: deferral.as_ref().map(|_| "deferral.json".into()),
-                    // With a deferral model, the threshold applies to its score.
-                    deferral_threshold: t,
-                    ..Default::default()
-                },
-                BudgetConfig {
-                    max_share: share,
-                    burst,
-                    max_per_second: None,
-                },
-                if replace {
-                    Combine::Replace
-                } else {
-                    Combine::Average
-                },
-                deferral,
-            )
-        })
+        .prop_map(
+            |(t, generative, gmin, share, burst, replace, deferral, oos)| {
+                (
+                    PolicyConfig {
+                        default_threshold: t,
+                        generative: generative.into_iter().map(String::from).collect(),
+                        generate_min_confidence: gmin,
+                        deferral: deferral.as_ref().map(|_| "deferral.json".into()),
+                        // With a deferral model, the threshold applies to its score.
+                        deferral_threshold: t,
+                        out_of_scope_label: oos.map(|(l, _)| l.to_string()),
+                        out_of_scope_below: oos.map_or(0.0, |(_, b)| b),
+                        ..Default::default()
+                    },
+                    BudgetConfig {
+                        max_share: share,
+                        burst,
+                        max_per_second: None,
+                    },
+                    if replace {
+                        Combine::Replace
+                    } else {
+                        Combine::Average
+                    },
+                    deferral,
+                )
+            },
+        )
 }
 
 proptest! {

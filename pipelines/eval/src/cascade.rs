@@ -146,15 +146,75 @@ pub fn table(
         .collect();
     let outcomes = simulate(router, budget, inputs)?;
     let cascade: Vec<usize> = outcomes.iter().map(|o| o.label).collect();
-    Ok((
-        vec![
-            make("fast only", &fast, 0.0),
-            make("second opinion only", &second, 1.0),
-            make("average of both, every message", &both, 1.0),
-            make("cascade", &cascade, slm_share(&outcomes)),
-        ],
-        outcomes,
-    ))
+    let mut rows = vec![make("fast only", &fast, 0.0)];
+    if let Some((oos, below)) = router.out_of_scope() {
+        let floored: Vec<usize> = (0..n)
+            .map(|i| floored(&row(inputs.fast, i), oos, below))
+            .collect();
+        rows.push(make(
+            &format!("fast only, out-of-scope floor {below:.3}"),
+            &floored,
+            0.0,
+        ));
+    }
+    rows.extend([
+        make("second opinion only", &second, 1.0),
+        make("average of both, every message", &both, 1.0),
+        make("cascade", &cascade, slm_share(&outcomes)),
+    ]);
+    Ok((rows, outcomes))
+}
+
+/// The fast label of `probs` with an out-of-scope floor: `oos` when the top probability is
+/// under `below`, as [`Router::route`] decides it.
+fn floored(probs: &[f32], oos: usize, below: f32) -> usize {
+    let (label, confidence) = argmax(probs);
+    if confidence < below { oos } else { label }
+}
+
+/// An out-of-scope floor chosen on calibration data ([`out_of_scope_floor`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct OutOfScopeFloor {
+    /// The out-of-scope label.
+    pub label: String,
+    /// The fast confidence below which a message gets it.
+    pub below: f32,
+    /// Fast-only accuracy on the calibration data with the floor.
+    pub accuracy: f64,
+    /// Fast-only accuracy on the calibration data without it.
+    pub accuracy_without: f64,
+}
+
+/// Chooses the out-of-scope floor for `label` on calibration data (train or dev, never test):
+/// of the floors 0.025, 0.05, … 0.5, the one under which labelling the messages `label` gives
+/// the best fast-only accuracy (the lowest on a tie). `None` when the model has no such label,
+/// or when no floor beats none.
+pub fn out_of_scope_floor(inputs: &CascadeInputs<'_>, label: &str) -> Option<OutOfScopeFloor> {
+    let oos = inputs.labels.iter().position(|l| l == label)?;
+    let n = inputs.truth.len();
+    let top: Vec<(usize, f32)> = (0..n).map(|i| argmax(&row(inputs.fast, i))).collect();
+    let accuracy = |below: f32| {
+        let ok = top
+            .iter()
+            .zip(inputs.truth)
+            .filter(|&(&(l, c), &t)| (if c < below { oos } else { l }) == t)
+            .count();
+        ok as f64 / n.max(1) as f64
+    };
+    let without = accuracy(0.0);
+    let (below, best) = (1..=20)
+        .map(|i| 0.025 * i as f32)
+        .map(|b| (b, accuracy(b)))
+        .fold(
+            (0.0, without),
+            |best, c| if c.1 > best.1 { c } else { best },
+        );
+    (below > 0.0).then(|| OutOfScopeFloor {
+        label: label.to_string(),
+        below,
+        accuracy: best,
+        accuracy_without: without,
+    })
 }
 
 /// What to calibrate for.
@@ -308,7 +368,7 @@ pub struct OutOfScope {
     pub routed: usize,
     /// Of those, sent to the SLM under the run-time budget.
     pub routed_with_budget: usize,
-    /// Of those, labelled out-of-scope by the fast model.
+    /// Of those, labelled out-of-scope by the fast path (with its out-of-scope floor, if any).
     pub labelled_oos_fast: usize,
     /// Of those, labelled out-of-scope by the cascade without a budget.
     pub labelled_oos_cascade: usize,
@@ -385,7 +445,13 @@ pub fn evaluate(
             queries: (0..n).filter(is_oos).count(),
             routed: count(&|i| uses(&outcomes[i])),
             routed_with_budget: count(&|i| uses(&budgeted[i])),
-            labelled_oos_fast: count(&|i| argmax(&row(inputs.fast, i)).0 == o),
+            labelled_oos_fast: count(&|i| {
+                let probs = row(inputs.fast, i);
+                match router.out_of_scope() {
+                    Some((oos, below)) => floored(&probs, oos, below) == o,
+                    None => argmax(&probs).0 == o,
+                }
+            }),
             labelled_oos_cascade: count(&|i| outcomes[i].label == o),
         })
     });
@@ -500,6 +566,60 @@ mod tests {
         };
         let outcomes = simulate(&router(1.0, &[], &labels), Some(&budget), &inputs).unwrap();
         assert_eq!(slm_share(&outcomes), 0.25);
+    }
+
+    /// The out-of-scope floor is the one under which labelling messages out-of-scope helps the
+    /// fast path most; none where no floor helps or the model has no such label.
+    #[test]
+    fn out_of_scope_floor_is_chosen_on_fast_accuracy() {
+        let labels: Vec<String> = ["a", "b", "oos"].map(String::from).to_vec();
+        // Two sure and right; two unsure (top 0.34 and 0.38) and out of scope; one unsure
+        // (0.45) and right.
+        let fast = array![
+            [0.9, 0.05, 0.05],
+            [0.1, 0.8, 0.1],
+            [0.34, 0.33, 0.33],
+            [0.38, 0.32, 0.3],
+            [0.45, 0.4, 0.15]
+        ];
+        let truth = [0, 1, 2, 2, 0];
+        let inputs = CascadeInputs {
+            labels: &labels,
+            truth: &truth,
+            fast: &fast,
+            second: &fast,
+            unseen: &[],
+            bytes: &[],
+        };
+        let f = out_of_scope_floor(&inputs, "oos").expect("a floor helps");
+        assert_eq!(
+            f.below, 0.4,
+            "the lowest floor above 0.38 and not above 0.45"
+        );
+        assert_eq!((f.accuracy, f.accuracy_without), (1.0, 0.6));
+        assert!(out_of_scope_floor(&inputs, "other").is_none());
+        // Out-of-scope messages the model is sure of: no floor helps.
+        let truth = [0, 1, 0, 0, 0];
+        let inputs = CascadeInputs {
+            truth: &truth,
+            ..inputs
+        };
+        assert!(out_of_scope_floor(&inputs, "oos").is_none());
+        // The router's floor gives the cascade table a row of its own.
+        let policy = PolicyConfig {
+            out_of_scope_label: Some("oos".into()),
+            out_of_scope_below: f.below,
+            ..Default::default()
+        };
+        let r = Router::new(policy, Combine::Average, &labels).unwrap();
+        let truth = [0, 1, 2, 2, 0];
+        let inputs = CascadeInputs {
+            truth: &truth,
+            ..inputs
+        };
+        let (rows, _) = table(&r, None, &inputs).unwrap();
+        assert_eq!(rows[1].name, "fast only, out-of-scope floor 0.400");
+        assert_eq!(rows[1].accuracy, 1.0);
     }
 
     /// Generative labels take budget: calibration counts their replies in the share, as the

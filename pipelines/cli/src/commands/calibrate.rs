@@ -6,7 +6,7 @@ use anyhow::anyhow;
 use triage_classifier::{Model, read_jsonl};
 use triage_core::config::Config;
 use triage_eval::calibrate::{Method, candidates};
-use triage_eval::cascade::{Goal, calibrate};
+use triage_eval::cascade::{Goal, calibrate, out_of_scope_floor};
 use triage_eval::score::{Folds, SecondOpinion, out_of_fold};
 use triage_eval::train::read_train_config;
 
@@ -61,6 +61,11 @@ pub struct Args {
     /// `.deferral.json` appended].
     #[arg(long)]
     deferral_out: Option<PathBuf>,
+    /// The label of messages no other label fits (CLINC150's `oos`). When the model has it,
+    /// the floor of fast confidence under which a message gets it is chosen on the calibration
+    /// data (`[router] out_of_scope_below`), before the routing. `none`: leave it off.
+    #[arg(long, default_value = "oos")]
+    out_of_scope_label: String,
 }
 
 pub fn run(a: Args) -> CmdResult {
@@ -103,6 +108,21 @@ pub fn run(a: Args) -> CmdResult {
         }
     };
     let inputs = scored.inputs();
+    let floor = (a.out_of_scope_label != "none")
+        .then(|| out_of_scope_floor(&inputs, &a.out_of_scope_label))
+        .flatten();
+    if let Some(f) = &floor {
+        eprintln!(
+            "out-of-scope floor: confidence under {:.3} gets {:?} (fast only {:.2}% against {:.2}% \
+             without, on the calibration data)",
+            f.below,
+            f.label,
+            100.0 * f.accuracy,
+            100.0 * f.accuracy_without
+        );
+        config.router.out_of_scope_label = Some(f.label.clone());
+        config.router.out_of_scope_below = f.below;
+    }
     let summary = match goal {
         Goal::Budget(b) => {
             let best_of = |inputs, which: &str| -> Result<_, Failure> {

@@ -25,6 +25,14 @@ pub struct PolicyConfig {
     pub deferral: Option<std::path::PathBuf>,
     /// The deferral score from which a message asks for a second opinion (0..=1).
     pub deferral_threshold: f32,
+    /// A label for messages that none of the others fits (CLINC150's `oos`, a help desk's
+    /// `other`). A message whose fast confidence is below `out_of_scope_below` gets it, on the
+    /// fast path: no label is sure enough, and a second opinion on which in-scope label it is
+    /// would be spent on a message that has none. `None`: off.
+    pub out_of_scope_label: Option<String>,
+    /// The fast confidence below which a message gets `out_of_scope_label` (0..=1; 0: never).
+    /// `triage calibrate` chooses it on the calibration data.
+    pub out_of_scope_below: f32,
 }
 
 impl Default for PolicyConfig {
@@ -36,6 +44,8 @@ impl Default for PolicyConfig {
             generate_min_confidence: 0.0,
             deferral: None,
             deferral_threshold: 0.5,
+            out_of_scope_label: None,
+            out_of_scope_below: 0.0,
         }
     }
 }
