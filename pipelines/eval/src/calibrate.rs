@@ -9,10 +9,11 @@
 
 use ndarray::Axis;
 use serde::Serialize;
+use triage_core::argmax;
 use triage_core::config::{Combine, PolicyConfig};
 use triage_router::{Deferral, Router};
 
-use crate::cascade::{CascadeInputs, Goal, calibrate, simulate, slm_share};
+use crate::cascade::{CascadeInputs, Goal, calibrate, row, simulate, slm_share};
 use crate::deferral::{Fold, cross_fit, fit, threshold_for_share};
 use crate::error::Result;
 
@@ -108,7 +109,16 @@ pub fn learned_deferral(
         None,
         inputs,
     )?);
-    let (oof, models) = cross_fit(&router, inputs, folds, alpha)?;
+    let (mut oof, models) = cross_fit(&router, inputs, folds, alpha)?;
+    // Messages under the out-of-scope floor never reach the deferral score: the budget's share
+    // is taken from the others.
+    if let Some((_, below)) = router.out_of_scope() {
+        for (i, score) in oof.iter_mut().enumerate() {
+            if argmax(&row(inputs.fast, i)).1 < below {
+                *score = f32::NEG_INFINITY;
+            }
+        }
+    }
     let threshold = threshold_for_share(&oof, (budget - generative).max(0.0));
     let policy = PolicyConfig {
         deferral_threshold: threshold,
@@ -181,4 +191,59 @@ pub fn candidates(
     }
     out.sort_by(|a, b| b.accuracy.total_cmp(&a.accuracy));
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use ndarray::Array2;
+
+    use super::*;
+
+    /// Messages under the out-of-scope floor have the highest deferral scores (the second
+    /// opinion fixes every one) but never reach the SLM: the threshold is set on the others, so
+    /// that the budget is used.
+    #[test]
+    fn learned_deferral_spends_the_budget_beside_the_floor() {
+        let labels: Vec<String> = ["a", "b", "oos"].map(String::from).to_vec();
+        let n = 300;
+        let (mut fast, mut second) = (Array2::zeros((n, 3)), Array2::zeros((n, 3)));
+        let mut truth = vec![0; n];
+        for (i, truth) in truth.iter_mut().enumerate() {
+            let j = (i / 3) as f32;
+            let (f, s, t) = match i % 3 {
+                // Under the floor, out of scope: the second opinion knows.
+                0 => ([0.36, 0.34, 0.3], [0.1, 0.1, 0.8], 2),
+                // Unsure, in scope: wrong every other time, and then the second opinion fixes it.
+                1 if (i / 3) % 2 == 0 => (
+                    [0.5 + 0.001 * j, 0.45 - 0.001 * j, 0.05],
+                    [0.1, 0.85, 0.05],
+                    1,
+                ),
+                1 => (
+                    [0.5 + 0.001 * j, 0.45 - 0.001 * j, 0.05],
+                    [0.8, 0.1, 0.1],
+                    0,
+                ),
+                _ => ([0.05, 0.9, 0.05], [0.05, 0.9, 0.05], 1),
+            };
+            fast.row_mut(i).assign(&ndarray::arr1(&f));
+            second.row_mut(i).assign(&ndarray::arr1(&s));
+            *truth = t;
+        }
+        let inputs = CascadeInputs {
+            labels: &labels,
+            truth: &truth,
+            fast: &fast,
+            second: &second,
+            unseen: &[],
+            bytes: &[],
+        };
+        let base = PolicyConfig {
+            out_of_scope_label: Some("oos".into()),
+            out_of_scope_below: 0.45,
+            ..Default::default()
+        };
+        let c = learned_deferral(&inputs, 0.2, &base, Combine::Replace, 5, 1.0).unwrap();
+        assert!((c.share - 0.2).abs() < 0.04, "share {}", c.share);
+    }
 }
