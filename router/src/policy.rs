@@ -70,6 +70,12 @@ impl Policy {
         check("generate_min_confidence", config.generate_min_confidence)?;
         check("deferral_threshold", config.deferral_threshold)?;
         check("out_of_scope_below", config.out_of_scope_below)?;
+        if config.out_of_scope_below > 0.0 && config.out_of_scope_label.is_none() {
+            return Err(RouterError::Config(
+                "out_of_scope_below needs out_of_scope_label: the label a message under it gets"
+                    .into(),
+            ));
+        }
         for (label, &t) in &config.thresholds {
             check(&format!("thresholds.{label}"), t)?;
         }

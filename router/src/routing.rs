@@ -449,6 +449,11 @@ mod tests {
             ..policy.clone()
         };
         assert!(Router::new(high, Combine::Average, &labels).is_err());
+        let no_label = PolicyConfig {
+            out_of_scope_label: None,
+            ..policy.clone()
+        };
+        assert!(Router::new(no_label, Combine::Average, &labels).is_err());
         let off = PolicyConfig {
             out_of_scope_below: 0.0,
             ..policy

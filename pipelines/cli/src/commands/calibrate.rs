@@ -63,7 +63,8 @@ pub struct Args {
     deferral_out: Option<PathBuf>,
     /// The label of messages no other label fits (CLINC150's `oos`). When the model has it,
     /// the floor of fast confidence under which a message gets it is chosen on the calibration
-    /// data (`[router] out_of_scope_below`), before the routing. `none`: leave it off.
+    /// data (`[router] out_of_scope_below`), before the routing; where no floor helps, or with
+    /// `none`, the floor is off.
     #[arg(long, default_value = "oos")]
     out_of_scope_label: String,
 }
@@ -111,18 +112,25 @@ pub fn run(a: Args) -> CmdResult {
     let floor = (a.out_of_scope_label != "none")
         .then(|| out_of_scope_floor(&inputs, &a.out_of_scope_label))
         .flatten();
-    if let Some(f) = &floor {
-        eprintln!(
+    // Calibration owns the floor as it owns the thresholds: set where one helps, off otherwise.
+    match &floor {
+        Some(f) => eprintln!(
             "out-of-scope floor: confidence under {:.3} gets {:?} (fast only {:.2}% against {:.2}% \
              without, on the calibration data)",
             f.below,
             f.label,
             100.0 * f.accuracy,
             100.0 * f.accuracy_without
-        );
-        config.router.out_of_scope_label = Some(f.label.clone());
-        config.router.out_of_scope_below = f.below;
+        ),
+        None if model.labels().contains(&a.out_of_scope_label) => eprintln!(
+            "out-of-scope floor: none ({:?} under no floor helps the fast path on the calibration \
+             data)",
+            a.out_of_scope_label
+        ),
+        None => {}
     }
+    config.router.out_of_scope_label = floor.as_ref().map(|f| f.label.clone());
+    config.router.out_of_scope_below = floor.as_ref().map_or(0.0, |f| f.below);
     let summary = match goal {
         Goal::Budget(b) => {
             let best_of = |inputs, which: &str| -> Result<_, Failure> {
