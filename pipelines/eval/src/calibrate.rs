@@ -230,14 +230,7 @@ mod tests {
             second.row_mut(i).assign(&ndarray::arr1(&s));
             *truth = t;
         }
-        let inputs = CascadeInputs {
-            labels: &labels,
-            truth: &truth,
-            fast: &fast,
-            second: &second,
-            unseen: &[],
-            bytes: &[],
-        };
+        let inputs = CascadeInputs::probabilities(&labels, &truth, &fast, &second);
         let base = PolicyConfig {
             out_of_scope_label: Some("oos".into()),
             out_of_scope_below: 0.45,

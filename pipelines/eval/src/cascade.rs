@@ -33,7 +33,25 @@ pub struct CascadeInputs<'a> {
     pub bytes: &'a [usize],
 }
 
-impl CascadeInputs<'_> {
+impl<'a> CascadeInputs<'a> {
+    /// Inputs without the deferral signals beyond the probabilities (unseen share, length):
+    /// for tables and calibrations of probabilities scored elsewhere.
+    pub fn probabilities(
+        labels: &'a [String],
+        truth: &'a [usize],
+        fast: &'a Array2<f32>,
+        second: &'a Array2<f32>,
+    ) -> Self {
+        Self {
+            labels,
+            truth,
+            fast,
+            second,
+            unseen: &[],
+            bytes: &[],
+        }
+    }
+
     /// Messages.
     pub fn len(&self) -> usize {
         self.truth.len()
@@ -533,14 +551,7 @@ mod tests {
         let fast = array![[0.9, 0.1], [0.2, 0.8], [0.55, 0.45], [0.52, 0.48]];
         let second = array![[0.6, 0.4], [0.3, 0.7], [0.1, 0.9], [0.05, 0.95]];
         let truth = [0, 1, 1, 1];
-        let inputs = CascadeInputs {
-            labels: &labels,
-            truth: &truth,
-            fast: &fast,
-            second: &second,
-            unseen: &[],
-            bytes: &[],
-        };
+        let inputs = CascadeInputs::probabilities(&labels, &truth, &fast, &second);
         let (rows, outcomes) = table(&router(0.6, &[], &labels), None, &inputs).unwrap();
         assert_eq!(rows[0].accuracy, 0.5);
         assert_eq!(rows[3].accuracy, 1.0);
@@ -583,14 +594,7 @@ mod tests {
             [0.45, 0.4, 0.15]
         ];
         let truth = [0, 1, 2, 2, 0];
-        let inputs = CascadeInputs {
-            labels: &labels,
-            truth: &truth,
-            fast: &fast,
-            second: &fast,
-            unseen: &[],
-            bytes: &[],
-        };
+        let inputs = CascadeInputs::probabilities(&labels, &truth, &fast, &fast);
         let f = out_of_scope_floor(&inputs, "oos").expect("a floor helps");
         assert_eq!(
             f.below, 0.4,
@@ -631,14 +635,7 @@ mod tests {
         let fast = array![[0.1, 0.9], [0.1, 0.9], [0.55, 0.45], [0.52, 0.48]];
         let second = array![[0.1, 0.9], [0.1, 0.9], [0.1, 0.9], [0.05, 0.95]];
         let truth = [1, 1, 1, 1];
-        let inputs = CascadeInputs {
-            labels: &labels,
-            truth: &truth,
-            fast: &fast,
-            second: &second,
-            unseen: &[],
-            bytes: &[],
-        };
+        let inputs = CascadeInputs::probabilities(&labels, &truth, &fast, &second);
         let outcomes = simulate(&router(0.6, &["b"], &labels), None, &inputs).unwrap();
         let routes: Vec<Route> = outcomes.iter().map(|o| o.route).collect();
         assert_eq!(

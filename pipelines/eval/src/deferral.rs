@@ -170,14 +170,7 @@ mod tests {
                 array![0.9, 0.1]
             });
         }
-        let inputs = CascadeInputs {
-            labels: &labels,
-            truth: &truth,
-            fast: &fast,
-            second: &second,
-            unseen: &[],
-            bytes: &[],
-        };
+        let inputs = CascadeInputs::probabilities(&labels, &truth, &fast, &second);
         let router = Router::new(PolicyConfig::default(), Combine::Replace, &labels).unwrap();
         let all: Vec<usize> = (0..n).collect();
         let d = fit(&router, &inputs, &all, 0.01, "test").unwrap();
