@@ -179,7 +179,7 @@ impl Policy {
 /// Appends `x` with exactly 3 decimals, as `format!("{x:.3}")` writes it (ties to even; an f32
 /// times 1000 is exact in an f64, so the rounding is of the exact value), without the
 /// formatting machinery: this runs for every message.
-fn push_3(out: &mut String, x: f32) {
+pub(crate) fn push_3(out: &mut String, x: f32) {
     let scaled = f64::from(x) * 1000.0;
     if !(scaled.is_finite() && scaled.abs() < 1e15) {
         use std::fmt::Write as _;

@@ -16,6 +16,7 @@ use triage_core::config::{Combine, PolicyConfig};
 use std::path::Path;
 
 use crate::deferral::{Deferral, Signals};
+use crate::policy::push_3;
 use crate::{Budget, Policy, Route, RouterError};
 
 /// The policy and the combine rule, for one fast model's labels.
@@ -229,9 +230,11 @@ impl Router {
                 route: Route::Fast,
                 label: oos,
                 confidence,
-                reason: format!(
-                    "confidence {confidence:.3} for {} < out-of-scope floor {below:.3}: {}",
-                    self.labels[label], self.labels[oos]
+                reason: out_of_scope_reason(
+                    confidence,
+                    &self.labels[label],
+                    below,
+                    &self.labels[oos],
                 ),
                 urgency: 0.0,
             };
@@ -308,6 +311,21 @@ impl Router {
             Combine::Replace => second.to_vec(),
         }
     }
+}
+
+/// `confidence 0.118 for definition < out-of-scope floor 0.150: oos`, written as the policy's
+/// reasons are (no formatting machinery: this can run for a good share of the messages).
+fn out_of_scope_reason(confidence: f32, top: &str, below: f32, oos: &str) -> String {
+    let mut r = String::with_capacity(48 + top.len() + oos.len());
+    r.push_str("confidence ");
+    push_3(&mut r, confidence);
+    r.push_str(" for ");
+    r.push_str(top);
+    r.push_str(" < out-of-scope floor ");
+    push_3(&mut r, below);
+    r.push_str(": ");
+    r.push_str(oos);
+    r
 }
 
 /// `reason; why`, appended in place (no formatting machinery: this can run for every message).
