@@ -167,7 +167,7 @@ pub fn table(
     let mut rows = vec![make("fast only", &fast, 0.0)];
     if let Some((oos, below)) = router.out_of_scope() {
         let floored: Vec<usize> = (0..n)
-            .map(|i| floored(&row(inputs.fast, i), oos, below))
+            .map(|i| floored(argmax(&row(inputs.fast, i)), oos, below))
             .collect();
         rows.push(make(
             &format!("fast only, out-of-scope floor {below:.3}"),
@@ -183,10 +183,9 @@ pub fn table(
     Ok((rows, outcomes))
 }
 
-/// The fast label of `probs` with an out-of-scope floor: `oos` when the top probability is
-/// under `below`, as [`Router::route`] decides it.
-fn floored(probs: &[f32], oos: usize, below: f32) -> usize {
-    let (label, confidence) = argmax(probs);
+/// The fast label with an out-of-scope floor, from the top label and its probability: `oos`
+/// when that probability is under `below`, as [`Router::route`] decides it.
+fn floored((label, confidence): (usize, f32), oos: usize, below: f32) -> usize {
     if confidence < below { oos } else { label }
 }
 
@@ -215,7 +214,7 @@ pub fn out_of_scope_floor(inputs: &CascadeInputs<'_>, label: &str) -> Option<Out
         let ok = top
             .iter()
             .zip(inputs.truth)
-            .filter(|&(&(l, c), &t)| (if c < below { oos } else { l }) == t)
+            .filter(|&(&top, &t)| floored(top, oos, below) == t)
             .count();
         ok as f64 / n.max(1) as f64
     };
@@ -466,7 +465,7 @@ pub fn evaluate(
             labelled_oos_fast: count(&|i| {
                 let probs = row(inputs.fast, i);
                 match router.out_of_scope() {
-                    Some((oos, below)) => floored(&probs, oos, below) == o,
+                    Some((oos, below)) => floored(argmax(&probs), oos, below) == o,
                     None => argmax(&probs).0 == o,
                 }
             }),
