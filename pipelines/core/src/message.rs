@@ -199,19 +199,6 @@ impl DecodeError {
     }
 }
 
-/// The JSON type of a raw value, by its first byte (a raw value is valid JSON, without leading
-/// white space).
-fn type_name(v: &RawValue) -> &'static str {
-    match v.get().as_bytes().first() {
-        Some(b'n') => "null",
-        Some(b't' | b'f') => "a boolean",
-        Some(b'"') => "a string",
-        Some(b'[') => "an array",
-        Some(b'{') => "an object",
-        _ => "a number",
-    }
-}
-
 /// A string that borrows from the payload when it has no escapes.
 struct CowStr<'a>(Cow<'a, str>);
 
@@ -237,26 +224,124 @@ impl<'de> Deserialize<'de> for CowStr<'de> {
     }
 }
 
-/// A JSON document: an object's members, raw, or anything else (which is not a message).
-enum Document<'a> {
-    Object(Vec<(Cow<'a, str>, &'a RawValue)>),
-    NotObject,
+/// The value of the text or the id member, read as the payload is parsed: a string borrowed from
+/// the payload when it has no escapes (so that it is not scanned twice), a number as serde_json
+/// writes it, or the JSON type it had otherwise.
+enum Field<'a> {
+    Str(Cow<'a, str>),
+    Number(String),
+    Null,
+    /// Any other value: its JSON type ("a boolean", "an array", "an object").
+    Other(&'static str),
 }
 
-impl<'de> Deserialize<'de> for Document<'de> {
+impl Field<'_> {
+    /// The JSON type's name.
+    fn type_name(&self) -> &'static str {
+        match self {
+            Field::Str(_) => "a string",
+            Field::Number(_) => "a number",
+            Field::Null => "null",
+            Field::Other(t) => t,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Field<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
+            type Value = Field<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Field::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Field::Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Field::Str(Cow::Owned(v)))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(Field::Number(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(Field::Number(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                // Finite: the parser refuses a number out of range (`1e400`) itself.
+                let n = serde_json::Number::from_f64(v);
+                Ok(Field::Number(
+                    n.map_or_else(|| v.to_string(), |n| n.to_string()),
+                ))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Field::Null)
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Field::Other("a boolean"))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+                Ok(Field::Other("an array"))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map
+                    .next_entry::<de::IgnoredAny, de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(Field::Other("an object"))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// An object's members, read in one pass: the text and the id (by their configured names) as
+/// [`Field`]s, the others raw, in their order. A key given twice keeps its last value.
+struct Members<'a> {
+    text: Option<Field<'a>>,
+    id: Option<Field<'a>>,
+    other: Vec<(Cow<'a, str>, &'a RawValue)>,
+}
+
+/// A JSON document: an object's members, or anything else (which is not a message).
+enum Document<'a> {
+    Object(Members<'a>),
+    NotObject,
+}
+
+/// Reads a [`Document`], knowing which members are the text and the id.
+struct DocumentSeed<'c>(&'c InputConfig);
+
+impl<'de> de::DeserializeSeed<'de> for DocumentSeed<'_> {
+    type Value = Document<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        struct V<'c>(&'c InputConfig);
+        impl<'de> Visitor<'de> for V<'_> {
             type Value = Document<'de>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a JSON document")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(4));
+                let mut m = Members {
+                    text: None,
+                    id: None,
+                    other: Vec::with_capacity(map.size_hint().unwrap_or(4)),
+                };
                 while let Some(CowStr(k)) = map.next_key()? {
-                    members.push((k, map.next_value::<&'de RawValue>()?));
+                    if *k == self.0.text_field {
+                        m.text = Some(map.next_value()?);
+                    } else if *k == self.0.id_field {
+                        m.id = Some(map.next_value()?);
+                    } else {
+                        m.other.push((k, map.next_value::<&'de RawValue>()?));
+                    }
                 }
-                Ok(Document::Object(members))
+                Ok(Document::Object(m))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
                 while seq.next_element::<de::IgnoredAny>()?.is_some() {}
@@ -281,23 +366,17 @@ impl<'de> Deserialize<'de> for Document<'de> {
                 Ok(Document::NotObject)
             }
         }
-        d.deserialize_any(V)
+        d.deserialize_any(V(self.0))
     }
 }
 
-/// A raw JSON string's value, borrowed when it has no escapes.
-fn raw_str(v: &RawValue) -> Cow<'_, str> {
-    // The parser has checked the string already (quotes, no raw control characters, valid
-    // escapes): without a backslash its value is the text between the quotes, as it stands.
-    let s = v.get();
-    if let Some(inner) = s.strip_prefix('"').and_then(|s| s.strip_suffix('"'))
-        && !inner.contains('\\')
-    {
-        return Cow::Borrowed(inner);
-    }
-    serde_json::from_str::<CowStr<'_>>(s)
-        .map(|s| s.0)
-        .expect("a raw JSON string is a valid string")
+/// Parses a whole payload: one document, then nothing but white space.
+fn parse<'a>(text: &'a str, config: &InputConfig) -> serde_json::Result<Document<'a>> {
+    use de::DeserializeSeed as _;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let doc = DocumentSeed(config).deserialize(&mut de)?;
+    de.end()?;
+    Ok(doc)
 }
 
 /// Decodes one payload. `fallback_id` gives the id when the payload has none.
@@ -317,52 +396,33 @@ pub fn decode<'a>(
         });
     }
     let text = std::str::from_utf8(bytes).map_err(|e| DecodeError::NotUtf8(e.valid_up_to()))?;
-    let members = match serde_json::from_str(text) {
+    // The text and the id are read as the payload is parsed: one that the parser refuses (a lone
+    // surrogate escape, a number out of range) makes the whole payload `not_json`. The other
+    // members stay, in order, as the fields (one list, no copy).
+    let members = match parse(text, config) {
         Ok(Document::Object(members)) => members,
         Ok(Document::NotObject) => return Err(DecodeError::NotObject),
         Err(e) => return Err(DecodeError::NotJson(e.to_string())),
     };
-    // The text and the id are taken out; the other members stay, in order, as the fields (one
-    // list, no copy). A key given twice keeps its last value, as serde_json's map does.
-    let (mut text, mut id) = (None, None);
-    let mut members = members;
-    members.retain(|(k, v)| {
-        if *k == config.text_field {
-            text = Some(*v);
-            false
-        } else if *k == config.id_field {
-            id = Some(*v);
-            false
-        } else {
-            true
-        }
-    });
-    let fields = Fields::from_members(members);
-    let wrong_type = |field: &String, expected, v| DecodeError::WrongType {
+    let fields = Fields::from_members(members.other);
+    let wrong_type = |field: &String, expected, v: &Field<'_>| DecodeError::WrongType {
         field: field.clone(),
         expected,
-        found: type_name(v),
+        found: v.type_name(),
     };
-    let text = match text {
+    let text = match members.text {
         None => return Err(DecodeError::MissingText(config.text_field.clone())),
-        Some(v) if v.get().starts_with('"') => raw_str(v),
-        Some(v) => return Err(wrong_type(&config.text_field, "a string", v)),
+        Some(Field::Str(s)) => s,
+        Some(v) => return Err(wrong_type(&config.text_field, "a string", &v)),
     };
     if text.trim().is_empty() {
         return Err(DecodeError::EmptyText(config.text_field.clone()));
     }
-    let id = match id {
-        None => Cow::Owned(fallback_id()),
-        Some(v) => match type_name(v) {
-            "null" => Cow::Owned(fallback_id()),
-            "a string" => raw_str(v),
-            "a number" => {
-                let n: serde_json::Number =
-                    serde_json::from_str(v.get()).expect("a raw JSON number is a number");
-                Cow::Owned(n.to_string())
-            }
-            _ => return Err(wrong_type(&config.id_field, "a string or a number", v)),
-        },
+    let id = match members.id {
+        None | Some(Field::Null) => Cow::Owned(fallback_id()),
+        Some(Field::Str(s)) => s,
+        Some(Field::Number(n)) => Cow::Owned(n),
+        Some(v) => return Err(wrong_type(&config.id_field, "a string or a number", &v)),
     };
     Ok(Message { id, text, fields })
 }
@@ -452,6 +512,14 @@ mod tests {
             (br#"{"text":"   "}"#, "empty_text"),
             (br#"{"text":5}"#, "wrong_type"),
             (br#"{"text":"ok","id":[1]}"#, "wrong_type"),
+            (br#"{"text":"ok","id":true}"#, "wrong_type"),
+            (br#"{"text":{"a":1}}"#, "wrong_type"),
+            // What the parser refuses in the text or the id is a bad payload, not a crash: a
+            // lone surrogate escape, a number out of range.
+            (br#"{"text":"bad \ud800 surrogate"}"#, "not_json"),
+            (br#"{"text":"\udc00"}"#, "not_json"),
+            (br#"{"id":"b\udc00","text":"fine"}"#, "not_json"),
+            (br#"{"id":1e400,"text":"fine"}"#, "not_json"),
         ];
         for (bytes, kind) in cases {
             assert_eq!(dec(bytes).unwrap_err().kind(), kind, "{bytes:?}");

@@ -93,6 +93,44 @@ proptest! {
         }
     }
 
+    /// `\uXXXX` escapes of any UTF-16 code unit in the text or the id, lone surrogates included,
+    /// and numeric ids of any exponent: the message, or `not_json` exactly where the parser
+    /// refuses the payload, never a panic (a lone surrogate and an id of `1e400` had crashed the
+    /// decoder, and with it a replay or the service).
+    #[test]
+    fn any_escape_or_number_is_a_message_or_not_json(
+        units in prop::collection::vec(any::<u16>(), 1..4),
+        in_id in any::<bool>(),
+        exp in -400i32..400,
+    ) {
+        let esc: String = units.iter().map(|u| format!("\\u{u:04x}")).collect();
+        let payload = if in_id {
+            format!(r#"{{"id":"{esc}","text":"hi"}}"#)
+        } else {
+            format!(r#"{{"id":"x","text":"a{esc}"}}"#)
+        };
+        let expected = String::from_utf16(&units).ok();
+        match decode(payload.as_bytes(), &InputConfig::default(), || "f".into()) {
+            Ok(m) => {
+                let got = if in_id { m.id.to_string() } else { m.text[1..].to_string() };
+                prop_assert_eq!(Some(got), expected);
+            }
+            Err(e) => {
+                prop_assert!(expected.is_none(), "{payload}: {e}");
+                prop_assert_eq!(e.kind(), "not_json");
+            }
+        }
+        let number = format!("1e{exp}");
+        let payload = format!(r#"{{"id":{number},"text":"hi"}}"#);
+        match decode(payload.as_bytes(), &InputConfig::default(), || "f".into()) {
+            Ok(m) => prop_assert_eq!(m.id, serde_json::from_str::<Number>(&number).unwrap().to_string()),
+            Err(e) => {
+                prop_assert!(serde_json::from_str::<Number>(&number).is_err(), "{payload}: {e}");
+                prop_assert_eq!(e.kind(), "not_json");
+            }
+        }
+    }
+
     /// A JSON object with a non-blank string `text` decodes; the other fields come back
     /// unchanged, and the id comes from `id` (string or number) or the fallback.
     #[test]
