@@ -123,6 +123,80 @@ fn classify_reads_plain_lines_and_json() {
     assert!(lines[0].get("id").is_none());
 }
 
+/// A file as Windows tools write it (a byte order mark, CRLF line ends, no newline at the end)
+/// and a payload the JSON parser refuses in the text (a lone surrogate escape, which had
+/// crashed the replay): every line is a decision or a dead letter, and the first line is a
+/// message.
+#[test]
+fn a_windows_file_and_a_refused_escape_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, out, dlq) = (
+        dir.path().join("in.jsonl"),
+        dir.path().join("out.jsonl"),
+        dir.path().join("dlq.jsonl"),
+    );
+    std::fs::write(
+        &input,
+        b"\xEF\xBB\xBF{\"id\":\"first\",\"text\":\"thank you so much\"}\r\n\
+          {\"id\":\"lone\",\"text\":\"a lone \\ud800 surrogate\"}\r\n\
+          \r\n\
+          {\"id\":\"last\",\"text\":\"this is awful\"}",
+    )
+    .unwrap();
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let summary = triage(&[
+        "replay",
+        "--input",
+        &path(&input),
+        "--output",
+        &path(&out),
+        "--dead-letter",
+        &path(&dlq),
+        "--json",
+    ]);
+    let summary: serde_json::Value = serde_json::from_str(&summary).unwrap();
+    let read = |p: &std::path::Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let ids: Vec<String> = read(&out)
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["first", "last"]);
+    let dead = read(&dlq);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0]["line"], 2);
+    assert_eq!(dead[0]["error"], "not_json");
+    assert!(
+        dead[0]["reason"].as_str().unwrap().contains("escape"),
+        "{}",
+        dead[0]
+    );
+    assert_eq!(summary["lines"], 4);
+    assert_eq!(summary["blank"], 1);
+
+    // `triage classify` on the same file: the first line is JSON, its id kept.
+    let cls = std::process::Command::new(triage_tests::triage_bin())
+        .arg("classify")
+        .stdin(std::fs::File::open(&input).unwrap())
+        .output()
+        .unwrap();
+    assert!(cls.status.success());
+    let first: serde_json::Value = serde_json::from_str(
+        String::from_utf8(cls.stdout)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(first["id"], "first");
+}
+
 #[test]
 fn bad_config_is_a_usage_error() {
     let dir = tempfile::tempdir().unwrap();

@@ -8,6 +8,16 @@ use serde::de::DeserializeOwned;
 
 use crate::error::CoreError;
 
+/// The UTF-8 byte order mark. Windows tools write one at the start of a file (PowerShell 5's
+/// `Out-File -Encoding utf8`, Notepad before 2019), and RFC 8259 lets a parser ignore it: every
+/// reader of a file drops it, or the file's first line would not be JSON.
+pub const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// `bytes` without a [`BOM`] at the start.
+pub fn strip_bom(bytes: &[u8]) -> &[u8] {
+    bytes.strip_prefix(BOM).unwrap_or(bytes)
+}
+
 /// Reads every non-blank line of `path` as a `T`; the first line that is not one is an error
 /// naming the file, the line and `expected` (e.g. `{"text": string, "label": string}`).
 pub fn read<T: DeserializeOwned>(path: &Path, expected: &str) -> Result<Vec<T>, CoreError> {
@@ -15,10 +25,15 @@ pub fn read<T: DeserializeOwned>(path: &Path, expected: &str) -> Result<Vec<T>, 
     let mut out = Vec::new();
     for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
         let line = line.map_err(|e| CoreError::io(path, e))?;
+        let line = if i == 0 {
+            line.strip_prefix('\u{feff}').unwrap_or(&line)
+        } else {
+            &line
+        };
         if line.trim().is_empty() {
             continue;
         }
-        let value = serde_json::from_str(&line).map_err(|e| CoreError::Line {
+        let value = serde_json::from_str(line).map_err(|e| CoreError::Line {
             path: path.to_path_buf(),
             line: i + 1,
             reason: format!("expected {expected}: {e}"),
@@ -56,6 +71,7 @@ pub enum OtherLines {
 /// fields ignored).
 pub fn read_texts(path: &Path, other: OtherLines) -> Result<Texts, CoreError> {
     let raw = std::fs::read_to_string(path).map_err(|e| CoreError::io(path, e))?;
+    let raw = raw.strip_prefix('\u{feff}').unwrap_or(&raw);
     let mut out = Texts::default();
     for (i, line) in raw.lines().enumerate() {
         if line.trim().is_empty() {
@@ -109,6 +125,14 @@ mod tests {
         }
         let e = read::<T>(&p, "{\"text\": string}").err().unwrap();
         assert!(e.to_string().contains("m.jsonl:3: expected"), "{e}");
+        // A byte order mark before the first line (a Windows tool's file) is not part of it.
+        let b = dir.join("bom.jsonl");
+        std::fs::write(&b, "\u{feff}{\"text\":\"a\"}\r\n{\"text\":\"b\"}\r\n").unwrap();
+        assert_eq!(read_texts(&b, OtherLines::Skip).unwrap().texts, ["a", "b"]);
+        let rows: Vec<T> = read(&b, "{\"text\": string}").unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(strip_bom(b"\xEF\xBB\xBFx"), b"x");
+        assert_eq!(strip_bom(b"x\xEF\xBB\xBF"), b"x\xEF\xBB\xBF");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

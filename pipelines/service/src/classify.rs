@@ -40,7 +40,12 @@ pub fn classify_lines(
         {
             break;
         }
-        let text = std::str::from_utf8(&line).map_err(|e| {
+        let line = if i == 1 {
+            triage_core::jsonl::strip_bom(&line)
+        } else {
+            &line
+        };
+        let text = std::str::from_utf8(line).map_err(|e| {
             ServiceError::Config(format!(
                 "line {i}: not valid UTF-8 (first bad byte at offset {})",
                 e.valid_up_to()

@@ -478,6 +478,9 @@ impl<R: Read> Chunker<'_, R> {
                 None => want += CHUNK_BYTES,
             }
         }
+        if self.seq == 0 && bytes.starts_with(triage_core::jsonl::BOM) {
+            bytes.drain(..triage_core::jsonl::BOM.len());
+        }
         if bytes.is_empty() {
             self.pool.put(bytes);
             return Ok(None);
