@@ -95,6 +95,25 @@ fn replays_the_sample_log_with_dead_letters() {
     assert_eq!(label_of("msg-0010"), "negative"); // "Absolutely terrible experience…"
 }
 
+/// `triage classify` with `input` on its standard input: its records.
+fn classify(input: &std::path::Path) -> Vec<serde_json::Value> {
+    let out = std::process::Command::new(triage_tests::triage_bin())
+        .arg("classify")
+        .stdin(std::fs::File::open(input).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 #[test]
 fn classify_reads_plain_lines_and_json() {
     let dir = tempfile::tempdir().unwrap();
@@ -104,17 +123,7 @@ fn classify_reads_plain_lines_and_json() {
         "I love this, thank you!\n{\"id\": 7, \"text\": \"this is awful\"}\n",
     )
     .unwrap();
-    let out = std::process::Command::new(triage_tests::triage_bin())
-        .arg("classify")
-        .stdin(std::fs::File::open(&input).unwrap())
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = classify(&input);
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["label"], "positive");
     assert_eq!(lines[1]["label"], "negative");
@@ -180,20 +189,7 @@ fn a_windows_file_and_a_refused_escape_lose_nothing() {
     assert_eq!(summary["blank"], 1);
 
     // `triage classify` on the same file: the first line is JSON, its id kept.
-    let cls = std::process::Command::new(triage_tests::triage_bin())
-        .arg("classify")
-        .stdin(std::fs::File::open(&input).unwrap())
-        .output()
-        .unwrap();
-    assert!(cls.status.success());
-    let first: serde_json::Value = serde_json::from_str(
-        String::from_utf8(cls.stdout)
-            .unwrap()
-            .lines()
-            .next()
-            .unwrap(),
-    )
-    .unwrap();
+    let first = &classify(&input)[0];
     assert_eq!(first["id"], "first");
 }
 
