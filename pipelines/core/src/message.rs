@@ -416,6 +416,11 @@ pub fn decode<'a>(
             max: config.max_message_bytes,
         });
     }
+    if bytes.is_empty() {
+        // A Kafka record without a value (a compacted topic's tombstone, say): said plainly, not
+        // as the parser's "EOF while parsing a value".
+        return Err(DecodeError::NotJson("the payload is empty".into()));
+    }
     let text = std::str::from_utf8(bytes).map_err(|e| DecodeError::NotUtf8(e.valid_up_to()))?;
     // The text and the id are read as the payload is parsed: one that the parser refuses (a lone
     // surrogate escape, a number out of range) makes the whole payload `not_json`. The other
@@ -528,6 +533,7 @@ mod tests {
         let cases: Vec<(&[u8], &str)> = vec![
             (b"\xff\xfe{}", "not_utf8"),
             (b"hello", "not_json"),
+            (b"", "not_json"),
             (b"[1,2]", "not_object"),
             (br#"{"id":"x"}"#, "missing_text"),
             (br#"{"text":"   "}"#, "empty_text"),
@@ -545,6 +551,10 @@ mod tests {
         for (bytes, kind) in cases {
             assert_eq!(dec(bytes).unwrap_err().kind(), kind, "{bytes:?}");
         }
+        assert_eq!(
+            dec(b"").unwrap_err().to_string(),
+            "message is not JSON: the payload is empty"
+        );
         let big = format!(r#"{{"text":"{}"}}"#, "a".repeat(70_000));
         assert_eq!(dec(big.as_bytes()).unwrap_err().kind(), "too_large");
     }
