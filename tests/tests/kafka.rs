@@ -173,6 +173,8 @@ fn poison_messages_go_to_the_dead_letter_topic() {
             "not_json",
             br#"{"id":1e400,"text":"an id out of range"}"#.to_vec(),
         ),
+        // A record without a value (a compacted topic's tombstone, say).
+        ("not_json", Vec::new()),
     ];
     // Good messages around the poison ones.
     let good = messages(200);
@@ -206,6 +208,9 @@ fn poison_messages_go_to_the_dead_letter_topic() {
         assert!(!d.header("triage.error").unwrap().is_empty());
         assert!(d.header("triage.source").unwrap().starts_with(&t.input));
     }
+    let empty = dead.iter().find(|r| r.payload.is_empty()).unwrap();
+    let reason = empty.header("triage.error").unwrap();
+    assert!(reason.contains("the payload is empty"), "{reason}");
     svc.signal("TERM");
     assert_eq!(svc.wait(Duration::from_secs(60)), Some(0));
     let s = svc.summary();
