@@ -1,5 +1,6 @@
 //! Any bytes through `message::decode`: a message or a `DecodeError`, never a panic; a message
-//! always has non-blank text, and an oversize payload is always `TooLarge`.
+//! always has non-blank text and fields that a strict reader reads back (as the record copies
+//! them), and an oversize payload is always `TooLarge`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -24,6 +25,10 @@ fn check(data: &[u8], config: &InputConfig) {
             assert!(!m.text.trim().is_empty());
             assert!(!m.fields.contains_key(&config.text_field));
             assert!(!m.fields.contains_key(&config.id_field));
+            for (k, v) in m.fields.iter() {
+                let parsed = serde_json::from_str::<serde_json::Value>(v.get());
+                assert!(parsed.is_ok(), "{k}: {}", v.get());
+            }
         }
         Err(DecodeError::TooLarge { size, max }) => {
             assert_eq!(size, data.len());

@@ -173,6 +173,16 @@ fn poison_messages_go_to_the_dead_letter_topic() {
             "not_json",
             br#"{"id":1e400,"text":"an id out of range"}"#.to_vec(),
         ),
+        // The same in a field kept raw: refused, not copied into a record that a strict reader
+        // of the output topic would refuse.
+        (
+            "not_json",
+            br#"{"id":"lf","text":"fine","meta":{"who":"\udc00"}}"#.to_vec(),
+        ),
+        (
+            "not_json",
+            br#"{"id":"nf","text":"fine","n":[1e400]}"#.to_vec(),
+        ),
         // A record without a value (a compacted topic's tombstone, say).
         ("not_json", Vec::new()),
     ];

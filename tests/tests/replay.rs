@@ -149,6 +149,8 @@ fn a_windows_file_and_a_refused_escape_lose_nothing() {
         b"\xEF\xBB\xBF{\"id\":\"first\",\"text\":\"thank you so much\"}\r\n\
           {\"id\":\"lone\",\"text\":\"a lone \\ud800 surrogate\"}\r\n\
           \r\n\
+          {\"id\":\"field\",\"text\":\"fine\",\"meta\":{\"who\":\"\\udc00\"}}\r\n\
+          {\"id\":\"pair\",\"text\":\"fine\",\"who\":\"\\ud83d\\ude00\"}\r\n\
           {\"id\":\"last\",\"text\":\"this is awful\"}",
     )
     .unwrap();
@@ -171,26 +173,45 @@ fn a_windows_file_and_a_refused_escape_lose_nothing() {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
     };
-    let ids: Vec<String> = read(&out)
-        .iter()
-        .map(|d| d["id"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(ids, ["first", "last"]);
+    // Every record reads back with a strict parser: a lone surrogate in a field kept raw is
+    // refused, as in the text, not copied into a record; a surrogate pair is kept.
+    let records = read(&out);
+    let ids: Vec<&str> = records.iter().map(|d| d["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["first", "pair", "last"]);
+    assert_eq!(records[1]["fields"]["who"], "\u{1F600}");
     let dead = read(&dlq);
-    assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0]["line"], 2);
-    assert_eq!(dead[0]["error"], "not_json");
+    let lines: Vec<u64> = dead.iter().map(|d| d["line"].as_u64().unwrap()).collect();
+    assert_eq!(lines, [2, 4]);
+    for d in &dead {
+        assert_eq!(d["error"], "not_json");
+        assert!(d["reason"].as_str().unwrap().contains("escape"), "{d}");
+    }
     assert!(
-        dead[0]["reason"].as_str().unwrap().contains("escape"),
+        dead[1]["reason"].as_str().unwrap().contains("\"meta\""),
         "{}",
-        dead[0]
+        dead[1]
     );
-    assert_eq!(summary["lines"], 4);
+    assert_eq!(summary["lines"], 6);
     assert_eq!(summary["blank"], 1);
 
-    // `triage classify` on the same file: the first line is JSON, its id kept.
-    let first = &classify(&input)[0];
-    assert_eq!(first["id"], "first");
+    // `triage classify` on the same file: the first line is JSON, its id kept; the line with a
+    // refused escape in its text is classified as plain text; a field `classify` does not copy
+    // does not matter there.
+    let classified = classify(&input);
+    let ids: Vec<Option<&str>> = classified
+        .iter()
+        .map(|c| c.get("id").map(|id| id.as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            Some("first"),
+            None,
+            Some("field"),
+            Some("pair"),
+            Some("last")
+        ]
+    );
 }
 
 #[test]

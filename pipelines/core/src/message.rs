@@ -400,6 +400,54 @@ fn parse<'a>(text: &'a str, config: &InputConfig) -> serde_json::Result<Document
     Ok(doc)
 }
 
+/// How deep a field's value may nest: the record holds it two levels down (the record, its
+/// `fields`), and serde_json reads 127 levels at most.
+pub const MAX_FIELD_DEPTH: usize = 125;
+
+/// Refuses a field's raw value that a strict reader of the output would refuse: a lone
+/// surrogate escape (`"\ud800"`), a number out of `f64`'s range (`1e400`), or nesting deeper
+/// than [`MAX_FIELD_DEPTH`]. The parser passes over the values it keeps raw without reading
+/// their strings or numbers, and the record copies them as they came; the text and the id are
+/// refused for the same things as they are parsed. A quick scan finds the few values that could
+/// hold any of them (an escape `\uD…`, a digit before an `e`, more opening brackets than the
+/// depth allows); only those are parsed again, strictly.
+fn strict(key: &str, value: &RawValue) -> Result<(), DecodeError> {
+    let raw = value.get().as_bytes();
+    let suspect = memchr::memchr3_iter(b'\\', b'e', b'E', raw).any(|i| match raw[i] {
+        b'\\' => raw.get(i + 1) == Some(&b'u') && matches!(raw.get(i + 2), Some(b'd' | b'D')),
+        _ => i > 0 && raw[i - 1].is_ascii_digit(),
+    }) || (raw.len() > 2 * MAX_FIELD_DEPTH
+        && memchr::memchr2_iter(b'[', b'{', raw).count() > MAX_FIELD_DEPTH);
+    if !suspect {
+        return Ok(());
+    }
+    let too_deep = || format!("nested more than {MAX_FIELD_DEPTH} levels deep");
+    let reason = match serde_json::from_str::<Value>(value.get()) {
+        Ok(v) if depth(&v) <= MAX_FIELD_DEPTH => return Ok(()),
+        Ok(_) => too_deep(),
+        Err(e) if e.to_string().starts_with("recursion limit exceeded") => too_deep(),
+        Err(e) => {
+            // Its position is within the value, not the payload: the field's name says where.
+            let e = e.to_string();
+            e.rsplit_once(" at line ")
+                .map_or(&e[..], |(r, _)| r)
+                .to_string()
+        }
+    };
+    Err(DecodeError::NotJson(format!(
+        "{reason} in the field {key:?}"
+    )))
+}
+
+/// How many arrays and objects deep a value nests.
+fn depth(v: &Value) -> usize {
+    match v {
+        Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+        Value::Object(o) => 1 + o.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
 /// Decodes one payload. `fallback_id` gives the id when the payload has none.
 ///
 /// The message borrows from `bytes`: nothing is copied but escaped strings and the list of the
@@ -409,6 +457,26 @@ pub fn decode<'a>(
     bytes: &'a [u8],
     config: &InputConfig,
     fallback_id: impl FnOnce() -> String,
+) -> Result<Message<'a>, DecodeError> {
+    decode_with(bytes, config, fallback_id, true)
+}
+
+/// As [`decode`], for a reader that keeps only the text and the id (`triage classify`): the
+/// other fields are not checked for what a strict reader would refuse in a record, since no
+/// record copies them.
+pub fn decode_text<'a>(
+    bytes: &'a [u8],
+    config: &InputConfig,
+    fallback_id: impl FnOnce() -> String,
+) -> Result<Message<'a>, DecodeError> {
+    decode_with(bytes, config, fallback_id, false)
+}
+
+fn decode_with<'a>(
+    bytes: &'a [u8],
+    config: &InputConfig,
+    fallback_id: impl FnOnce() -> String,
+    check_fields: bool,
 ) -> Result<Message<'a>, DecodeError> {
     if bytes.len() > config.max_message_bytes {
         return Err(DecodeError::TooLarge {
@@ -430,6 +498,11 @@ pub fn decode<'a>(
         Ok(Document::NotObject) => return Err(DecodeError::NotObject),
         Err(e) => return Err(DecodeError::NotJson(e.to_string())),
     };
+    if check_fields {
+        for (k, v) in &members.other {
+            strict(k, v)?;
+        }
+    }
     let fields = Fields::from_members(members.other);
     let wrong_type = |field: &String, expected, v: &Field<'_>| DecodeError::WrongType {
         field: field.clone(),
@@ -547,7 +620,28 @@ mod tests {
             (br#"{"text":"\udc00"}"#, "not_json"),
             (br#"{"id":"b\udc00","text":"fine"}"#, "not_json"),
             (br#"{"id":1e400,"text":"fine"}"#, "not_json"),
+            // The same two in a field kept raw, which the record would copy as it came.
+            (br#"{"text":"fine","meta":"\ud800"}"#, "not_json"),
+            (br#"{"text":"fine","meta":{"a":[1,"x\uDC00"]}}"#, "not_json"),
+            (br#"{"text":"fine","meta":{"\ud800":1}}"#, "not_json"),
+            (br#"{"text":"fine","n":-1e400}"#, "not_json"),
+            (br#"{"text":"fine","m":[{"n":2E+999}]}"#, "not_json"),
         ];
+        let deep = |d: usize| {
+            format!(
+                r#"{{"text":"fine","m":{}{}}}"#,
+                "[".repeat(d),
+                "]".repeat(d)
+            )
+        };
+        assert!(dec(deep(MAX_FIELD_DEPTH).as_bytes()).is_ok());
+        for d in [MAX_FIELD_DEPTH + 1, 127, 128, 5_000] {
+            assert_eq!(
+                dec(deep(d).as_bytes()).unwrap_err().to_string(),
+                "message is not JSON: nested more than 125 levels deep in the field \"m\"",
+                "{d}"
+            );
+        }
         for (bytes, kind) in cases {
             assert_eq!(dec(bytes).unwrap_err().kind(), kind, "{bytes:?}");
         }
@@ -557,6 +651,51 @@ mod tests {
         );
         let big = format!(r#"{{"text":"{}"}}"#, "a".repeat(70_000));
         assert_eq!(dec(big.as_bytes()).unwrap_err().kind(), "too_large");
+        assert_eq!(
+            dec(br#"{"text":"fine","meta":"\udc00"}"#)
+                .unwrap_err()
+                .to_string(),
+            "message is not JSON: lone leading surrogate in hex escape in the field \"meta\""
+        );
+        assert_eq!(
+            dec(br#"{"text":"fine","n":1e400}"#)
+                .unwrap_err()
+                .to_string(),
+            "message is not JSON: number out of range in the field \"n\""
+        );
+    }
+
+    /// `triage classify` drops the fields: a field a record could not copy does not make the
+    /// line plain text there.
+    #[test]
+    fn decode_text_does_not_check_the_fields() {
+        let payload = br#"{"id":"a","text":"fine","meta":"\udc00","n":1e400}"#;
+        assert_eq!(dec(payload).unwrap_err().kind(), "not_json");
+        let m = decode_text(payload, &InputConfig::default(), || "x".into()).unwrap();
+        assert_eq!((&*m.id, &*m.text), ("a", "fine"));
+        let bad = br#"{"id":"a","text":"\udc00"}"#;
+        let e = decode_text(bad, &InputConfig::default(), || "x".into()).unwrap_err();
+        assert_eq!(e.kind(), "not_json");
+    }
+
+    /// What looks like either refused form but is not stays, raw: a surrogate pair, an escaped
+    /// backslash before `ud800`, exponents in range, an `e` in a string after a digit.
+    #[test]
+    fn fields_that_only_look_refused_are_kept_raw() {
+        let payload = br#"{"text":"fine","emoji":"\ud83d\ude00","path":"C:\\ud800","n":2e0,"m":[-1E-400,1.5e300],"s":"1e400","t":true}"#;
+        let m = dec(payload).unwrap();
+        let raw: Vec<(&str, &str)> = m.fields.iter().map(|(k, v)| (k, v.get())).collect();
+        assert_eq!(
+            raw,
+            [
+                ("emoji", r#""\ud83d\ude00""#),
+                ("path", r#""C:\\ud800""#),
+                ("n", "2e0"),
+                ("m", "[-1E-400,1.5e300]"),
+                ("s", r#""1e400""#),
+                ("t", "true"),
+            ]
+        );
     }
 
     proptest::proptest! {

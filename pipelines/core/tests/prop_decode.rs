@@ -93,26 +93,36 @@ proptest! {
         }
     }
 
-    /// `\uXXXX` escapes of any UTF-16 code unit in the text or the id, lone surrogates included,
-    /// and numeric ids of any exponent: the message, or `not_json` exactly where the parser
-    /// refuses the payload, never a panic (a lone surrogate and an id of `1e400` had crashed the
-    /// decoder, and with it a replay or the service).
+    /// `\uXXXX` escapes of any UTF-16 code unit in the text, the id or a field kept raw (lone
+    /// surrogates included), and numbers of any exponent as the id or in a field: the message, or
+    /// `not_json` exactly where the parser refuses the payload, never a panic (a lone surrogate
+    /// and an id of `1e400` had crashed the decoder, and with it a replay or the service; in a
+    /// field they had passed into the record, which a strict reader then refused).
     #[test]
     fn any_escape_or_number_is_a_message_or_not_json(
         units in prop::collection::vec(any::<u16>(), 1..4),
-        in_id in any::<bool>(),
+        place in 0u8..3,
         exp in -400i32..400,
+        number_in_id in any::<bool>(),
     ) {
         let esc: String = units.iter().map(|u| format!("\\u{u:04x}")).collect();
-        let payload = if in_id {
-            format!(r#"{{"id":"{esc}","text":"hi"}}"#)
-        } else {
-            format!(r#"{{"id":"x","text":"a{esc}"}}"#)
+        let payload = match place {
+            0 => format!(r#"{{"id":"x","text":"a{esc}"}}"#),
+            1 => format!(r#"{{"id":"{esc}","text":"hi"}}"#),
+            _ => format!(r#"{{"text":"hi","meta":{{"a":[1,"{esc}"]}}}}"#),
         };
         let expected = String::from_utf16(&units).ok();
         match decode(payload.as_bytes(), &InputConfig::default(), || "f".into()) {
             Ok(m) => {
-                let got = if in_id { m.id.to_string() } else { m.text[1..].to_string() };
+                let got = match place {
+                    0 => m.text[1..].to_string(),
+                    1 => m.id.to_string(),
+                    _ => {
+                        let raw = m.fields.get("meta").unwrap().get();
+                        prop_assert_eq!(raw, format!(r#"{{"a":[1,"{esc}"]}}"#));
+                        serde_json::from_str::<Value>(raw).unwrap()["a"][1].as_str().unwrap().to_string()
+                    }
+                };
                 prop_assert_eq!(Some(got), expected);
             }
             Err(e) => {
@@ -121,11 +131,20 @@ proptest! {
             }
         }
         let number = format!("1e{exp}");
-        let payload = format!(r#"{{"id":{number},"text":"hi"}}"#);
+        let valid = serde_json::from_str::<Number>(&number).is_ok();
+        let payload = if number_in_id {
+            format!(r#"{{"id":{number},"text":"hi"}}"#)
+        } else {
+            format!(r#"{{"text":"hi","m":[{number}]}}"#)
+        };
         match decode(payload.as_bytes(), &InputConfig::default(), || "f".into()) {
-            Ok(m) => prop_assert_eq!(m.id, serde_json::from_str::<Number>(&number).unwrap().to_string()),
+            Ok(m) if number_in_id => prop_assert_eq!(m.id, serde_json::from_str::<Number>(&number).unwrap().to_string()),
+            Ok(m) => {
+                prop_assert!(valid, "{payload}");
+                prop_assert_eq!(m.fields.get("m").unwrap().get(), format!("[{number}]"));
+            }
             Err(e) => {
-                prop_assert!(serde_json::from_str::<Number>(&number).is_err(), "{payload}: {e}");
+                prop_assert!(!valid, "{payload}: {e}");
                 prop_assert_eq!(e.kind(), "not_json");
             }
         }

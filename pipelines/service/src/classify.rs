@@ -7,7 +7,7 @@ use std::io::{BufRead, Write};
 
 use triage_classifier::{Model, Scratch};
 use triage_core::argmax;
-use triage_core::message::{DecodeError, InputConfig, decode, write_json_str};
+use triage_core::message::{DecodeError, InputConfig, decode_text, write_json_str};
 
 use crate::error::{Result, ServiceError};
 use crate::record::{PROBABILITY_DECIMALS, quoted_labels, write_decimal};
@@ -56,7 +56,7 @@ pub fn classify_lines(
             continue;
         }
         let mut has_id = true;
-        let msg = decode(text.as_bytes(), &config, || {
+        let msg = decode_text(text.as_bytes(), &config, || {
             has_id = false;
             String::new()
         });
