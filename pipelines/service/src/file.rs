@@ -498,8 +498,8 @@ impl<R: Read> Chunker<'_, R> {
 /// Reads into `bytes` until it holds `want` bytes (false) or the input ends (true).
 ///
 /// One `read` a chunk where the input allows: `read_to_end` on a `take` began every chunk with a
-/// 32-byte probe and then doubled its reads from the buffer's spare room, about fifteen system
-/// calls for 128 KiB.
+/// 32-byte probe and then grew its reads from the buffer's spare room: five `read` calls a chunk
+/// over a 95 MB log (3,684 in all, against 744 now), up to fifteen in a fresh buffer.
 fn fill(reader: &mut impl Read, bytes: &mut Vec<u8>, want: usize) -> std::io::Result<bool> {
     let mut at = bytes.len();
     bytes.resize(want, 0);
