@@ -369,3 +369,76 @@ fn top_k_lists_the_most_probable_labels_first() {
     let (code, _) = run("over", "[output]\ntop_k = 65\n");
     assert_eq!(code, Some(2), "top_k over the limit is a usage error");
 }
+
+/// SIGTERM or SIGINT mid-replay: the lines read so far are decided and written, whole and in
+/// order, the summary says where it stopped (`interrupted`, `lines`), and the exit code is
+/// 128 + the signal. The input is an endless pipe: only the signal can end the replay.
+#[test]
+fn a_signal_stops_a_replay_after_whole_lines() {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    for (sig, code, threads) in [("TERM", 143, "1"), ("INT", 130, "2")] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out.jsonl");
+        let mut child = Command::new(triage_tests::triage_bin())
+            .args(["replay", "--input", "-", "--json", "--threads", threads])
+            .arg("--output")
+            .arg(&out)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        // Writes messages m1, m2, ... until the pipe breaks; returns how many it wrote.
+        let writer = std::thread::spawn(move || {
+            let mut n = 0u64;
+            loop {
+                let mut batch = Vec::new();
+                for _ in 0..1_000 {
+                    n += 1;
+                    writeln!(
+                        batch,
+                        r#"{{"id":"m{n}","text":"message {n}: thanks, it works"}}"#
+                    )
+                    .unwrap();
+                }
+                if stdin.write_all(&batch).is_err() {
+                    return n;
+                }
+            }
+        });
+        let start = Instant::now();
+        while std::fs::metadata(&out).map_or(0, |m| m.len()) < 4 << 20 {
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "no decisions written in 120 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        triage_tests::signal(child.id(), sig);
+        let done = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&done.stderr);
+        assert_eq!(done.status.code(), Some(code), "SIG{sig}: {stderr}");
+        let written = writer.join().unwrap();
+        let summary: serde_json::Value = serde_json::from_slice(&done.stdout).unwrap();
+        assert_eq!(summary["interrupted"], true, "{summary}");
+        let lines = summary["lines"].as_u64().unwrap();
+        assert!(lines > 0 && lines < written, "{lines} of {written}");
+        assert_eq!(summary["decisions"], lines);
+        let text = std::fs::read_to_string(&out).unwrap();
+        assert!(text.ends_with('\n'));
+        let mut records = 0u64;
+        for (i, line) in text.lines().enumerate() {
+            let d: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(d["id"], format!("m{}", i + 1));
+            records += 1;
+        }
+        assert_eq!(
+            records, lines,
+            "SIG{sig}: every line read has its decision, no other"
+        );
+        assert!(!dir.path().join("out.jsonl.dead-letter.jsonl").exists());
+    }
+}

@@ -2,7 +2,8 @@
 //! guessing at its type.
 //!
 //! 0 success; 1 a runtime failure (I/O, broker, model) or a bug; 2 a usage or configuration
-//! error; 3 a quality gate failed (`eval --min-accuracy`, `--min-macro-f1`).
+//! error; 3 a quality gate failed (`eval --min-accuracy`, `--min-macro-f1`); 128 + the signal's
+//! number when a signal stopped the work early (`replay`: 130 for SIGINT, 143 for SIGTERM).
 
 use std::process::ExitCode;
 
@@ -21,6 +22,8 @@ pub enum Failure {
     },
     /// A quality gate failed: exit 3.
     Gate(String),
+    /// Stopped early by this signal, what was done kept: exit 128 + the signal.
+    Interrupted(i32),
 }
 
 impl<E: Diagnose + std::error::Error + Send + Sync + 'static> From<E> for Failure {
@@ -88,6 +91,10 @@ impl Failure {
             Failure::Gate(msg) => {
                 eprintln!("quality gate failed: {msg}");
                 ExitCode::from(3)
+            }
+            Failure::Interrupted(signal) => {
+                eprintln!("stopped by signal {signal}");
+                ExitCode::from(u8::try_from(128 + signal).unwrap_or(1))
             }
         }
     }

@@ -44,7 +44,8 @@ enum Command {
     /// Classify messages from stdin (JSONL or plain lines) to JSONL on stdout.
     Classify(classify::Args),
     /// Replay a message log (JSONL with id and text) through the pipeline: one decision per
-    /// message, bad lines to a dead-letter file. No broker needed.
+    /// message, bad lines to a dead-letter file. No broker needed. SIGINT or SIGTERM stops it
+    /// after the lines already read (the summary says how far), a second one at once.
     Replay(replay::Args),
     /// Choose training settings (alpha, n-grams, class weights) on train/dev data only, by
     /// cross-validation or on a dev split.

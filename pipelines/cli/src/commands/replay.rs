@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use triage_classifier::Model;
 use triage_core::config::{Admission, Config};
@@ -63,6 +64,7 @@ pub fn run(a: Args) -> CmdResult {
         threads: a.threads.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         }),
+        stop: stop_on_signals()?,
     };
     let summary = replay(&processor, &opts, &mut Bars::default())?;
     if a.json && a.output != Path::new("-") {
@@ -76,5 +78,26 @@ pub fn run(a: Args) -> CmdResult {
             eprintln!("dead letters written to {}", dead_letter.display());
         }
     }
+    if summary.interrupted {
+        return Err(Failure::Interrupted(
+            opts.stop.load(Ordering::Relaxed) as i32
+        ));
+    }
     Ok(())
+}
+
+/// SIGINT and SIGTERM stop the replay after the lines already read (the value is the signal's
+/// number); a second one ends the process at once, with 128 + its number, as without a handler.
+fn stop_on_signals() -> Result<Arc<AtomicUsize>, Failure> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let stop = Arc::new(AtomicUsize::new(0));
+    let asked = Arc::new(AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM] {
+        // In this order: the second signal finds the flag that the first one set.
+        signal_hook::flag::register_conditional_shutdown(sig, 128 + sig, Arc::clone(&asked))
+            .and_then(|_| signal_hook::flag::register(sig, Arc::clone(&asked)))
+            .and_then(|_| signal_hook::flag::register_usize(sig, Arc::clone(&stop), sig as usize))
+            .map_err(Failure::external)?;
+    }
+    Ok(stop)
 }
