@@ -410,7 +410,7 @@ pub const MAX_FIELD_DEPTH: usize = 125;
 /// their strings or numbers, and the record copies them as they came; the text and the id are
 /// refused for the same things as they are parsed. A quick scan finds the few values that could
 /// hold any of them (an escape `\uD…`, a digit before an `e`, more opening brackets than the
-/// depth allows); only those are parsed again, strictly.
+/// depth allows); only those are parsed again, strictly and without building anything.
 fn strict(key: &str, value: &RawValue) -> Result<(), DecodeError> {
     let raw = value.get().as_bytes();
     let suspect = memchr::memchr3_iter(b'\\', b'e', b'E', raw).any(|i| match raw[i] {
@@ -422,8 +422,8 @@ fn strict(key: &str, value: &RawValue) -> Result<(), DecodeError> {
         return Ok(());
     }
     let too_deep = || format!("nested more than {MAX_FIELD_DEPTH} levels deep");
-    let reason = match serde_json::from_str::<Value>(value.get()) {
-        Ok(v) if depth(&v) <= MAX_FIELD_DEPTH => return Ok(()),
+    let reason = match serde_json::from_str::<Depth>(value.get()) {
+        Ok(Depth(d)) if d <= MAX_FIELD_DEPTH => return Ok(()),
         Ok(_) => too_deep(),
         Err(e) if e.to_string().starts_with("recursion limit exceeded") => too_deep(),
         Err(e) => {
@@ -439,12 +439,53 @@ fn strict(key: &str, value: &RawValue) -> Result<(), DecodeError> {
     )))
 }
 
-/// How many arrays and objects deep a value nests.
-fn depth(v: &Value) -> usize {
-    match v {
-        Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
-        Value::Object(o) => 1 + o.values().map(depth).max().unwrap_or(0),
-        _ => 0,
+/// How many arrays and objects deep a value nests, found by reading every string (keys too) and
+/// number in it as serde_json reads them into a `Value`, without building one.
+struct Depth(usize);
+
+impl<'de> Deserialize<'de> for Depth {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Depth;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Depth, E> {
+                Ok(Depth(0))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Depth, E> {
+                Ok(Depth(0))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Depth, E> {
+                Ok(Depth(0))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Depth, E> {
+                Ok(Depth(0))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Depth, E> {
+                Ok(Depth(0))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Depth, E> {
+                Ok(Depth(0))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Depth, A::Error> {
+                let mut deepest = 0;
+                while let Some(Depth(d)) = seq.next_element()? {
+                    deepest = deepest.max(d);
+                }
+                Ok(Depth(deepest + 1))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Depth, A::Error> {
+                let mut deepest = 0;
+                // A key is read as a string (a lone surrogate in it is refused too).
+                while let Some((Depth(_), Depth(d))) = map.next_entry()? {
+                    deepest = deepest.max(d);
+                }
+                Ok(Depth(deepest + 1))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
