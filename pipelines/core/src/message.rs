@@ -409,9 +409,9 @@ pub const MAX_FIELD_DEPTH: usize = 125;
 /// than [`MAX_FIELD_DEPTH`]. The parser passes over the values it keeps raw without reading
 /// their strings or numbers, and the record copies them as they came; the text and the id are
 /// refused for the same things as they are parsed. A quick scan finds the few values that could
-/// hold any of them (an escape `\uD…`, a digit before an `e`; more opening brackets than the
-/// depth allows, then counted with [`nests_deeper_than`]); only those are parsed again, strictly and
-/// without building anything.
+/// hold any of them: an escape `\uD…` or a digit before an `e` (those values are parsed again,
+/// strictly and without building anything), more opening brackets than the depth allows (those
+/// are measured by [`nests_deeper_than`]).
 fn strict(key: &str, value: &RawValue) -> Result<(), DecodeError> {
     let raw = value.get().as_bytes();
     let refuse = |reason: &str| {
@@ -808,7 +808,8 @@ mod tests {
             let raw = format!("{}{}", " ".repeat(pad), serde_json::to_string(&v).unwrap());
             let d = depth(&v);
             for max in [d.saturating_sub(1), d, d + 1] {
-                proptest::prop_assert_eq!(nests_deeper_than(raw.as_bytes(), max), d > max, "{} {}", max, raw);
+                let deeper = nests_deeper_than(raw.as_bytes(), max);
+                proptest::prop_assert_eq!(deeper, d > max, "{} {}", max, raw);
             }
         }
 
