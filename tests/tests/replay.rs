@@ -442,3 +442,71 @@ fn a_signal_stops_a_replay_after_whole_lines() {
         assert!(!dir.path().join("out.jsonl.dead-letter.jsonl").exists());
     }
 }
+
+/// A reader that stops early (`triage replay --output - | head`, `triage classify | head`): the
+/// next write fails with EPIPE, and triage ends quietly with 141 (128 + SIGPIPE), as a tool that
+/// SIGPIPE ends, instead of an error message and exit 1.
+#[test]
+fn a_reader_that_goes_away_ends_the_output_quietly() {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    // Far more records than a pipe's buffer holds: the pipe breaks while triage is writing.
+    let log = dir.path().join("log.jsonl");
+    let mut lines = Vec::new();
+    for n in 0..20_000 {
+        writeln!(
+            lines,
+            r#"{{"id":"m{n}","text":"message {n}: where is my order?"}}"#
+        )
+        .unwrap();
+    }
+    std::fs::write(&log, &lines).unwrap();
+    let config = dir.path().join("off.toml");
+    std::fs::write(&config, "[slm]\nmode = \"off\"\n").unwrap();
+    let commands: [(&str, Vec<&std::ffi::OsStr>); 3] = [
+        (
+            "replay, 1 thread",
+            vec!["replay".as_ref(), "--threads".as_ref(), "1".as_ref()],
+        ),
+        (
+            "replay, 2 threads",
+            vec!["replay".as_ref(), "--threads".as_ref(), "2".as_ref()],
+        ),
+        ("classify", vec!["classify".as_ref()]),
+    ];
+    for (what, args) in commands {
+        let mut cmd = Command::new(triage_tests::triage_bin());
+        cmd.args(&args);
+        if args[0] == "replay" {
+            cmd.arg("--input")
+                .arg(&log)
+                .args(["--output", "-", "--config"]);
+            cmd.arg(&config)
+                .arg("--dead-letter")
+                .arg(dir.path().join("dlq.jsonl"));
+            cmd.stdin(Stdio::null());
+        } else {
+            cmd.stdin(std::fs::File::open(&log).unwrap());
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        // The reader is dropped here: the pipe has no reader any more.
+        let record: serde_json::Value = serde_json::from_str(&first).unwrap();
+        assert_eq!(record["id"], "m0", "{what}: {first}");
+        let done = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&done.stderr);
+        assert_eq!(done.status.code(), Some(141), "{what}: {stderr}");
+        assert!(
+            !stderr.contains("error") && !stderr.contains("Broken pipe"),
+            "{what}: {stderr}"
+        );
+    }
+}

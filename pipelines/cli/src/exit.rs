@@ -3,11 +3,17 @@
 //!
 //! 0 success; 1 a runtime failure (I/O, broker, model) or a bug; 2 a usage or configuration
 //! error; 3 a quality gate failed (`eval --min-accuracy`, `--min-macro-f1`); 128 + the signal's
-//! number when a signal stopped the work early (`replay`: 130 for SIGINT, 143 for SIGTERM).
+//! number when a signal stopped the work early (`replay`: 130 for SIGINT, 143 for SIGTERM); 141
+//! (128 + SIGPIPE), quietly, when the reader of the output went away (`triage replay --output - |
+//! head`), as for a tool that SIGPIPE ends.
 
 use std::process::ExitCode;
 
 use triage_core::{Diagnose, ErrorDomain, RetryHint};
+use triage_service::ServiceError;
+
+/// The exit code of a process that SIGPIPE ended: 128 + 13.
+const OUTPUT_CLOSED: u8 = 141;
 
 /// A command's failure.
 pub enum Failure {
@@ -24,6 +30,8 @@ pub enum Failure {
     Gate(String),
     /// Stopped early by this signal, what was done kept: exit 128 + the signal.
     Interrupted(i32),
+    /// The output was a pipe whose reader went away (`| head`): nothing to say, exit 141.
+    OutputClosed,
 }
 
 impl<E: Diagnose + std::error::Error + Send + Sync + 'static> From<E> for Failure {
@@ -52,6 +60,17 @@ impl Failure {
             domain: ErrorDomain::External,
             retry: RetryHint::NoRetry,
             error: error.into(),
+        }
+    }
+
+    /// `e`, or [`Failure::OutputClosed`] where it is a write to a pipe that nobody reads any more
+    /// (`EPIPE`: Rust ignores SIGPIPE, so the write fails instead of ending the process).
+    pub fn or_output_closed(e: ServiceError) -> Self {
+        match &e {
+            ServiceError::Io { cause, .. } if cause.kind() == std::io::ErrorKind::BrokenPipe => {
+                Failure::OutputClosed
+            }
+            _ => e.into(),
         }
     }
 
@@ -96,6 +115,7 @@ impl Failure {
                 eprintln!("stopped by signal {signal}");
                 ExitCode::from(u8::try_from(128 + signal).unwrap_or(1))
             }
+            Failure::OutputClosed => ExitCode::from(OUTPUT_CLOSED),
         }
     }
 }

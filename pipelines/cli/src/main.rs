@@ -26,7 +26,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// messages; only unsure ones (and those needing a reply) go to a small language model.
 ///
 /// Exit codes: 0 success; 1 runtime failure (I/O, broker, model); 2 usage or configuration
-/// error; 3 a quality gate failed (e.g. `eval --min-accuracy`).
+/// error; 3 a quality gate failed (e.g. `eval --min-accuracy`); 128 + the signal for a replay a
+/// signal stopped (130, 143); 141 when the reader of the output went away (`| head`).
 #[derive(Parser, Debug)]
 #[command(name = "triage", version, about, long_about)]
 struct Cli {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use triage_classifier::Model;
 use triage_service::classify::classify_lines;
 
-use crate::exit::CmdResult;
+use crate::exit::{CmdResult, Failure};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -21,6 +21,6 @@ pub fn run(a: Args) -> CmdResult {
     let model = Model::load_or_default(a.model.as_deref())?;
     let stdin = std::io::stdin().lock();
     let out = std::io::BufWriter::new(std::io::stdout().lock());
-    classify_lines(&model, stdin, out, &a.text_field)?;
+    classify_lines(&model, stdin, out, &a.text_field).map_err(Failure::or_output_closed)?;
     Ok(())
 }

@@ -66,7 +66,8 @@ pub fn run(a: Args) -> CmdResult {
         }),
         stop: stop_on_signals()?,
     };
-    let summary = replay(&processor, &opts, &mut Bars::default())?;
+    let summary =
+        replay(&processor, &opts, &mut Bars::default()).map_err(Failure::or_output_closed)?;
     if a.json && a.output != Path::new("-") {
         println!(
             "{}",
