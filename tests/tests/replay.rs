@@ -132,6 +132,50 @@ fn classify_reads_plain_lines_and_json() {
     assert!(lines[0].get("id").is_none());
 }
 
+/// `triage classify` over the sample log, which holds lines without a string text: each of those
+/// gets a record saying why in its place, and every other line its label.
+#[test]
+fn classify_carries_on_past_a_line_without_text() {
+    let input = workspace().join("examples/messages.jsonl");
+    let lines: Vec<String> = std::fs::read_to_string(&input)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let records = classify(&input);
+    let non_blank: Vec<(usize, &String)> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .collect();
+    assert_eq!(records.len(), non_blank.len(), "a record for every line");
+    let mut refused = 0;
+    for (r, (i, line)) in records.iter().zip(non_blank) {
+        let text = serde_json::from_str::<serde_json::Value>(line)
+            .ok()
+            .filter(|v| v.is_object())
+            .map(|v| v["text"].clone());
+        match text {
+            Some(t) if !t.is_string() => {
+                refused += 1;
+                assert_eq!(r["line"], i + 1, "{r}");
+                let kind = if t.is_null() {
+                    "missing_text"
+                } else {
+                    "wrong_type"
+                };
+                assert_eq!(r["error"], kind, "{r}");
+                assert!(r.get("label").is_none(), "{r}");
+            }
+            _ => assert!(r["label"].is_string(), "line {}: {r}", i + 1),
+        }
+    }
+    assert!(
+        refused >= 2,
+        "the sample log has lines without a string text"
+    );
+}
+
 /// A file as Windows tools write it (a byte order mark, CRLF line ends, no newline at the end)
 /// and a payload the JSON parser refuses in the text (a lone surrogate escape, which had
 /// crashed the replay): every line is a decision or a dead letter, and the first line is a

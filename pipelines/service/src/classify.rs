@@ -14,12 +14,17 @@ use crate::record::{PROBABILITY_DECIMALS, quoted_labels, write_decimal};
 
 /// Classifies every non-blank line of `input` into `output`. A line that is a JSON object must
 /// have a string `text_field` (its `id` is kept, as a string); any other line is the text itself.
+///
+/// A line that cannot be classified (a JSON object without a string text field, bytes that are
+/// not UTF-8) gets, in its place, a record with its line number and why, named as a replay's
+/// dead letters name it (`{"line":27,"error":"missing_text","reason":"…"}`), and the lines after
+/// it are classified as usual. Returns how many lines got such a record.
 pub fn classify_lines(
     model: &Model,
     mut input: impl BufRead,
     mut output: impl Write,
     text_field: &str,
-) -> Result<()> {
+) -> Result<u64> {
     let labels = model.labels();
     let (quoted, sorted) = quoted_labels(labels);
     let config = InputConfig {
@@ -30,8 +35,9 @@ pub fn classify_lines(
     let mut scratch = Scratch::default();
     let mut probs = Vec::new();
     let (mut line, mut out) = (Vec::new(), Vec::new());
+    let mut refused = 0u64;
     let io = |what: &str, e: std::io::Error| ServiceError::io(what, e);
-    for i in 1.. {
+    for i in 1u64.. {
         line.clear();
         if input
             .read_until(b'\n', &mut line)
@@ -45,12 +51,16 @@ pub fn classify_lines(
         } else {
             &line
         };
-        let text = std::str::from_utf8(line).map_err(|e| {
-            ServiceError::Config(format!(
-                "line {i}: not valid UTF-8 (first bad byte at offset {})",
-                e.valid_up_to()
-            ))
-        })?;
+        let text = match std::str::from_utf8(line) {
+            Ok(text) => text,
+            Err(e) => {
+                let err = DecodeError::NotUtf8(e.valid_up_to());
+                refused += 1;
+                write_refused(&mut out, i, &err);
+                output.write_all(&out).map_err(|e| io("<stdout>", e))?;
+                continue;
+            }
+        };
         let text = text.trim_end_matches(['\n', '\r']);
         if text.trim().is_empty() {
             continue;
@@ -65,9 +75,10 @@ pub fn classify_lines(
             Err(DecodeError::NotJson(_) | DecodeError::NotObject) => (None, text),
             Err(DecodeError::EmptyText(_)) => (None, ""),
             Err(e) => {
-                return Err(ServiceError::Config(format!(
-                    "line {i}: JSON object without a string {text_field:?} field ({e})"
-                )));
+                refused += 1;
+                write_refused(&mut out, i, e);
+                output.write_all(&out).map_err(|e| io("<stdout>", e))?;
+                continue;
             }
         };
         model.predict_into(text, &mut scratch, &mut probs);
@@ -95,7 +106,18 @@ pub fn classify_lines(
         out.extend_from_slice(b"}}\n");
         output.write_all(&out).map_err(|e| io("<stdout>", e))?;
     }
-    output.flush().map_err(|e| io("<stdout>", e))
+    output.flush().map_err(|e| io("<stdout>", e))?;
+    Ok(refused)
+}
+
+/// Writes into `out` (cleared) the record of line `line`, which `err` kept from being classified.
+fn write_refused(out: &mut Vec<u8>, line: u64, err: &DecodeError) {
+    out.clear();
+    out.extend_from_slice(format!("{{\"line\":{line},\"error\":").as_bytes());
+    write_json_str(out, err.kind());
+    out.extend_from_slice(b",\"reason\":");
+    write_json_str(out, &err.to_string());
+    out.extend_from_slice(b"}\n");
 }
 
 #[cfg(test)]
@@ -124,8 +146,34 @@ mod tests {
             assert!((sum - 1.0).abs() <= 5e-5 * p.len() as f64, "{r}");
             assert_eq!(r["confidence"], p[r["label"].as_str().unwrap()]);
         }
+    }
+
+    /// A line without text, or not UTF-8, gets a record that says why in its place, and the
+    /// lines after it are classified.
+    #[test]
+    fn a_line_that_cannot_be_classified_gets_a_record_in_its_place() {
+        let model = Model::default_model();
+        let mut input = b"{\"id\":\"a\",\"text\":\"thanks!\"}\n{\"text\":5}\n".to_vec();
+        input.extend_from_slice(b"{\"id\":\"b\",\"body\":\"wrong field\"}\n\xff\xfe bytes\n\n");
+        input.extend_from_slice(b"{\"id\":\"c\",\"text\":\"still here\"}\n");
         let mut out = Vec::new();
-        let err = classify_lines(&model, "{\"text\":5}\n".as_bytes(), &mut out, "text");
-        assert!(err.is_err());
+        let refused = classify_lines(&model, &input[..], &mut out, "text").unwrap();
+        assert_eq!(refused, 3);
+        let recs: Vec<serde_json::Value> = out
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
+        assert_eq!(recs.len(), 5, "{recs:?}");
+        assert_eq!(recs[0]["id"], "a");
+        let want = [(2, "wrong_type"), (3, "missing_text"), (4, "not_utf8")];
+        for (r, (line, kind)) in recs[1..4].iter().zip(want) {
+            assert_eq!(r["line"], line, "{r}");
+            assert_eq!(r["error"], kind, "{r}");
+            assert!(r["reason"].as_str().is_some_and(|s| !s.is_empty()), "{r}");
+            assert!(r.get("label").is_none(), "{r}");
+        }
+        assert_eq!(recs[4]["id"], "c");
+        assert!(recs[4]["label"].is_string());
     }
 }

@@ -21,6 +21,14 @@ pub fn run(a: Args) -> CmdResult {
     let model = Model::load_or_default(a.model.as_deref())?;
     let stdin = std::io::stdin().lock();
     let out = std::io::BufWriter::new(std::io::stdout().lock());
-    classify_lines(&model, stdin, out, &a.text_field).map_err(Failure::or_output_closed)?;
+    let refused =
+        classify_lines(&model, stdin, out, &a.text_field).map_err(Failure::or_output_closed)?;
+    if refused > 0 {
+        eprintln!(
+            "{refused} line{} could not be classified: {} an \"error\" record in its place",
+            if refused == 1 { "" } else { "s" },
+            if refused == 1 { "it has" } else { "each has" }
+        );
+    }
     Ok(())
 }
