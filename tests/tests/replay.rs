@@ -554,3 +554,82 @@ fn a_reader_that_goes_away_ends_the_output_quietly() {
         );
     }
 }
+
+/// A pipe that goes quiet (`tail -f log | triage replay --input -`): the lines already received
+/// are decided and written out (flushed) without waiting for a chunk to fill, and SIGTERM stops
+/// the replay while it waits for more, with the summary and exit code of a signal.
+#[test]
+fn a_quiet_pipe_gets_its_decisions_and_a_signal_still_stops_it() {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("off.toml");
+    std::fs::write(&config, "[slm]\nmode = \"off\"\n").unwrap();
+    let lines_in =
+        |path: &std::path::Path| std::fs::read_to_string(path).map_or(0, |t| t.lines().count());
+    let wait_for = |path: &std::path::Path, n: usize| {
+        let start = Instant::now();
+        while lines_in(path) < n {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{n} decisions not written 30 s after their lines (a quiet pipe holds them back)"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    for threads in ["1", "2"] {
+        let out = dir.path().join(format!("out-{threads}.jsonl"));
+        let mut child = Command::new(triage_tests::triage_bin())
+            .args(["replay", "--input", "-", "--json", "--threads", threads])
+            .arg("--output")
+            .arg(&out)
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        for n in 1..=3 {
+            writeln!(stdin, r#"{{"id":"m{n}","text":"order {n} is late"}}"#).unwrap();
+        }
+        stdin.flush().unwrap();
+        wait_for(&out, 3);
+        // A line cut in two by a pause is decided once whole.
+        write!(stdin, r#"{{"id":"m4","text":"#).unwrap();
+        stdin.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        writeln!(stdin, r#""and order 4"}}"#).unwrap();
+        stdin.flush().unwrap();
+        wait_for(&out, 4);
+        // The pipe stays open and quiet: only the signal can end the replay.
+        triage_tests::signal(child.id(), "TERM");
+        let start = Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "SIGTERM not seen in 30 s while the input pipe was quiet"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let done = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&done.stderr);
+        assert_eq!(done.status.code(), Some(143), "{threads} threads: {stderr}");
+        let summary: serde_json::Value = serde_json::from_slice(&done.stdout).unwrap();
+        assert_eq!(summary["interrupted"], true, "{summary}");
+        assert_eq!(summary["lines"], 4, "{summary}");
+        assert_eq!(summary["decisions"], 4, "{summary}");
+        let ids: Vec<String> = std::fs::read_to_string(&out)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let d: serde_json::Value = serde_json::from_str(l).unwrap();
+                d["id"].as_str().unwrap().to_string()
+            })
+            .collect();
+        assert_eq!(ids, ["m1", "m2", "m3", "m4"], "{threads} threads");
+        drop(stdin);
+    }
+}

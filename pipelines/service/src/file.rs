@@ -1,6 +1,8 @@
 //! Offline replay: a message log (JSONL) in, one decision per message out, bad lines to a
 //! dead-letter file. No broker needed. The source reads chunks of lines, decides them (on one
-//! thread or several, the output in input order either way); [`FileSink`] writes them.
+//! thread or several, the output in input order either way); [`FileSink`] writes them. A pipe
+//! (stdin, a FIFO) is read on a thread of its own, so that a quiet one has the lines it sent
+//! decided and written out at once, and a stop asked for by a signal is seen while it is quiet.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -103,6 +105,72 @@ impl<R: Read> Read for Counted<'_, R> {
     }
 }
 
+/// How long a pipe may stay silent before the lines already read are decided and written (and
+/// a stop asked for by a signal is seen).
+const IDLE: Duration = Duration::from_millis(100);
+
+/// A pipe or terminal read on a thread of its own, so that the replay never blocks in `read`:
+/// after [`IDLE`] without data, [`Read::read`] fails with [`std::io::ErrorKind::WouldBlock`] and
+/// the caller decides what it has, or sees that it was asked to stop. (A blocking `read` cannot be
+/// cancelled: when the replay stops before the input ends, the thread stays blocked in it until
+/// the process ends.)
+struct Stream {
+    from_reader: std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    buf: Vec<u8>,
+    at: usize,
+}
+
+impl Stream {
+    fn spawn(mut input: impl Read + Send + 'static) -> std::io::Result<Self> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(4);
+        std::thread::Builder::new()
+            .name("replay-input".into())
+            .spawn(move || {
+                loop {
+                    let mut buf = vec![0; 1 << 16];
+                    let r = match input.read(&mut buf) {
+                        Ok(0) => return,
+                        Ok(n) => {
+                            buf.truncate(n);
+                            Ok(buf)
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(e) => Err(e),
+                    };
+                    let failed = r.is_err();
+                    if tx.send(r).is_err() || failed {
+                        return;
+                    }
+                }
+            })?;
+        Ok(Self {
+            from_reader: rx,
+            buf: Vec::new(),
+            at: 0,
+        })
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        use std::sync::mpsc::RecvTimeoutError;
+        if self.at == self.buf.len() {
+            match self.from_reader.recv_timeout(IDLE) {
+                Ok(r) => (self.buf, self.at) = (r?, 0),
+                Err(RecvTimeoutError::Timeout) => {
+                    return Err(std::io::ErrorKind::WouldBlock.into());
+                }
+                // The input ended.
+                Err(RecvTimeoutError::Disconnected) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.at);
+        out[..n].copy_from_slice(&self.buf[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
 /// Bytes per chunk (whole lines; a longer line makes a longer chunk): a chunk is decided on the
 /// fast path, then its SLM calls are awaited together (so that they batch) and its results
 /// written out in input order. With several threads, each takes whole chunks.
@@ -139,6 +207,9 @@ struct Chunk {
     first_line: u64,
     /// The lines, each with its `\n` (the last one may lack it).
     bytes: Vec<u8>,
+    /// Cut short because the input went quiet: its results are to be written out and flushed
+    /// before more is read.
+    idle: bool,
 }
 
 /// What a chunk became: the bytes to append to each file, and its counts.
@@ -477,10 +548,12 @@ impl<R: Read> Chunker<'_, R> {
         let mut bytes = self.pool.get();
         bytes.append(&mut self.carry);
         let mut want = CHUNK_BYTES;
+        let mut idle = false;
         loop {
             if !self.eof && bytes.len() < want {
                 match fill(&mut self.reader, &mut bytes, want, self.stop)? {
                     Fill::Full => {}
+                    Fill::Idle => idle = true,
                     Fill::Ended => self.eof = true,
                     Fill::Stopped => {
                         // Whole lines only: the cut one is left unread, as the rest is.
@@ -516,6 +589,7 @@ impl<R: Read> Chunker<'_, R> {
             seq: self.seq,
             first_line: self.next_line + 1,
             bytes,
+            idle,
         };
         self.seq += 1;
         self.next_line += lines;
@@ -531,9 +605,12 @@ enum Fill {
     Ended,
     /// Asked to stop (a slow input, a pipe say, is not waited for).
     Stopped,
+    /// The input went quiet ([`Stream`]) with at least one whole line read.
+    Idle,
 }
 
-/// Reads into `bytes` until it holds `want` bytes, the input ends, or `stop` is set.
+/// Reads into `bytes` until it holds `want` bytes, the input ends, `stop` is set, or the input
+/// goes quiet (a read fails with `WouldBlock`) with a whole line read.
 ///
 /// One `read` a chunk where the input allows: `read_to_end` on a `take` began every chunk with a
 /// 32-byte probe and then grew its reads from the buffer's spare room: five `read` calls a chunk
@@ -557,6 +634,11 @@ fn fill(
             Ok(0) => break Ok(Fill::Ended),
             Ok(n) => at += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if memchr::memchr(b'\n', &bytes[..at]).is_some() {
+                    break Ok(Fill::Idle);
+                }
+            }
             Err(e) => break Err(e),
         }
     };
@@ -575,12 +657,19 @@ pub fn replay(
     progress: &mut dyn Progress,
 ) -> Result<ReplaySummary> {
     let t0 = Instant::now();
+    let read_err = |e| ServiceError::io(&opts.input, e);
+    // A file is read where it is; a pipe (stdin, a FIFO), which can go quiet, through a thread.
     let (reader, total): (Box<dyn Read>, Option<u64>) = if opts.input == Path::new("-") {
-        (Box::new(std::io::stdin().lock()), None)
+        (
+            Box::new(Stream::spawn(std::io::stdin()).map_err(read_err)?),
+            None,
+        )
     } else {
-        let f = File::open(&opts.input).map_err(|e| ServiceError::io(&opts.input, e))?;
-        let len = f.metadata().map(|m| m.len()).ok();
-        (Box::new(f), len)
+        let f = File::open(&opts.input).map_err(read_err)?;
+        match f.metadata() {
+            Ok(m) if m.is_file() => (Box::new(f), Some(m.len())),
+            _ => (Box::new(Stream::spawn(f).map_err(read_err)?), None),
+        }
     };
     progress.phase("replay", total, Unit::Bytes);
     let mut sink = FileSink::new(opts)?;
@@ -603,17 +692,20 @@ pub fn replay(
         changed: Condvar::new(),
         abort: AtomicBool::new(false),
     };
-    let read_err = |e| ServiceError::io(&opts.input, e);
     let threads = opts.threads.max(1);
     let mut counts = Counts::default();
     if threads == 1 {
         let mut worker = Worker::new(processor, &opts.input_config, &pool)
             .map_err(|e| ServiceError::io(&opts.input, e))?;
         while let Some(chunk) = chunks.next().map_err(read_err)? {
+            let idle = chunk.idle;
             let done = worker
                 .chunk(chunk, &turn)
                 .ok_or_else(|| ServiceError::Internal("replay aborted".into()))?;
             sink.write(&done)?;
+            if idle {
+                sink.flush()?;
+            }
             counts.add(&done.counts);
             pool.put(done.out);
             pool.put(done.dead);
@@ -645,11 +737,15 @@ pub fn replay(
             }
             let r = (|| -> Result<()> {
                 let (mut sent, mut written) = (0u64, 0u64);
-                let mut write_next = |written: &mut u64| -> Result<()> {
+                // Writes the next chunk's results, and flushes the files after them if asked.
+                let mut write_next = |written: &mut u64, flush: bool| -> Result<()> {
                     let done = from_workers[(*written % threads as u64) as usize]
                         .recv()
                         .map_err(|_| ServiceError::Internal("a replay thread stopped".into()))?;
                     sink.write(&done)?;
+                    if flush {
+                        sink.flush()?;
+                    }
                     counts.add(&done.counts);
                     pool.put(done.out);
                     pool.put(done.dead);
@@ -657,17 +753,21 @@ pub fn replay(
                     Ok(())
                 };
                 while let Some(chunk) = chunks.next().map_err(read_err)? {
+                    let idle = chunk.idle;
                     to_workers[(sent % threads as u64) as usize]
                         .send(chunk)
                         .map_err(|_| ServiceError::Internal("a replay thread stopped".into()))?;
                     sent += 1;
-                    while sent - written > 2 * threads as u64 {
-                        write_next(&mut written)?;
+                    // The input went quiet: everything read so far out before waiting for more.
+                    let ahead = if idle { 0 } else { 2 * threads as u64 };
+                    while sent - written > ahead {
+                        let last = idle && sent - written == 1;
+                        write_next(&mut written, last)?;
                     }
                 }
                 to_workers.clear();
                 while written < sent {
-                    write_next(&mut written)?;
+                    write_next(&mut written, false)?;
                 }
                 Ok(())
             })();
@@ -746,14 +846,20 @@ impl<'a> FileSink<'a> {
     }
 
     /// Flushes both files.
-    pub fn finish(mut self) -> Result<ReplaySummary> {
+    fn flush(&mut self) -> Result<()> {
         self.out
             .flush()
             .map_err(|e| ServiceError::io(&self.opts.output, e))?;
-        if let Some(mut w) = self.dlq.take() {
+        if let Some(w) = self.dlq.as_mut() {
             w.flush()
                 .map_err(|e| ServiceError::io(&self.opts.dead_letter, e))?;
         }
+        Ok(())
+    }
+
+    /// Flushes both files.
+    pub fn finish(mut self) -> Result<ReplaySummary> {
+        self.flush()?;
         Ok(ReplaySummary::default())
     }
 }
