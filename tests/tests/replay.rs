@@ -132,8 +132,8 @@ fn classify_reads_plain_lines_and_json() {
     assert!(lines[0].get("id").is_none());
 }
 
-/// `triage classify` over the sample log, which holds lines without a string text: each of those
-/// gets a record saying why in its place, and every other line its label.
+/// `triage classify` over the sample log, which holds lines without a string text or with an
+/// empty one: each of those gets a record saying why in its place, and every other line its label.
 #[test]
 fn classify_carries_on_past_a_line_without_text() {
     let input = workspace().join("examples/messages.jsonl");
@@ -156,13 +156,13 @@ fn classify_carries_on_past_a_line_without_text() {
             .filter(|v| v.is_object())
             .map(|v| v["text"].clone());
         match text {
-            Some(t) if !t.is_string() => {
+            Some(t) if t.as_str().is_none_or(|t| t.trim().is_empty()) => {
                 refused += 1;
                 assert_eq!(r["line"], i + 1, "{r}");
-                let kind = if t.is_null() {
-                    "missing_text"
-                } else {
-                    "wrong_type"
+                let kind = match t {
+                    serde_json::Value::Null => "missing_text",
+                    serde_json::Value::String(_) => "empty_text",
+                    _ => "wrong_type",
                 };
                 assert_eq!(r["error"], kind, "{r}");
                 assert!(r.get("label").is_none(), "{r}");
@@ -171,8 +171,8 @@ fn classify_carries_on_past_a_line_without_text() {
         }
     }
     assert!(
-        refused >= 2,
-        "the sample log has lines without a string text"
+        refused >= 3,
+        "the sample log has lines without a string text, or with an empty one"
     );
 }
 

@@ -15,8 +15,8 @@ use crate::record::{PROBABILITY_DECIMALS, quoted_labels, write_decimal};
 /// Classifies every non-blank line of `input` into `output`. A line that is a JSON object must
 /// have a string `text_field` (its `id` is kept, as a string); any other line is the text itself.
 ///
-/// A line that cannot be classified (a JSON object without a string text field, bytes that are
-/// not UTF-8) gets, in its place, a record with its line number and why, named as a replay's
+/// A line that cannot be classified (a JSON object without a string text field or with an empty
+/// one, bytes that are not UTF-8) gets, in its place, a record with its line number and why, named as a replay's
 /// dead letters name it (`{"line":27,"error":"missing_text","reason":"…"}`), and the lines after
 /// it are classified as usual. Returns how many lines got such a record.
 pub fn classify_lines(
@@ -73,7 +73,6 @@ pub fn classify_lines(
         let (id, text) = match &msg {
             Ok(m) => (has_id.then_some(&*m.id), &*m.text),
             Err(DecodeError::NotJson(_) | DecodeError::NotObject) => (None, text),
-            Err(DecodeError::EmptyText(_)) => (None, ""),
             Err(e) => {
                 refused += 1;
                 write_refused(&mut out, i, e);
@@ -155,25 +154,31 @@ mod tests {
         let model = Model::default_model();
         let mut input = b"{\"id\":\"a\",\"text\":\"thanks!\"}\n{\"text\":5}\n".to_vec();
         input.extend_from_slice(b"{\"id\":\"b\",\"body\":\"wrong field\"}\n\xff\xfe bytes\n\n");
+        input.extend_from_slice(b"{\"id\":\"e\",\"text\":\" \"}\n");
         input.extend_from_slice(b"{\"id\":\"c\",\"text\":\"still here\"}\n");
         let mut out = Vec::new();
         let refused = classify_lines(&model, &input[..], &mut out, "text").unwrap();
-        assert_eq!(refused, 3);
+        assert_eq!(refused, 4);
         let recs: Vec<serde_json::Value> = out
             .split(|&b| b == b'\n')
             .filter(|l| !l.is_empty())
             .map(|l| serde_json::from_slice(l).unwrap())
             .collect();
-        assert_eq!(recs.len(), 5, "{recs:?}");
+        assert_eq!(recs.len(), 6, "{recs:?}");
         assert_eq!(recs[0]["id"], "a");
-        let want = [(2, "wrong_type"), (3, "missing_text"), (4, "not_utf8")];
-        for (r, (line, kind)) in recs[1..4].iter().zip(want) {
+        let want = [
+            (2, "wrong_type"),
+            (3, "missing_text"),
+            (4, "not_utf8"),
+            (6, "empty_text"),
+        ];
+        for (r, (line, kind)) in recs[1..5].iter().zip(want) {
             assert_eq!(r["line"], line, "{r}");
             assert_eq!(r["error"], kind, "{r}");
             assert!(r["reason"].as_str().is_some_and(|s| !s.is_empty()), "{r}");
             assert!(r.get("label").is_none(), "{r}");
         }
-        assert_eq!(recs[4]["id"], "c");
-        assert!(recs[4]["label"].is_string());
+        assert_eq!(recs[5]["id"], "c");
+        assert!(recs[5]["label"].is_string());
     }
 }
