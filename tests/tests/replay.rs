@@ -633,3 +633,72 @@ fn a_quiet_pipe_gets_its_decisions_and_a_signal_still_stops_it() {
         drop(stdin);
     }
 }
+
+/// `--output` or `--dead-letter` naming the input (or each other) is refused before anything is
+/// written: `File::create` would have truncated the log before it was read, and the replay would
+/// have ended "successfully" with 0 lines and the log gone. A different spelling of the same file
+/// (`dir/../log.jsonl`, a link) is the same file.
+#[test]
+fn replay_refuses_to_write_over_its_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let log = dir.path().join("log.jsonl");
+    let text =
+        "{\"id\":\"a\",\"text\":\"thanks!\"}\n{\"id\":\"b\",\"text\":\"where is my order\"}\n";
+    std::fs::write(&log, text).unwrap();
+    let link = dir.path().join("link.jsonl");
+    std::os::unix::fs::symlink(&log, &link).unwrap();
+    let out = dir.path().join("out.jsonl");
+    std::fs::write(&out, "").unwrap();
+    let other = sub.join("../log.jsonl");
+    let config = dir.path().join("off.toml");
+    std::fs::write(&config, "[slm]\nmode = \"off\"\n").unwrap();
+    let cases: [(&str, &std::path::Path, &std::path::Path); 4] = [
+        ("--output", &other, &dir.path().join("dl.jsonl")),
+        ("--output", &link, &dir.path().join("dl.jsonl")),
+        ("--dead-letter", &out, &log),
+        ("--dead-letter", &out, &out),
+    ];
+    for (option, output, dead_letter) in cases {
+        let run = std::process::Command::new(triage_tests::triage_bin())
+            .args(["replay", "--input"])
+            .arg(&log)
+            .arg("--output")
+            .arg(output)
+            .arg("--dead-letter")
+            .arg(dead_letter)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(
+            run.status.code(),
+            Some(2),
+            "{output:?} {dead_letter:?}: {stderr}"
+        );
+        assert!(stderr.contains(option), "{stderr}");
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            text,
+            "the log is intact"
+        );
+    }
+    // Distinct files: the replay runs.
+    let run = std::process::Command::new(triage_tests::triage_bin())
+        .args(["replay", "--input"])
+        .arg(&link)
+        .arg("--output")
+        .arg(&out)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 2);
+}
