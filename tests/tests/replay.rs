@@ -702,3 +702,64 @@ fn replay_refuses_to_write_over_its_input() {
     );
     assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 2);
 }
+
+/// A gzip-compressed log (by its first bytes, whatever its name), of two members as `cat a.gz
+/// b.gz` makes, is replayed as the plain log: the same records and the same dead letters.
+#[test]
+fn a_gzip_log_replays_as_the_plain_one() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let plain = std::fs::read(workspace().join("examples/messages.jsonl")).unwrap();
+    let half = plain.len() / 2;
+    let mut gz = Vec::new();
+    for part in [&plain[..half], &plain[half..]] {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(part).unwrap();
+        gz.extend(e.finish().unwrap());
+    }
+    assert_ne!(gz, plain);
+    let inputs = [
+        ("plain.jsonl", plain.as_slice()),
+        ("log.bin", gz.as_slice()),
+    ];
+    let mut outputs = Vec::new();
+    for (name, bytes) in inputs {
+        let input = dir.path().join(name);
+        std::fs::write(&input, bytes).unwrap();
+        let out = dir.path().join(format!("{name}.out"));
+        let dl = dir.path().join(format!("{name}.dl"));
+        let summary = triage(&[
+            "replay",
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--dead-letter",
+            dl.to_str().unwrap(),
+            "--json",
+        ]);
+        let summary: serde_json::Value = serde_json::from_str(&summary).unwrap();
+        let records: Vec<serde_json::Value> = std::fs::read_to_string(&out)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let mut d: serde_json::Value = serde_json::from_str(l).unwrap();
+                d.as_object_mut().unwrap().remove("timings_us");
+                d
+            })
+            .collect();
+        outputs.push((summary, records, std::fs::read_to_string(&dl).unwrap()));
+    }
+    let (plain, gz) = (&outputs[0], &outputs[1]);
+    assert!(plain.0["decisions"].as_u64().unwrap() > 50, "{}", plain.0);
+    assert!(
+        plain.0["dead_lettered"].as_u64().unwrap() > 0,
+        "{}",
+        plain.0
+    );
+    for key in ["lines", "decisions", "dead_lettered", "blank"] {
+        assert_eq!(plain.0[key], gz.0[key], "{key}");
+    }
+    assert_eq!(plain.1, gz.1, "the same records");
+    assert_eq!(plain.2, gz.2, "the same dead letters");
+}

@@ -105,6 +105,10 @@ impl<R: Read> Read for Counted<'_, R> {
     }
 }
 
+/// The first two bytes of a gzip file (RFC 1952): a log file that starts with them is read
+/// through a decompressor, every member of it (`cat a.gz b.gz > log.gz` is one log).
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
 /// How long a pipe may stay silent before the lines already read are decided and written (and
 /// a stop asked for by a signal is seen).
 const IDLE: Duration = Duration::from_millis(100);
@@ -674,15 +678,31 @@ pub fn replay(
         }
     };
     progress.phase("replay", total, Unit::Bytes);
+    // The progress counts the bytes of the file, compressed or not.
+    let counted = Counted {
+        inner: reader,
+        progress: &mut *progress,
+    };
+    let reader: Box<dyn Read + '_> = if total.is_some() {
+        // A large read with nothing buffered goes straight to the file, past the buffer.
+        let mut file = std::io::BufReader::with_capacity(1 << 16, counted);
+        if std::io::BufRead::fill_buf(&mut file)
+            .map_err(read_err)?
+            .starts_with(&GZIP_MAGIC)
+        {
+            Box::new(flate2::bufread::MultiGzDecoder::new(file))
+        } else {
+            Box::new(file)
+        }
+    } else {
+        Box::new(counted)
+    };
     let mut sink = FileSink::new(opts)?;
     // The output exists now: the dead letters must not be written into it.
     refuse_overwriting("--output", &opts.output, "--dead-letter", &opts.dead_letter)?;
     let pool = Pool::default();
     let mut chunks = Chunker {
-        reader: Counted {
-            inner: reader,
-            progress: &mut *progress,
-        },
+        reader,
         pool: &pool,
         seq: 0,
         next_line: 0,
