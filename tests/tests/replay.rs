@@ -2,15 +2,12 @@
 //! default model: no broker, no data sets, no models to fetch.
 
 use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 
 use triage_tests::{probability_sum, probability_sum_tolerance, triage, workspace};
 
-#[test]
-fn replays_the_sample_log_with_dead_letters() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out.jsonl");
-    let dlq = dir.path().join("dlq.jsonl");
-    let input = workspace().join("examples/messages.jsonl");
+/// `triage replay --json` of `input` into `out` and `dlq`: its summary.
+fn replay_json(input: &Path, out: &Path, dlq: &Path) -> serde_json::Value {
     let summary = triage(&[
         "replay",
         "--input",
@@ -21,7 +18,41 @@ fn replays_the_sample_log_with_dead_letters() {
         dlq.to_str().unwrap(),
         "--json",
     ]);
-    let summary: serde_json::Value = serde_json::from_str(&summary).unwrap();
+    serde_json::from_str(&summary).unwrap()
+}
+
+/// `triage replay --input - --json` on `threads` threads into `out`, its stdin, stdout and stderr
+/// piped.
+fn replay_from_pipe(out: &Path, threads: &str, config: Option<&Path>) -> std::process::Child {
+    use std::process::Stdio;
+    let mut cmd = std::process::Command::new(triage_tests::triage_bin());
+    cmd.args(["replay", "--input", "-", "--json", "--threads", threads])
+        .arg("--output")
+        .arg(out);
+    if let Some(config) = config {
+        cmd.arg("--config").arg(config);
+    }
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// A configuration file in `dir` with the SLM off (the tests of the file path need no model).
+fn slm_off(dir: &Path) -> PathBuf {
+    let config = dir.join("slm-off.toml");
+    std::fs::write(&config, "[slm]\nmode = \"off\"\n").unwrap();
+    config
+}
+
+#[test]
+fn replays_the_sample_log_with_dead_letters() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let dlq = dir.path().join("dlq.jsonl");
+    let input = workspace().join("examples/messages.jsonl");
+    let summary = replay_json(&input, &out, &dlq);
 
     let input_lines: Vec<String> = std::fs::read_to_string(&input)
         .unwrap()
@@ -96,7 +127,7 @@ fn replays_the_sample_log_with_dead_letters() {
 }
 
 /// `triage classify` with `input` on its standard input: its records.
-fn classify(input: &std::path::Path) -> Vec<serde_json::Value> {
+fn classify(input: &Path) -> Vec<serde_json::Value> {
     let out = std::process::Command::new(triage_tests::triage_bin())
         .arg("classify")
         .stdin(std::fs::File::open(input).unwrap())
@@ -198,7 +229,7 @@ fn a_windows_file_and_a_refused_escape_lose_nothing() {
           {\"id\":\"last\",\"text\":\"this is awful\"}",
     )
     .unwrap();
-    let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let path = |p: &Path| p.to_str().unwrap().to_string();
     let summary = triage(&[
         "replay",
         "--input",
@@ -210,7 +241,7 @@ fn a_windows_file_and_a_refused_escape_lose_nothing() {
         "--json",
     ]);
     let summary: serde_json::Value = serde_json::from_str(&summary).unwrap();
-    let read = |p: &std::path::Path| -> Vec<serde_json::Value> {
+    let read = |p: &Path| -> Vec<serde_json::Value> {
         std::fs::read_to_string(p)
             .unwrap()
             .lines()
@@ -420,20 +451,11 @@ fn top_k_lists_the_most_probable_labels_first() {
 #[test]
 fn a_signal_stops_a_replay_after_whole_lines() {
     use std::io::Write as _;
-    use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
     for (sig, code, threads) in [("TERM", 143, "1"), ("INT", 130, "2")] {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out.jsonl");
-        let mut child = Command::new(triage_tests::triage_bin())
-            .args(["replay", "--input", "-", "--json", "--threads", threads])
-            .arg("--output")
-            .arg(&out)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = replay_from_pipe(&out, threads, None);
         let mut stdin = child.stdin.take().unwrap();
         // Writes messages m1, m2, ... until the pipe breaks; returns how many it wrote.
         let writer = std::thread::spawn(move || {
@@ -506,8 +528,7 @@ fn a_reader_that_goes_away_ends_the_output_quietly() {
         .unwrap();
     }
     std::fs::write(&log, &lines).unwrap();
-    let config = dir.path().join("off.toml");
-    std::fs::write(&config, "[slm]\nmode = \"off\"\n").unwrap();
+    let config = slm_off(dir.path());
     let commands: [(&str, Vec<&std::ffi::OsStr>); 3] = [
         (
             "replay, 1 thread",
@@ -561,14 +582,11 @@ fn a_reader_that_goes_away_ends_the_output_quietly() {
 #[test]
 fn a_quiet_pipe_gets_its_decisions_and_a_signal_still_stops_it() {
     use std::io::Write as _;
-    use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("off.toml");
-    std::fs::write(&config, "[slm]\nmode = \"off\"\n").unwrap();
-    let lines_in =
-        |path: &std::path::Path| std::fs::read_to_string(path).map_or(0, |t| t.lines().count());
-    let wait_for = |path: &std::path::Path, n: usize| {
+    let config = slm_off(dir.path());
+    let lines_in = |path: &Path| std::fs::read_to_string(path).map_or(0, |t| t.lines().count());
+    let wait_for = |path: &Path, n: usize| {
         let start = Instant::now();
         while lines_in(path) < n {
             assert!(
@@ -580,17 +598,7 @@ fn a_quiet_pipe_gets_its_decisions_and_a_signal_still_stops_it() {
     };
     for threads in ["1", "2"] {
         let out = dir.path().join(format!("out-{threads}.jsonl"));
-        let mut child = Command::new(triage_tests::triage_bin())
-            .args(["replay", "--input", "-", "--json", "--threads", threads])
-            .arg("--output")
-            .arg(&out)
-            .arg("--config")
-            .arg(&config)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = replay_from_pipe(&out, threads, Some(&config));
         let mut stdin = child.stdin.take().unwrap();
         for n in 1..=3 {
             writeln!(stdin, r#"{{"id":"m{n}","text":"order {n} is late"}}"#).unwrap();
@@ -652,9 +660,8 @@ fn replay_refuses_to_write_over_its_input() {
     let out = dir.path().join("out.jsonl");
     std::fs::write(&out, "").unwrap();
     let other = sub.join("../log.jsonl");
-    let config = dir.path().join("off.toml");
-    std::fs::write(&config, "[slm]\nmode = \"off\"\n").unwrap();
-    let cases: [(&str, &std::path::Path, &std::path::Path); 4] = [
+    let config = slm_off(dir.path());
+    let cases: [(&str, &Path, &Path); 4] = [
         ("--output", &other, &dir.path().join("dl.jsonl")),
         ("--output", &link, &dir.path().join("dl.jsonl")),
         ("--dead-letter", &out, &log),
@@ -728,17 +735,7 @@ fn a_gzip_log_replays_as_the_plain_one() {
         std::fs::write(&input, bytes).unwrap();
         let out = dir.path().join(format!("{name}.out"));
         let dl = dir.path().join(format!("{name}.dl"));
-        let summary = triage(&[
-            "replay",
-            "--input",
-            input.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-            "--dead-letter",
-            dl.to_str().unwrap(),
-            "--json",
-        ]);
-        let summary: serde_json::Value = serde_json::from_str(&summary).unwrap();
+        let summary = replay_json(&input, &out, &dl);
         let records: Vec<serde_json::Value> = std::fs::read_to_string(&out)
             .unwrap()
             .lines()
