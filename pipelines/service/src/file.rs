@@ -105,8 +105,8 @@ impl<R: Read> Read for Counted<'_, R> {
     }
 }
 
-/// The first two bytes of a gzip file (RFC 1952): a log file that starts with them is read
-/// through a decompressor, every member of it (`cat a.gz b.gz > log.gz` is one log).
+/// The first two bytes of a gzip file (RFC 1952): a log (a file or a pipe) that starts with them
+/// is read through a decompressor, every member of it (`cat a.gz b.gz > log.gz` is one log).
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
 /// How long a pipe may stay silent before the lines already read are decided and written (and
@@ -125,11 +125,20 @@ struct Stream {
 }
 
 impl Stream {
-    fn spawn(mut input: impl Read + Send + 'static) -> std::io::Result<Self> {
+    /// Reads `input` on a new thread; a gzip stream (by its first two bytes, [`GZIP_MAGIC`]) is
+    /// decompressed there.
+    fn spawn(input: impl Read + Send + 'static) -> std::io::Result<Self> {
         let (tx, rx) = std::sync::mpsc::sync_channel(4);
         std::thread::Builder::new()
             .name("replay-input".into())
             .spawn(move || {
+                let mut input = match gunzip_if_gzip(input) {
+                    Ok(input) => input,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                };
                 loop {
                     let mut buf = vec![0; 1 << 16];
                     let r = match input.read(&mut buf) {
@@ -153,6 +162,26 @@ impl Stream {
             at: 0,
         })
     }
+}
+
+/// `input`, read through a decompressor where its first two bytes are [`GZIP_MAGIC`] (those two
+/// bytes read first, and given back).
+fn gunzip_if_gzip<R: Read + Send + 'static>(mut input: R) -> std::io::Result<Box<dyn Read + Send>> {
+    let (mut head, mut got) = ([0u8; 2], 0);
+    while got < head.len() {
+        match input.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let whole = std::io::Cursor::new(head[..got].to_vec()).chain(input);
+    Ok(if head[..got] == GZIP_MAGIC {
+        Box::new(flate2::read::MultiGzDecoder::new(whole))
+    } else {
+        Box::new(whole)
+    })
 }
 
 impl Read for Stream {
