@@ -14,10 +14,11 @@ use crate::progress::Bars;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The message log: JSONL with "id" and "text" (other fields are kept). `-` for stdin.
+    /// The message log: JSONL with "id" and "text" (other fields are kept), plain or gzip. `-`
+    /// for stdin (a pipe that goes quiet for 100 ms has its lines decided and written at once).
     #[arg(long)]
     input: PathBuf,
-    /// Where decisions go, one JSON object per line. `-` for stdout.
+    /// Where decisions go, one JSON object per line. `-` for stdout. Not the input file.
     #[arg(long)]
     output: PathBuf,
     /// Where bad lines go, with their line number and the reason [default: OUTPUT with
