@@ -80,6 +80,39 @@ pub enum CoreError {
         /// What it should have held.
         what: &'static str,
     },
+
+    /// An output path names one of the command's inputs ([`crate::paths::refuse_overwriting`]).
+    #[error(
+        "{output} {} is the {input} file ({}): writing it would destroy what {input} holds; \
+         give another path",
+        path.display(),
+        input_path.display()
+    )]
+    Overwrite {
+        /// The output's option (`--out`).
+        output: String,
+        /// The output's path.
+        path: std::path::PathBuf,
+        /// The input's option (`--data`).
+        input: String,
+        /// The input's path.
+        input_path: std::path::PathBuf,
+    },
+
+    /// Two output paths name one file ([`crate::paths::refuse_overwriting`]).
+    #[error(
+        "{first} and {second} name one file ({}): one would write over the other; give another \
+         path",
+        path.display()
+    )]
+    SameOutput {
+        /// The first output's option.
+        first: String,
+        /// The second output's option.
+        second: String,
+        /// The second output's path.
+        path: std::path::PathBuf,
+    },
 }
 
 impl CoreError {
@@ -96,9 +129,11 @@ impl Diagnose for CoreError {
     fn domain(&self) -> ErrorDomain {
         match self {
             CoreError::Io { .. } => ErrorDomain::External,
-            CoreError::Config(_) | CoreError::Line { .. } | CoreError::Empty { .. } => {
-                ErrorDomain::User
-            }
+            CoreError::Config(_)
+            | CoreError::Line { .. }
+            | CoreError::Empty { .. }
+            | CoreError::Overwrite { .. }
+            | CoreError::SameOutput { .. } => ErrorDomain::User,
         }
     }
     fn retry(&self) -> RetryHint {

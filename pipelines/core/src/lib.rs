@@ -11,6 +11,7 @@
 //! - [`names`]: metric, header and record field names, written once;
 //! - [`progress`]: the progress callbacks long work reports through (the binary draws bars);
 //! - [`jsonl`]: reading JSONL files, the format of every data set and message log;
+//! - [`paths`]: a command's output paths checked against its inputs before anything is written;
 //! - [`argmax`] and [`sha256_file`], used across the crates.
 //!
 //! ```
@@ -32,6 +33,7 @@ pub mod error;
 pub mod jsonl;
 pub mod message;
 pub mod names;
+pub mod paths;
 pub mod progress;
 
 use std::path::Path;

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use triage_classifier::Scratch;
 use triage_core::message::{DecodeError, InputConfig, Message, decode};
+use triage_core::paths::refuse_overwriting;
 use triage_core::{Progress, Unit};
 use triage_router::{Budget, Route};
 
@@ -690,8 +691,13 @@ pub fn replay(
     progress: &mut dyn Progress,
 ) -> Result<ReplaySummary> {
     let t0 = Instant::now();
-    refuse_overwriting("--input", &opts.input, "--output", &opts.output)?;
-    refuse_overwriting("--input", &opts.input, "--dead-letter", &opts.dead_letter)?;
+    refuse_overwriting(
+        &[("--input", Some(&opts.input))],
+        &[
+            ("--output", Some(&opts.output)),
+            ("--dead-letter", Some(&opts.dead_letter)),
+        ],
+    )?;
     let read_err = |e| ServiceError::io(&opts.input, e);
     // A file is read where it is; a pipe (stdin, a FIFO), which can go quiet, through a thread.
     let (reader, total): (Box<dyn Read>, Option<u64>) = if opts.input == Path::new("-") {
@@ -727,8 +733,6 @@ pub fn replay(
         Box::new(counted)
     };
     let mut sink = FileSink::new(opts)?;
-    // The output exists now: the dead letters must not be written into it.
-    refuse_overwriting("--output", &opts.output, "--dead-letter", &opts.dead_letter)?;
     let pool = Pool::default();
     let mut chunks = Chunker {
         reader,
@@ -861,25 +865,6 @@ pub fn replay(
         0.0
     };
     Ok(summary)
-}
-
-/// Refuses to write `to` (given as option `to_opt`) where it is the file `from` (option
-/// `from_opt`): the input would be truncated before it is read (`sort f > f`), or two writers would
-/// write one file. A path that does not exist yet, or `-`, is no other option's file.
-fn refuse_overwriting(from_opt: &str, from: &Path, to_opt: &str, to: &Path) -> Result<()> {
-    let dash = Path::new("-");
-    if from == dash || to == dash || !to.exists() {
-        return Ok(());
-    }
-    if same_file::is_same_file(from, to).unwrap_or(false) {
-        return Err(ServiceError::Config(format!(
-            "{to_opt} {} is the {from_opt} file ({}): writing it would destroy what {from_opt} \
-             holds; give another path",
-            to.display(),
-            from.display()
-        )));
-    }
-    Ok(())
 }
 
 /// Writes decisions to the output file and dead letters to the dead-letter file (opened at

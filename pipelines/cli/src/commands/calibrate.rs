@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::anyhow;
 use triage_classifier::{Model, read_jsonl};
 use triage_core::config::Config;
+use triage_core::paths::refuse_overwriting;
 use triage_eval::calibrate::{Method, candidates};
 use triage_eval::cascade::{Goal, calibrate, out_of_scope_floor};
 use triage_eval::score::{Folds, SecondOpinion, out_of_fold};
@@ -70,6 +71,25 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> CmdResult {
+    let deferral_out = a.deferral_out.clone().unwrap_or_else(|| {
+        let mut p = a.out.clone().into_os_string();
+        p.push(".deferral.json");
+        PathBuf::from(p)
+    });
+    refuse_overwriting(
+        &[
+            ("--dev", Some(&a.dev)),
+            ("--config", a.config.as_deref()),
+            ("--model", a.model.as_deref()),
+            ("--head", a.second.head.as_deref()),
+            ("--compare-head", a.compare_head.as_deref()),
+            ("--train-config", a.train_config.as_deref()),
+        ],
+        &[
+            ("--out", Some(&a.out)),
+            ("--deferral-out", Some(&deferral_out)),
+        ],
+    )?;
     let mut config = Config::load(a.config.as_deref())?;
     let goal = match (a.budget, a.target_accuracy) {
         (Some(b), None) if (0.0..=1.0).contains(&b) => Goal::Budget(b),
@@ -184,11 +204,7 @@ pub fn run(a: Args) -> CmdResult {
             config.slm.combine = best.combine;
             config.budget.max_share = b;
             if let Some(d) = &best.deferral {
-                let path = a.deferral_out.clone().unwrap_or_else(|| {
-                    let mut p = a.out.clone().into_os_string();
-                    p.push(".deferral.json");
-                    PathBuf::from(p)
-                });
+                let path = deferral_out.clone();
                 let json = serde_json::to_string_pretty(d).map_err(Failure::external)?;
                 std::fs::write(&path, json)
                     .map_err(|e| Failure::external(anyhow!("writing {}: {e}", path.display())))?;

@@ -6,6 +6,7 @@ use anyhow::anyhow;
 use clap::Subcommand;
 use triage_classifier::read_jsonl;
 use triage_core::config::Config;
+use triage_core::paths::refuse_overwriting;
 use triage_eval::finetune::{FinetuneRequest, finetune as finetune_model};
 use triage_eval::head::train_head;
 use triage_models::{Encoder, Head, TrainOptions};
@@ -142,6 +143,15 @@ pub fn run(cmd: Command) -> CmdResult {
 }
 
 fn label(a: LabelArgs) -> CmdResult {
+    refuse_overwriting(
+        &[
+            ("--input", Some(&a.input)),
+            ("--config", a.config.as_deref()),
+            ("--model", a.model.as_deref()),
+            ("--head", a.second.head.as_deref()),
+        ],
+        &[("--output", Some(&a.output))],
+    )?;
     let config = Config::load(a.config.as_deref())?;
     let model = triage_classifier::Model::load_or_default(
         a.model.as_deref().or(config.model.path.as_deref()),
@@ -223,6 +233,10 @@ fn finetune(a: FinetuneArgs) -> CmdResult {
 }
 
 fn train(a: TrainHeadArgs) -> CmdResult {
+    refuse_overwriting(
+        &[("--data", Some(&a.data)), ("--config", a.config.as_deref())],
+        &[("--out", Some(&a.out))],
+    )?;
     let config = Config::load(a.config.as_deref())?;
     let models = super::models(&config)?;
     let data = read_jsonl(&a.data)?;
@@ -255,6 +269,13 @@ fn train(a: TrainHeadArgs) -> CmdResult {
 }
 
 fn zero_shot(a: ZeroShotArgs) -> CmdResult {
+    refuse_overwriting(
+        &[
+            ("--descriptions", Some(&a.descriptions)),
+            ("--config", a.config.as_deref()),
+        ],
+        &[("--out", Some(&a.out))],
+    )?;
     let config = Config::load(a.config.as_deref())?;
     let text = std::fs::read_to_string(&a.descriptions)
         .map_err(|e| Failure::external(anyhow!("reading {}: {e}", a.descriptions.display())))?;

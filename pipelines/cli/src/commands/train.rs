@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use serde_json::json;
+use triage_core::paths::refuse_overwriting;
 use triage_eval::train::{Distill, TrainRequest, read_train_config, train_and_save};
 
 use crate::exit::CmdResult;
@@ -47,6 +48,15 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> CmdResult {
+    refuse_overwriting(
+        &[
+            ("--data", Some(&a.data)),
+            ("--dev", a.dev.as_deref()),
+            ("--config", a.config.as_deref()),
+            ("--distill", a.distill.as_deref()),
+        ],
+        &[("--out", Some(&a.out))],
+    )?;
     let mut config = read_train_config(a.config.as_deref())?;
     if let Some(alpha) = a.alpha {
         config.logistic.alpha = alpha;

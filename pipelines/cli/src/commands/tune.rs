@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::anyhow;
 use triage_classifier::read_jsonl;
+use triage_core::paths::refuse_overwriting;
 use triage_eval::train::read_train_config;
 use triage_eval::tune::{Criterion, Grid, Scoring, char_range, choose, class_weight, grid, pareto};
 
@@ -47,6 +48,14 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> CmdResult {
+    refuse_overwriting(
+        &[
+            ("--data", Some(&a.data)),
+            ("--dev", a.dev.as_deref()),
+            ("--config", a.config.as_deref()),
+        ],
+        &[("--out", a.out.as_deref())],
+    )?;
     let base = read_train_config(a.config.as_deref())?;
     let criterion: Criterion = a.metric.parse()?;
     if a.dev.is_none() && a.folds < 2 {

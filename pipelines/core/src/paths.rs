@@ -1,0 +1,191 @@
+//! A command's output paths, checked against its inputs before anything is written.
+//!
+//! `triage train --data log.jsonl --out log.jsonl` used to replace the training data with the
+//! model; `triage replay --output` naming its input truncated the log before reading it. Every
+//! command that writes a file calls [`refuse_overwriting`] first, so that such a slip is a
+//! configuration error (exit 2) that destroys nothing.
+//!
+//! ```
+//! use std::path::Path;
+//! use triage_core::paths::refuse_overwriting;
+//!
+//! let dir = std::env::temp_dir().join(format!("triage-paths-doc-{}", std::process::id()));
+//! std::fs::create_dir_all(&dir).unwrap();
+//! let data = dir.join("train.jsonl");
+//! std::fs::write(&data, "{}\n").unwrap();
+//! let model = dir.join("model.triage");
+//!
+//! // Another path is fine, whether or not it exists yet.
+//! refuse_overwriting(&[("--data", Some(&*data))], &[("--out", Some(&*model))]).unwrap();
+//! // The input under another spelling is refused, with both options named.
+//! let err = refuse_overwriting(
+//!     &[("--data", Some(&*data))],
+//!     &[("--out", Some(&*dir.join(".").join("train.jsonl")))],
+//! )
+//! .unwrap_err();
+//! assert!(err.to_string().contains("--out"), "{err}");
+//! assert!(err.to_string().contains("--data"), "{err}");
+//! std::fs::remove_dir_all(&dir).unwrap();
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use crate::error::CoreError;
+
+/// `-`: stdin as an input, stdout as an output; never the same file as a named path.
+const STDIO: &str = "-";
+
+/// Refuses outputs that would write over an input, or over each other.
+///
+/// `inputs` and `outputs` are `(option, path)` pairs (`("--data", Some(path))`; `None` for an
+/// option not given). An output names an input when both are the same file, however spelled
+/// (`./x`, a symbolic or hard link); two outputs clash when they are the same file or, where
+/// neither exists yet, the same path once their directories are resolved. `-` (stdin or stdout)
+/// is never a clash.
+pub fn refuse_overwriting(
+    inputs: &[(&str, Option<&Path>)],
+    outputs: &[(&str, Option<&Path>)],
+) -> Result<(), CoreError> {
+    let given = |list: &[(&str, Option<&Path>)]| -> Vec<(String, PathBuf)> {
+        list.iter()
+            .filter_map(|&(option, path)| Some((option.to_owned(), path?.to_path_buf())))
+            .filter(|(_, path)| path.as_os_str() != STDIO)
+            .collect()
+    };
+    let (inputs, outputs) = (given(inputs), given(outputs));
+    for (i, (out_option, out)) in outputs.iter().enumerate() {
+        for (in_option, input) in &inputs {
+            if same_existing(input, out) {
+                return Err(CoreError::Overwrite {
+                    output: out_option.clone(),
+                    path: out.clone(),
+                    input: in_option.clone(),
+                    input_path: input.clone(),
+                });
+            }
+        }
+        for (other_option, other) in &outputs[i + 1..] {
+            if same_existing(out, other) || same_new(out, other) {
+                return Err(CoreError::SameOutput {
+                    first: out_option.clone(),
+                    second: other_option.clone(),
+                    path: other.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Both exist and are one file.
+fn same_existing(a: &Path, b: &Path) -> bool {
+    same_file::is_same_file(a, b).unwrap_or(false)
+}
+
+/// Where a path that may not exist yet would be created: its directory resolved, its name kept.
+fn resolved(p: &Path) -> Option<PathBuf> {
+    let name = p.file_name()?;
+    let dir = match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    Some(dir.canonicalize().ok()?.join(name))
+}
+
+/// Neither exists, and both would be created at the same place.
+fn same_new(a: &Path, b: &Path) -> bool {
+    !a.exists() && !b.exists() && resolved(a).is_some_and(|r| Some(r) == resolved(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("triage-paths-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn an_output_that_is_an_input_is_refused_however_spelled() {
+        let d = dir("spellings");
+        let data = d.join("data.jsonl");
+        std::fs::write(&data, "x\n").unwrap();
+        std::fs::hard_link(&data, d.join("hard.jsonl")).unwrap();
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(&data, d.join("soft.jsonl")).unwrap();
+        let mut spellings = vec![
+            data.clone(),
+            d.join(".").join("data.jsonl"),
+            d.join("hard.jsonl"),
+        ];
+        if cfg!(unix) {
+            spellings.push(d.join("soft.jsonl"));
+        }
+        for out in &spellings {
+            let err = refuse_overwriting(
+                &[("--dev", None), ("--data", Some(&data))],
+                &[("--out", Some(out))],
+            )
+            .unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.starts_with("--out ") && text.contains("is the --data file"),
+                "{text}"
+            );
+            assert_eq!(crate::Diagnose::domain(&err), crate::ErrorDomain::User);
+        }
+        assert_eq!(std::fs::read_to_string(&data).unwrap(), "x\n");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn other_paths_and_stdio_pass() {
+        let d = dir("pass");
+        let data = d.join("data.jsonl");
+        std::fs::write(&data, "x\n").unwrap();
+        let other = d.join("other.jsonl");
+        std::fs::write(&other, "y\n").unwrap();
+        let dash = Path::new("-");
+        for out in [other.as_path(), &d.join("new.triage"), dash] {
+            refuse_overwriting(
+                &[("--input", Some(&data)), ("--dev", None)],
+                &[("--out", Some(out))],
+            )
+            .unwrap();
+        }
+        // stdin in and stdout out are not one file.
+        refuse_overwriting(&[("--input", Some(dash))], &[("--output", Some(dash))]).unwrap();
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn two_outputs_on_one_path_are_refused_before_either_exists() {
+        let d = dir("outputs");
+        let a = d.join("calibrated.toml");
+        let err = refuse_overwriting(
+            &[],
+            &[
+                ("--out", Some(&a)),
+                ("--deferral-out", Some(&d.join(".").join("calibrated.toml"))),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("--out and --deferral-out name one file"),
+            "{err}"
+        );
+        refuse_overwriting(
+            &[],
+            &[
+                ("--out", Some(&a)),
+                ("--deferral-out", Some(&d.join("d.json"))),
+            ],
+        )
+        .unwrap();
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}

@@ -1,0 +1,173 @@
+//! No command writes over one of its own inputs. `triage train --data x --out x` used to replace
+//! the training data with the model, exit 0; each command that writes a file now refuses an
+//! output that is one of its inputs (however spelled) before it reads or writes anything, exit 2.
+//! (`triage replay`'s own test is in `replay.rs`.)
+
+use std::path::Path;
+use std::process::Command;
+
+/// 24 labelled lines, two labels.
+fn labelled(dir: &Path) -> std::path::PathBuf {
+    let p = dir.join("train.jsonl");
+    let mut s = String::new();
+    for i in 0..12 {
+        s.push_str(&format!(
+            "{{\"text\": \"thank you so much, lovely help {i}\", \"label\": \"positive\"}}\n\
+             {{\"text\": \"this is broken again and nobody answers {i}\", \"label\": \"negative\"}}\n"
+        ));
+    }
+    std::fs::write(&p, s).unwrap();
+    p
+}
+
+fn run(args: &[&std::ffi::OsStr]) -> (Option<i32>, String) {
+    let out = Command::new(triage_tests::triage_bin())
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn no_command_writes_over_its_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = labelled(dir.path());
+    let before = std::fs::read(&data).unwrap();
+    // The data file under another spelling, as a user might type it.
+    let sub = dir.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let same = sub.join("..").join("train.jsonl");
+    let descriptions = dir.path().join("labels.toml");
+    std::fs::write(
+        &descriptions,
+        "positive = \"happy\"\nnegative = \"angry\"\n",
+    )
+    .unwrap();
+    let s = |p: &Path| p.as_os_str().to_owned();
+    let o = |x: &str| std::ffi::OsString::from(x);
+    let cases: Vec<(Vec<std::ffi::OsString>, &str, &str)> = vec![
+        (
+            vec![o("train"), o("--data"), s(&data), o("--out"), s(&same)],
+            "--out",
+            "--data",
+        ),
+        (
+            vec![
+                o("train"),
+                o("--data"),
+                s(&data),
+                o("--dev"),
+                s(&data),
+                o("--out"),
+                s(&same),
+            ],
+            "--out",
+            "--data",
+        ),
+        (
+            vec![o("tune"), o("--data"), s(&data), o("--out"), s(&same)],
+            "--out",
+            "--data",
+        ),
+        (
+            vec![
+                o("calibrate"),
+                o("--dev"),
+                s(&data),
+                o("--budget"),
+                o("0.15"),
+                o("--out"),
+                s(&same),
+            ],
+            "--out",
+            "--dev",
+        ),
+        (
+            vec![
+                o("slm"),
+                o("label"),
+                o("--input"),
+                s(&data),
+                o("--output"),
+                s(&same),
+            ],
+            "--output",
+            "--input",
+        ),
+        (
+            vec![
+                o("slm"),
+                o("train-head"),
+                o("--data"),
+                s(&data),
+                o("--out"),
+                s(&same),
+            ],
+            "--out",
+            "--data",
+        ),
+        (
+            vec![
+                o("slm"),
+                o("zero-shot"),
+                o("--descriptions"),
+                s(&descriptions),
+                o("--out"),
+                s(&descriptions),
+            ],
+            "--out",
+            "--descriptions",
+        ),
+    ];
+    for (args, output, input) in &cases {
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        let (code, stderr) = run(&args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{output} ")) && stderr.contains(&format!("the {input} file")),
+            "{args:?}: {stderr}"
+        );
+        assert_eq!(
+            std::fs::read(&data).unwrap(),
+            before,
+            "{args:?}: the data is intact"
+        );
+    }
+    assert!(
+        std::fs::read_to_string(&descriptions)
+            .unwrap()
+            .starts_with("positive")
+    );
+    // Two outputs on one path are refused too.
+    let (code, stderr) = run(&[
+        &o("calibrate"),
+        &o("--dev"),
+        &s(&data),
+        &o("--budget"),
+        &o("0.15"),
+        &o("--out"),
+        &s(&dir.path().join("c.toml")),
+        &o("--deferral-out"),
+        &s(&sub.join("../c.toml")),
+    ]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--out and --deferral-out name one file"),
+        "{stderr}"
+    );
+    // Another path: the model is written, the data untouched.
+    let model = dir.path().join("model.triage");
+    let (code, stderr) = run(&[
+        &o("train"),
+        &o("--data"),
+        &s(&data),
+        &o("--out"),
+        &s(&model),
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(std::fs::metadata(&model).unwrap().len() > 0);
+    assert_eq!(std::fs::read(&data).unwrap(), before);
+}
