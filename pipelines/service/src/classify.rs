@@ -3,7 +3,7 @@
 //! only: no routing, no SLM. Numbers are written as decision records write them
 //! ([`crate::record`]: at most 4 decimals).
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, Read, Write};
 
 use triage_classifier::{Model, Scratch};
 use triage_core::argmax;
@@ -13,25 +13,24 @@ use crate::error::{Result, ServiceError};
 use crate::record::{PROBABILITY_DECIMALS, quoted_labels, write_decimal};
 
 /// Classifies every non-blank line of `input` into `output`. A line that is a JSON object must
-/// have a string `text_field` (its `id` is kept, as a string); any other line is the text itself.
+/// have a string `config.text_field` (its `config.id_field` is kept, as a string); any other line
+/// is the text itself.
 ///
-/// A line that cannot be classified (a JSON object without a string text field or with an empty
-/// one, bytes that are not UTF-8) gets, in its place, a record with its line number and why, named as a replay's
-/// dead letters name it (`{"line":27,"error":"missing_text","reason":"…"}`), and the lines after
-/// it are classified as usual. Returns how many lines got such a record.
+/// A line that cannot be classified (longer than `config.max_message_bytes`, a JSON object
+/// without a string text field or with an empty one, bytes that are not UTF-8) gets, in its place,
+/// a record with its line number and why, named as a replay's dead letters name it
+/// (`{"line":27,"error":"missing_text","reason":"…"}`), and the lines after it are classified as
+/// usual. Returns how many lines got such a record. A line over the limit is skipped as it is read,
+/// never held whole: memory stays bounded whatever the input (a 300 MB line had taken 12 GB).
 pub fn classify_lines(
     model: &Model,
     mut input: impl BufRead,
     mut output: impl Write,
-    text_field: &str,
+    config: &InputConfig,
 ) -> Result<u64> {
     let labels = model.labels();
     let (quoted, sorted) = quoted_labels(labels);
-    let config = InputConfig {
-        text_field: text_field.to_string(),
-        id_field: "id".into(),
-        max_message_bytes: usize::MAX,
-    };
+    let max = config.max_message_bytes;
     let mut scratch = Scratch::default();
     let mut probs = Vec::new();
     let (mut line, mut out) = (Vec::new(), Vec::new());
@@ -39,12 +38,25 @@ pub fn classify_lines(
     let io = |what: &str, e: std::io::Error| ServiceError::io(what, e);
     for i in 1u64.. {
         line.clear();
-        if input
+        // At most the limit and a `\r\n`: a longer line is not read into memory.
+        let room = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(2);
+        if Read::take(&mut input, room)
             .read_until(b'\n', &mut line)
             .map_err(|e| io("<stdin>", e))?
             == 0
         {
             break;
+        }
+        if !line.ends_with(b"\n") && line.len() as u64 == room {
+            let rest = input.skip_until(b'\n').map_err(|e| io("<stdin>", e))?;
+            let err = DecodeError::TooLarge {
+                size: line.len() + rest.saturating_sub(1),
+                max,
+            };
+            refused += 1;
+            write_refused(&mut out, i, &err);
+            output.write_all(&out).map_err(|e| io("<stdout>", e))?;
+            continue;
         }
         let line = if i == 1 {
             triage_core::jsonl::strip_bom(&line)
@@ -66,7 +78,7 @@ pub fn classify_lines(
             continue;
         }
         let mut has_id = true;
-        let msg = decode_text(text.as_bytes(), &config, || {
+        let msg = decode_text(text.as_bytes(), config, || {
             has_id = false;
             String::new()
         });
@@ -128,7 +140,7 @@ mod tests {
         let model = Model::default_model();
         let input = "{\"id\":\"a\",\"text\":\"thanks so much!\"}\nplain text line\n\n{\"id\":3,\"text\":\"ok\"}\n";
         let mut out = Vec::new();
-        classify_lines(&model, input.as_bytes(), &mut out, "text").unwrap();
+        classify_lines(&model, input.as_bytes(), &mut out, &InputConfig::default()).unwrap();
         let recs: Vec<serde_json::Value> = out
             .split(|&b| b == b'\n')
             .filter(|l| !l.is_empty())
@@ -147,38 +159,62 @@ mod tests {
         }
     }
 
-    /// A line without text, or not UTF-8, gets a record that says why in its place, and the
-    /// lines after it are classified.
+    /// A line without text, or not UTF-8, or over the size limit, gets a record that says why in
+    /// its place, and the lines after it are classified.
     #[test]
     fn a_line_that_cannot_be_classified_gets_a_record_in_its_place() {
         let model = Model::default_model();
         let mut input = b"{\"id\":\"a\",\"text\":\"thanks!\"}\n{\"text\":5}\n".to_vec();
         input.extend_from_slice(b"{\"id\":\"b\",\"body\":\"wrong field\"}\n\xff\xfe bytes\n\n");
         input.extend_from_slice(b"{\"id\":\"e\",\"text\":\" \"}\n");
+        // 1,000 bytes of plain text over a 100-byte limit, then 101 and 100 (with a \r\n).
+        for n in [1000, 101] {
+            input.extend(std::iter::repeat_n(b'w', n));
+            input.push(b'\n');
+        }
+        input.extend(std::iter::repeat_n(b'z', 100));
+        input.extend_from_slice(b"\r\n");
         input.extend_from_slice(b"{\"id\":\"c\",\"text\":\"still here\"}\n");
+        let config = InputConfig {
+            max_message_bytes: 100,
+            ..InputConfig::default()
+        };
         let mut out = Vec::new();
-        let refused = classify_lines(&model, &input[..], &mut out, "text").unwrap();
-        assert_eq!(refused, 4);
+        let refused = classify_lines(&model, &input[..], &mut out, &config).unwrap();
+        assert_eq!(refused, 6);
         let recs: Vec<serde_json::Value> = out
             .split(|&b| b == b'\n')
             .filter(|l| !l.is_empty())
             .map(|l| serde_json::from_slice(l).unwrap())
             .collect();
-        assert_eq!(recs.len(), 6, "{recs:?}");
+        assert_eq!(recs.len(), 9, "{recs:?}");
         assert_eq!(recs[0]["id"], "a");
         let want = [
             (2, "wrong_type"),
             (3, "missing_text"),
             (4, "not_utf8"),
             (6, "empty_text"),
+            (7, "too_large"),
+            (8, "too_large"),
         ];
-        for (r, (line, kind)) in recs[1..5].iter().zip(want) {
+        for (r, (line, kind)) in recs[1..7].iter().zip(want) {
             assert_eq!(r["line"], line, "{r}");
             assert_eq!(r["error"], kind, "{r}");
             assert!(r["reason"].as_str().is_some_and(|s| !s.is_empty()), "{r}");
             assert!(r.get("label").is_none(), "{r}");
         }
-        assert_eq!(recs[5]["id"], "c");
-        assert!(recs[5]["label"].is_string());
+        for (r, size) in recs[5..7].iter().zip([1000, 101]) {
+            let reason = r["reason"].as_str().unwrap();
+            assert!(
+                reason.starts_with(&format!("message is {size} bytes")),
+                "{r}"
+            );
+        }
+        assert!(
+            recs[7]["label"].is_string(),
+            "100 bytes and a \\r\\n are within the limit"
+        );
+        assert_eq!(recs[8]["id"], "c");
+        assert!(recs[8]["label"].is_string());
     }
 }

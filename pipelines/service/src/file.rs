@@ -225,6 +225,11 @@ impl Pool {
     }
 
     fn put(&self, mut buf: Vec<u8>) {
+        // A buffer that grew around an over-long line is let go: kept, it would hold that much
+        // memory for the rest of the replay.
+        if buf.capacity() > 4 * CHUNK_BYTES {
+            return;
+        }
         buf.clear();
         let mut pool = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if pool.len() < 64 {
@@ -545,6 +550,9 @@ fn trim_newline(mut line: &[u8]) -> &[u8] {
 /// Appends a dead-letter record (one JSON line) for a bad line.
 fn write_dead_letter(out: &mut Vec<u8>, err: &DecodeError, raw: &[u8], line: u64) {
     let raw_utf8 = std::str::from_utf8(raw).is_ok();
+    // Room for the whole record at once (the raw line, escaped, and its hex where it is not
+    // UTF-8): a dead letter for a 300 MB line is not grown by doubling, a copy each time.
+    out.reserve(raw.len() + if raw_utf8 { 0 } else { 2 * raw.len() } + 256);
     let dl = DeadLetter {
         line,
         error: err.kind(),
@@ -583,6 +591,9 @@ impl<R: Read> Chunker<'_, R> {
         bytes.append(&mut self.carry);
         let mut want = CHUNK_BYTES;
         let mut idle = false;
+        // `bytes[..searched]` holds no newline: a line longer than a chunk is searched once,
+        // not again after every read (a 300 MB line took 30 s, rescanned 2,300 times).
+        let mut searched = 0;
         loop {
             if !self.eof && bytes.len() < want {
                 match fill(&mut self.reader, &mut bytes, want, self.stop)? {
@@ -601,14 +612,18 @@ impl<R: Read> Chunker<'_, R> {
             if self.eof {
                 break;
             }
-            match memchr::memrchr(b'\n', &bytes) {
-                Some(end) => {
+            match memchr::memrchr(b'\n', &bytes[searched..]) {
+                Some(i) => {
+                    let end = searched + i;
                     self.carry.extend_from_slice(&bytes[end + 1..]);
                     bytes.truncate(end + 1);
                     break;
                 }
                 // One line longer than a chunk: read on.
-                None => want += CHUNK_BYTES,
+                None => {
+                    searched = bytes.len();
+                    want += CHUNK_BYTES;
+                }
             }
         }
         if self.seq == 0 && bytes.starts_with(triage_core::jsonl::BOM) {
@@ -978,6 +993,50 @@ mod tests {
             let want: Vec<&[u8]> = bytes.split_inclusive(|&b| b == b'\n').collect();
             prop_assert_eq!(split_lines(&bytes), want.clone());
             prop_assert_eq!(line_count(&bytes), want.len() as u64);
+        }
+    }
+
+    /// A line many chunks long arrives whole, in one chunk, between the lines around it; the
+    /// buffer that held it is not kept for later chunks.
+    #[test]
+    fn a_line_longer_than_many_chunks_is_one_chunk() {
+        let long = format!("{{\"text\":\"{}\"}}\n", "x".repeat(20 * CHUNK_BYTES));
+        let input = format!("{{\"text\":\"a\"}}\n{long}{{\"text\":\"b\"}}\nc");
+        let pool = Pool::default();
+        let stop = AtomicUsize::new(0);
+        let mut chunker = Chunker {
+            reader: std::io::Cursor::new(input.as_bytes()),
+            pool: &pool,
+            seq: 0,
+            next_line: 0,
+            carry: Vec::new(),
+            eof: false,
+            stop: &stop,
+            interrupted: false,
+        };
+        let mut chunks = Vec::new();
+        while let Some(c) = chunker.next().unwrap() {
+            assert_eq!(
+                c.first_line,
+                1 + chunks.iter().map(|b: &Vec<u8>| line_count(b)).sum::<u64>()
+            );
+            chunks.push(c.bytes);
+        }
+        assert_eq!(chunks.concat(), input.as_bytes());
+        let lines: Vec<&[u8]> = chunks.iter().flat_map(|c| split_lines(c)).collect();
+        assert_eq!(lines.len(), 4);
+        assert_eq!(lines[1], long.as_bytes());
+        assert!(
+            chunks[..chunks.len() - 1]
+                .iter()
+                .all(|c| c.ends_with(b"\n"))
+        );
+        let n = chunks.len();
+        for c in chunks {
+            pool.put(c);
+        }
+        for _ in 0..n {
+            assert!(pool.get().capacity() <= 4 * CHUNK_BYTES);
         }
     }
 }

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use triage_classifier::Model;
+use triage_core::message::InputConfig;
 use triage_service::classify::classify_lines;
 
 use crate::exit::{CmdResult, Failure};
@@ -15,14 +16,22 @@ pub struct Args {
     /// The JSON field holding the text when input lines are JSON objects.
     #[arg(long, default_value = "text")]
     text_field: String,
+    /// Longer lines get an error record instead of a label, as a replay dead-letters them
+    /// (`[input] max_message_bytes`, the same default).
+    #[arg(long, default_value_t = InputConfig::default().max_message_bytes)]
+    max_message_bytes: usize,
 }
 
 pub fn run(a: Args) -> CmdResult {
     let model = Model::load_or_default(a.model.as_deref())?;
     let stdin = std::io::stdin().lock();
     let out = std::io::BufWriter::new(std::io::stdout().lock());
-    let refused =
-        classify_lines(&model, stdin, out, &a.text_field).map_err(Failure::or_output_closed)?;
+    let config = InputConfig {
+        text_field: a.text_field,
+        max_message_bytes: a.max_message_bytes,
+        ..InputConfig::default()
+    };
+    let refused = classify_lines(&model, stdin, out, &config).map_err(Failure::or_output_closed)?;
     if refused > 0 {
         eprintln!(
             "{refused} line{} could not be classified: {} an \"error\" record in its place",
