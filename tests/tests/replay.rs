@@ -717,9 +717,11 @@ fn replay_refuses_to_write_over_its_input() {
 
 /// A gzip-compressed log (by its first bytes, whatever its name), of two members as `cat a.gz
 /// b.gz` makes, is replayed as the plain log, from a file or from stdin: the same records and the
-/// same dead letters.
+/// same dead letters. So is a log in UTF-16 with a byte order mark (what Windows PowerShell's `>`
+/// writes), little- or big-endian, compressed or not; and `triage classify` labels it as the plain
+/// one (it had labelled every line after the first as text full of NUL characters).
 #[test]
-fn a_gzip_log_replays_as_the_plain_one() {
+fn a_gzip_or_utf16_log_replays_as_the_plain_one() {
     use std::io::Write as _;
     let dir = tempfile::tempdir().unwrap();
     // The SLM off: its answers can depend on how calls batch and on timeouts on a busy machine.
@@ -733,10 +735,24 @@ fn a_gzip_log_replays_as_the_plain_one() {
         gz.extend(e.finish().unwrap());
     }
     assert_ne!(gz, plain);
+    let text = std::str::from_utf8(&plain).unwrap();
+    let utf16 = |bom: [u8; 2], bytes: fn(u16) -> [u8; 2]| -> Vec<u8> {
+        bom.into_iter()
+            .chain(text.encode_utf16().flat_map(bytes))
+            .collect()
+    };
+    let le = utf16([0xff, 0xfe], u16::to_le_bytes);
+    let be = utf16([0xfe, 0xff], u16::to_be_bytes);
+    let mut le_gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    le_gz.write_all(&le).unwrap();
+    let le_gz = le_gz.finish().unwrap();
     let inputs = [
         ("plain.jsonl", plain.as_slice(), false),
         ("log.bin", gz.as_slice(), false),
         ("stdin.gz", gz.as_slice(), true),
+        ("utf16le.jsonl", le.as_slice(), false),
+        ("utf16be.jsonl", be.as_slice(), true),
+        ("utf16le.jsonl.gz", le_gz.as_slice(), false),
     ];
     let mut outputs = Vec::new();
     for (name, bytes, stdin) in inputs {
@@ -785,5 +801,10 @@ fn a_gzip_log_replays_as_the_plain_one() {
         }
         assert_eq!(plain.1, gz.1, "{name}: the same records");
         assert_eq!(plain.2, gz.2, "{name}: the same dead letters");
+    }
+    let labels = classify(&dir.path().join("plain.jsonl"));
+    assert!(labels.len() > 50);
+    for name in ["utf16le.jsonl", "utf16be.jsonl", "utf16le.jsonl.gz"] {
+        assert_eq!(classify(&dir.path().join(name)), labels, "classify {name}");
     }
 }

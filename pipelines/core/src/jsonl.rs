@@ -1,7 +1,7 @@
 //! JSONL files: one JSON value per line, blank lines skipped. Every data set, message log and
 //! decision file of triage is one.
 
-use std::io::BufRead;
+use std::io::{BufRead, Read};
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
@@ -18,12 +18,73 @@ pub fn strip_bom(bytes: &[u8]) -> &[u8] {
     bytes.strip_prefix(BOM).unwrap_or(bytes)
 }
 
+/// The first two bytes of a gzip file (RFC 1952).
+pub const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// The byte order marks of UTF-16, little- and big-endian: what Windows PowerShell 5's `>` and
+/// `Out-File` write by default, and Notepad's "Unicode".
+const UTF16_BOMS: [[u8; 2]; 2] = [[0xff, 0xfe], [0xfe, 0xff]];
+
+/// `input` as UTF-8 text, by its first bytes: a gzip stream decompressed (every member: `cat a.gz
+/// b.gz` is one input), UTF-16 with a byte order mark transcoded to UTF-8 (inside a gzip stream
+/// too), anything else passed on as it is (its first two bytes read here and given back; the
+/// rest read straight from `input`). Every reader of logs, data sets and stdin goes through it,
+/// so that a log compressed or saved by Windows reads as the plain one instead of becoming one
+/// dead letter, or one wrong label, per line.
+///
+/// ```
+/// use std::io::Read;
+///
+/// let utf16: Vec<u8> = [0xff, 0xfe].into_iter()
+///     .chain("{\"text\": \"héllo\"}\n".encode_utf16().flat_map(u16::to_le_bytes))
+///     .collect();
+/// let mut text = String::new();
+/// triage_core::jsonl::decoded(&utf16[..]).unwrap().read_to_string(&mut text).unwrap();
+/// assert_eq!(text, "{\"text\": \"héllo\"}\n");
+/// ```
+pub fn decoded<'a>(input: impl Read + 'a) -> std::io::Result<Box<dyn Read + 'a>> {
+    let (head, input) = head(input)?;
+    if head.get_ref()[..] == GZIP_MAGIC {
+        let gunzipped = flate2::read::MultiGzDecoder::new(head.chain(input));
+        let (head, gunzipped) = self::head(gunzipped)?;
+        return Ok(text(head, gunzipped));
+    }
+    Ok(text(head, input))
+}
+
+/// The first two bytes of `input` (fewer where it is shorter), and `input` after them.
+fn head<R: Read>(mut input: R) -> std::io::Result<(std::io::Cursor<Vec<u8>>, R)> {
+    let (mut head, mut got) = ([0u8; 2], 0);
+    while got < head.len() {
+        match input.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((std::io::Cursor::new(head[..got].to_vec()), input))
+}
+
+/// `head` then `rest`, transcoded from UTF-16 where `head` is its byte order mark.
+fn text<'a>(head: std::io::Cursor<Vec<u8>>, rest: impl Read + 'a) -> Box<dyn Read + 'a> {
+    let utf16 = UTF16_BOMS.iter().any(|bom| head.get_ref()[..] == bom[..]);
+    let whole = head.chain(rest);
+    if utf16 {
+        // The builder's default: a byte order mark picks the encoding and is dropped.
+        Box::new(encoding_rs_io::DecodeReaderBytesBuilder::new().build(whole))
+    } else {
+        Box::new(whole)
+    }
+}
+
 /// Reads every non-blank line of `path` as a `T`; the first line that is not one is an error
 /// naming the file, the line and `expected` (e.g. `{"text": string, "label": string}`).
 pub fn read<T: DeserializeOwned>(path: &Path, expected: &str) -> Result<Vec<T>, CoreError> {
     let file = std::fs::File::open(path).map_err(|e| CoreError::io(path, e))?;
+    let input = decoded(file).map_err(|e| CoreError::io(path, e))?;
     let mut out = Vec::new();
-    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+    for (i, line) in std::io::BufReader::new(input).lines().enumerate() {
         let line = line.map_err(|e| CoreError::io(path, e))?;
         let line = if i == 0 {
             line.strip_prefix('\u{feff}').unwrap_or(&line)
@@ -70,7 +131,11 @@ pub enum OtherLines {
 /// The non-empty `text` fields of a JSONL file of messages (`{"text": ...}` per line; other
 /// fields ignored).
 pub fn read_texts(path: &Path, other: OtherLines) -> Result<Texts, CoreError> {
-    let raw = std::fs::read_to_string(path).map_err(|e| CoreError::io(path, e))?;
+    let mut raw = String::new();
+    std::fs::File::open(path)
+        .and_then(decoded)
+        .and_then(|mut input| input.read_to_string(&mut raw))
+        .map_err(|e| CoreError::io(path, e))?;
     let raw = raw.strip_prefix('\u{feff}').unwrap_or(&raw);
     let mut out = Texts::default();
     for (i, line) in raw.lines().enumerate() {
@@ -102,6 +167,40 @@ pub fn read_texts(path: &Path, other: OtherLines) -> Result<Texts, CoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Data sets are read as replay reads logs: gzip, UTF-16 (here big-endian, compressed), and
+    /// inputs too short to hold a mark.
+    #[test]
+    fn a_compressed_utf16_data_set_reads_as_the_plain_one() {
+        use std::io::Write as _;
+        let text =
+            "{\"text\": \"ça va\", \"label\": \"ok\"}\n\n{\"text\": \"non\", \"label\": \"no\"}\n";
+        let utf16: Vec<u8> = [0xfe, 0xff]
+            .into_iter()
+            .chain(text.encode_utf16().flat_map(u16::to_be_bytes))
+            .collect();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&utf16).unwrap();
+        let dir = std::env::temp_dir().join(format!("triage-jsonl-packed-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (plain, packed) = (dir.join("plain.jsonl"), dir.join("packed.bin"));
+        std::fs::write(&plain, text).unwrap();
+        std::fs::write(&packed, gz.finish().unwrap()).unwrap();
+        let a: Vec<serde_json::Value> = read(&plain, "an object").unwrap();
+        let b: Vec<serde_json::Value> = read(&packed, "an object").unwrap();
+        assert_eq!(a.len(), 2);
+        assert_eq!(a, b);
+        assert_eq!(
+            read_texts(&packed, OtherLines::Skip).unwrap().texts,
+            ["ça va", "non"]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        for short in [&b""[..], b"x", b"\xff"] {
+            let mut out = Vec::new();
+            decoded(short).unwrap().read_to_end(&mut out).unwrap();
+            assert_eq!(out, short);
+        }
+    }
 
     #[test]
     fn texts_skip_or_keep_other_lines() {

@@ -22,12 +22,18 @@ use crate::record::{PROBABILITY_DECIMALS, quoted_labels, write_decimal};
 /// (`{"line":27,"error":"missing_text","reason":"…"}`), and the lines after it are classified as
 /// usual. Returns how many lines got such a record. A line over the limit is skipped as it is read,
 /// never held whole: memory stays bounded whatever the input (a 300 MB line had taken 12 GB).
+/// Gzip and UTF-16 input is decoded first ([`triage_core::jsonl::decoded`]).
 pub fn classify_lines(
     model: &Model,
-    mut input: impl BufRead,
+    input: impl Read,
     mut output: impl Write,
     config: &InputConfig,
 ) -> Result<u64> {
+    let io = |what: &str, e: std::io::Error| ServiceError::io(what, e);
+    let mut input = std::io::BufReader::with_capacity(
+        1 << 16,
+        triage_core::jsonl::decoded(input).map_err(|e| io("<stdin>", e))?,
+    );
     let labels = model.labels();
     let (quoted, sorted) = quoted_labels(labels);
     let max = config.max_message_bytes;
@@ -35,7 +41,6 @@ pub fn classify_lines(
     let mut probs = Vec::new();
     let (mut line, mut out) = (Vec::new(), Vec::new());
     let mut refused = 0u64;
-    let io = |what: &str, e: std::io::Error| ServiceError::io(what, e);
     for i in 1u64.. {
         line.clear();
         // At most the limit and a `\r\n`: a longer line is not read into memory.

@@ -106,10 +106,6 @@ impl<R: Read> Read for Counted<'_, R> {
     }
 }
 
-/// The first two bytes of a gzip file (RFC 1952): a log (a file or a pipe) that starts with them
-/// is read through a decompressor, every member of it (`cat a.gz b.gz > log.gz` is one log).
-const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
-
 /// How long a pipe may stay silent before the lines already read are decided and written (and
 /// a stop asked for by a signal is seen).
 const IDLE: Duration = Duration::from_millis(100);
@@ -126,14 +122,14 @@ struct Stream {
 }
 
 impl Stream {
-    /// Reads `input` on a new thread; a gzip stream (by its first two bytes, [`GZIP_MAGIC`]) is
-    /// decompressed there.
+    /// Reads `input` on a new thread; a gzip stream or UTF-16 text is decoded there
+    /// ([`triage_core::jsonl::decoded`]).
     fn spawn(input: impl Read + Send + 'static) -> std::io::Result<Self> {
         let (tx, rx) = std::sync::mpsc::sync_channel(4);
         std::thread::Builder::new()
             .name("replay-input".into())
             .spawn(move || {
-                let mut input = match gunzip_if_gzip(input) {
+                let mut input = match triage_core::jsonl::decoded(input) {
                     Ok(input) => input,
                     Err(e) => {
                         let _ = tx.send(Err(e));
@@ -163,26 +159,6 @@ impl Stream {
             at: 0,
         })
     }
-}
-
-/// `input`, read through a decompressor where its first two bytes are [`GZIP_MAGIC`] (those two
-/// bytes read first, and given back).
-fn gunzip_if_gzip<R: Read + Send + 'static>(mut input: R) -> std::io::Result<Box<dyn Read + Send>> {
-    let (mut head, mut got) = ([0u8; 2], 0);
-    while got < head.len() {
-        match input.read(&mut head[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    let whole = std::io::Cursor::new(head[..got].to_vec()).chain(input);
-    Ok(if head[..got] == GZIP_MAGIC {
-        Box::new(flate2::read::MultiGzDecoder::new(whole))
-    } else {
-        Box::new(whole)
-    })
 }
 
 impl Read for Stream {
@@ -733,17 +709,9 @@ pub fn replay(
         inner: reader,
         progress: &mut *progress,
     };
+    // A file is decoded here (gzip, UTF-16); a pipe on its reading thread.
     let reader: Box<dyn Read + '_> = if total.is_some() {
-        // A large read with nothing buffered goes straight to the file, past the buffer.
-        let mut file = std::io::BufReader::with_capacity(1 << 16, counted);
-        if std::io::BufRead::fill_buf(&mut file)
-            .map_err(read_err)?
-            .starts_with(&GZIP_MAGIC)
-        {
-            Box::new(flate2::bufread::MultiGzDecoder::new(file))
-        } else {
-            Box::new(file)
-        }
+        triage_core::jsonl::decoded(counted).map_err(read_err)?
     } else {
         Box::new(counted)
     };

@@ -14,8 +14,8 @@ use crate::progress::Bars;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The message log: JSONL with "id" and "text" (other fields are kept), plain or gzip. `-`
-    /// for stdin (a pipe that goes quiet for 100 ms has its lines decided and written at once).
+    /// The message log: JSONL with "id" and "text" (other fields are kept), UTF-8 or UTF-16 with a
+    /// byte order mark, plain or gzip. `-` for stdin (a pipe that goes quiet for 100 ms has its lines decided and written at once).
     #[arg(long)]
     input: PathBuf,
     /// Where decisions go, one JSON object per line. `-` for stdout. Not the input file.
