@@ -59,6 +59,7 @@ import argparse
 import copy
 import datetime as _dt
 import glob
+import gzip
 import hashlib
 import json
 import math
@@ -142,26 +143,43 @@ def sha256_file(path: Path) -> str:
 # ----------------------------------------------------------------------------------------------------- data
 
 
+def read_text(path: Path) -> str:
+    """The file's text, decoded as triage's Rust readers decode it (triage_core::jsonl::decoded):
+    gzip by its first bytes (every member), UTF-16 with a byte order mark, else UTF-8 (a UTF-8
+    byte order mark dropped)."""
+    data = path.read_bytes()
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return data.decode("utf-16")
+    return data.decode("utf-8-sig")
+
+
 def read_jsonl(path: Path, what: str) -> list[dict]:
     if not path.is_file():
         raise Fail(f"{what} file {path} does not exist", 2)
+    try:
+        content = read_text(path)
+    except (OSError, EOFError, UnicodeDecodeError) as e:
+        raise Fail(f"{path}: cannot be read as text ({e})", 2) from None
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise Fail(f"{path}:{no}: not valid JSON ({e.msg})", 2) from None
-            if not isinstance(obj, dict):
-                raise Fail(f"{path}:{no}: expected a JSON object with \"text\" and \"label\"", 2)
-            text, label = obj.get("text"), obj.get("label")
-            if not isinstance(text, str):
-                raise Fail(f"{path}:{no}: missing or non-string \"text\"", 2)
-            if not isinstance(label, str) or not label:
-                raise Fail(f"{path}:{no}: missing, empty or non-string \"label\"", 2)
-            rows.append({"text": text, "label": label, "line": no})
+    # Lines end at "\n" only, as in Rust (str.splitlines would also cut at U+2028 and others,
+    # which a JSON string may hold as they are).
+    for no, line in enumerate(content.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise Fail(f"{path}:{no}: not valid JSON ({e.msg})", 2) from None
+        if not isinstance(obj, dict):
+            raise Fail(f"{path}:{no}: expected a JSON object with \"text\" and \"label\"", 2)
+        text, label = obj.get("text"), obj.get("label")
+        if not isinstance(text, str):
+            raise Fail(f"{path}:{no}: missing or non-string \"text\"", 2)
+        if not isinstance(label, str) or not label:
+            raise Fail(f"{path}:{no}: missing, empty or non-string \"label\"", 2)
+        rows.append({"text": text, "label": label, "line": no})
     if not rows:
         raise Fail(f"{what} file {path} has no rows", 2)
     return rows
