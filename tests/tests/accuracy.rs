@@ -165,7 +165,7 @@ fn default_model_meets_the_floor(data: &Path) {
 }
 
 /// `triage slm finetune --layers 3` on 300 training messages (well under a minute of training on 2 cores;
-/// the PyTorch venv is made on first use), then: the output directory is complete and its
+/// the PyTorch venv is made on first use), its dev messages in gzip-compressed UTF-16, then: the output directory is complete and its
 /// manifest holds, the command's own parity check (ONNX Runtime, one message at a time, against
 /// PyTorch) passed its 99% gate, and a replay of the sample log with `[slm] finetuned` pointing
 /// at it asks the fine-tuned model for second opinions.
@@ -177,8 +177,15 @@ fn finetune_exports_checks_parity_and_serves(data: &Path) {
         .take(200)
         .map(|l| format!("{l}\n"))
         .collect();
-    let dev_path = dir.path().join("dev200.jsonl");
-    std::fs::write(&dev_path, dev).unwrap();
+    // Written as Windows PowerShell would (UTF-16 with a byte order mark), then compressed: the
+    // script reads it as every other reader of triage does.
+    let dev_path = dir.path().join("dev200.jsonl.gz");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &[0xff, 0xfe]).unwrap();
+    for unit in dev.encode_utf16() {
+        std::io::Write::write_all(&mut gz, &unit.to_le_bytes()).unwrap();
+    }
+    std::fs::write(&dev_path, gz.finish().unwrap()).unwrap();
     let out = dir.path().join("model");
     let run = std::process::Command::new(triage_tests::triage_bin())
         .current_dir(workspace())
