@@ -309,6 +309,37 @@ fn bad_config_is_a_usage_error() {
     assert!(err.contains("default_treshold"), "{err}");
 }
 
+/// `triage config --check` refuses what `run` and `replay` would refuse at start (here a
+/// threshold for a label the model lacks, which parses), and passes a configuration they accept.
+#[test]
+fn config_check_refuses_what_run_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[router.thresholds]\nangry = 0.7\n").unwrap();
+    let config = |path: &Path, check: bool| {
+        let mut cmd = std::process::Command::new(triage_tests::triage_bin());
+        cmd.args(["config", "--config"]).arg(path);
+        if check {
+            cmd.arg("--check");
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert_eq!(config(&bad, false).0, Some(0), "it parses");
+    let (code, err) = config(&bad, true);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("\"angry\", which the model does not have"),
+        "{err}"
+    );
+    let (code, err) = config(&slm_off(dir.path()), true);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("the configuration checks out: model"), "{err}");
+}
+
 /// Replay on several threads writes what one thread writes: the same decisions in the same
 /// order (the budget applied in input order across chunks), the same dead letters with the same
 /// line numbers, the same summary; only the measured timings differ. The log is long enough for

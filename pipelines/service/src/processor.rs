@@ -210,6 +210,14 @@ impl Processor {
         Self::new(model, config, slm, root)
     }
 
+    /// Whether the SLM is loaded, or why not (its routes then degrade).
+    pub fn slm_status(&self) -> std::result::Result<(), &str> {
+        match &self.slm.executor {
+            Some(_) => Ok(()),
+            None => Err(&self.slm.unavailable),
+        }
+    }
+
     /// The fast model's labels: [`Verdict::label`] indexes them.
     pub fn labels(&self) -> &[String] {
         self.model.labels()
