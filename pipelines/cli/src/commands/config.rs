@@ -1,14 +1,10 @@
 //! `triage config`.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use anyhow::anyhow;
-use triage_classifier::Model;
 use triage_core::config::Config;
-use triage_service::processor::Processor;
 
-use crate::exit::{CmdResult, Failure};
+use crate::exit::CmdResult;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -27,13 +23,7 @@ pub fn run(a: Args) -> CmdResult {
     let config = Config::load(a.config.as_deref())?;
     print!("{}", config.redacted_toml()?);
     if a.check {
-        crate::logging::init(&config);
-        config
-            .kafka
-            .validate()
-            .map_err(|e| Failure::usage(anyhow!("configuration: {e}")))?;
-        let model = Arc::new(Model::load_or_default(config.model.path.as_deref())?);
-        let processor = Processor::from_config(model, &config, &super::root()?)?;
+        let processor = super::run::prepare(&config)?;
         let slm = match processor.slm_status() {
             Ok(()) => "the small language models are loaded".to_string(),
             Err(why) => format!("no second opinion: its routes degrade ({why})"),

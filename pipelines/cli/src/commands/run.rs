@@ -47,16 +47,23 @@ fn parse_timestamp(s: &str) -> anyhow::Result<i64> {
     Ok(ms as i64)
 }
 
-pub fn run(a: Args) -> CmdResult {
-    let config = Config::load(a.config.as_deref())?;
-    crate::logging::init(&config);
+/// What the service checks and loads before it connects: logging, the Kafka properties, the
+/// model, and the processor (policy, budget, deferral model, output, SLM). `triage config
+/// --check` runs it too.
+pub fn prepare(config: &Config) -> Result<Processor, Failure> {
+    crate::logging::init(config);
     config
         .kafka
         .validate()
         .map_err(|e| Failure::usage(anyhow!("configuration: {e}")))?;
     let model = Arc::new(Model::load_or_default(config.model.path.as_deref())?);
     tracing::info!(model = model.version(), labels = ?model.labels(), "model loaded");
-    let processor = Arc::new(Processor::from_config(model, &config, &super::root()?)?);
+    Ok(Processor::from_config(model, config, &super::root()?)?)
+}
+
+pub fn run(a: Args) -> CmdResult {
+    let config = Config::load(a.config.as_deref())?;
+    let processor = Arc::new(prepare(&config)?);
     let from_timestamp = a
         .from_timestamp
         .as_deref()
