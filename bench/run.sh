@@ -4,21 +4,10 @@
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."   # repository root
-CACHE="${TRIAGE_CACHE:-.cache/triage}"
 DATA="${TRIAGE_DATA:-../shared/data}"
-VENV="$CACHE/bench-venv"
-PYTHON="${PYTHON:-python3.11}"
-command -v "$PYTHON" >/dev/null || PYTHON=python3
 
 # 1. Python peers, in a venv that is reused while bench/requirements.txt is unchanged.
-stamp="$VENV/.requirements.sha256"
-want="$(sha256sum bench/requirements.txt | cut -d' ' -f1)"
-if [[ ! -x "$VENV/bin/python" || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
-    echo "bench: installing bench/requirements.txt into $VENV" >&2
-    "$PYTHON" -m venv "$VENV"
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
-    echo "$want" > "$stamp"
-fi
+source bench/venv.sh
 
 # 2. triage itself.
 if [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then

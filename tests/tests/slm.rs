@@ -271,6 +271,14 @@ fn the_second_opinion_labels_messages_for_distillation() {
         assert!(labels.contains(&r["label"].as_str().unwrap()), "{r}");
         let c = r["confidence"].as_f64().unwrap();
         assert!((0.25..=1.0).contains(&c), "{r}");
+        // Every label's probability, the top one the confidence (to the four decimals written).
+        let p = r["probabilities"].as_object().unwrap();
+        assert_eq!(p.len(), labels.len(), "{r}");
+        let sum: f64 = p.values().map(|v| v.as_f64().unwrap()).sum();
+        assert!((sum - 1.0).abs() < 1e-3, "{r}");
+        let top = p[r["label"].as_str().unwrap()].as_f64().unwrap();
+        assert!((top - c).abs() <= 5e-5 + 1e-9, "{r}");
+        assert!(p.values().all(|v| v.as_f64().unwrap() <= top), "{r}");
     }
     let config = dir.path().join("train.toml");
     std::fs::write(&config, "[tfidf]\nmin_df = 1\n").unwrap();

@@ -23,7 +23,8 @@ pub struct Labelled {
 
 /// Labels every message of `input` (JSONL with `text`) with `second`'s top label and its
 /// probability, in the fast model's label order (`labels`), and writes
-/// `{"text", "label", "confidence"}` lines to `output`.
+/// `{"text", "label", "confidence", "probabilities"}` lines to `output` (the confidence and
+/// every label's probability to four decimals, as `triage classify` writes them).
 pub fn label(
     second: &SecondOpinion,
     labels: &[String],
@@ -39,7 +40,17 @@ pub fn label(
     for (text, row) in texts.texts.iter().zip(probs.rows()) {
         let row = row.to_vec();
         let (best, p) = argmax(&row);
-        let line = serde_json::json!({"text": text, "label": labels[best], "confidence": p});
+        let probabilities: serde_json::Map<String, serde_json::Value> = labels
+            .iter()
+            .zip(&row)
+            .map(|(l, &q)| (l.clone(), serde_json::json!(round4(q))))
+            .collect();
+        let line = serde_json::json!({
+            "text": text,
+            "label": labels[best],
+            "confidence": round4(p),
+            "probabilities": probabilities,
+        });
         writeln!(w, "{line}").map_err(|e| EvalError::io(output, e))?;
     }
     w.flush().map_err(|e| EvalError::io(output, e))?;
@@ -47,4 +58,9 @@ pub fn label(
         rows: texts.texts.len(),
         skipped: texts.skipped.len(),
     })
+}
+
+/// `p` to four decimals, as the decision records write probabilities.
+fn round4(p: f32) -> f64 {
+    (f64::from(p) * 1e4).round() / 1e4
 }

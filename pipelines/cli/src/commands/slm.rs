@@ -26,7 +26,7 @@ pub enum Command {
     /// is present).
     Finetune(FinetuneArgs),
     /// Label unlabelled messages with the second opinion (JSONL with "text", "label",
-    /// "confidence"), for `triage train --distill`.
+    /// "confidence", "probabilities"), for `triage train --distill`.
     Label(LabelArgs),
 }
 
