@@ -337,9 +337,9 @@ impl Head {
 
     /// Writes the head as JSON (atomically: a temporary file, then a rename).
     pub fn save(&self, path: &Path) -> Result<()> {
-        let tmp = path.with_extension("json.part");
-        std::fs::write(&tmp, self.to_json()?).map_err(|e| ModelsError::io(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| ModelsError::io(path, e))
+        let json = self.to_json()?;
+        triage_core::paths::write_file(path, |f| f.write_all(json.as_bytes()))
+            .map_err(|e| ModelsError::io(path, e))
     }
 
     /// Reads a head saved by [`Head::save`]. A missing file is [`ModelsError::ModelMissing`], an unreadable one

@@ -171,3 +171,59 @@ fn no_command_writes_over_its_input() {
     assert!(std::fs::metadata(&model).unwrap().len() > 0);
     assert_eq!(std::fs::read(&data).unwrap(), before);
 }
+
+/// A model is written whole or not at all, through a temporary file beside it. That file used to
+/// be `<out>.tmp`, so `train --data mydata.tmp --out mydata.triage` deleted the training data
+/// (renamed the model over it), exit 0; and a device given as `--out` was replaced by a file.
+#[test]
+fn train_writes_no_file_but_its_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("mydata.tmp");
+    std::fs::rename(labelled(dir.path()), &data).unwrap();
+    let dev = dir.path().join("dev.tmp");
+    std::fs::copy(&data, &dev).unwrap();
+    let before = std::fs::read(&data).unwrap();
+    let s = |p: &Path| p.as_os_str().to_owned();
+    let o = |x: &str| std::ffi::OsString::from(x);
+    for (out, extra) in [("mydata.triage", None), ("dev.model", Some(&dev))] {
+        let mut args = vec![o("train"), o("--data"), s(&data)];
+        if let Some(d) = extra {
+            args.extend([o("--dev"), s(d)]);
+        }
+        args.extend([o("--out"), s(&dir.path().join(out))]);
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        let (code, stderr) = run(&args);
+        assert_eq!(code, Some(0), "{stderr}");
+        assert_eq!(std::fs::read(&data).unwrap(), before, "--out {out}");
+        assert_eq!(std::fs::read(&dev).unwrap(), before, "--out {out}");
+    }
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["dev.model", "dev.tmp", "mydata.tmp", "mydata.triage"]
+    );
+    // A model to standard output through its device: the bytes come down the pipe.
+    let out = Command::new(triage_tests::triage_bin())
+        .arg("train")
+        .arg("--data")
+        .arg(&data)
+        .args(["--out", "/dev/stdout"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let model = std::fs::read(dir.path().join("mydata.triage")).unwrap();
+    assert!(out.stdout.ends_with(&model[model.len() - 64..]));
+    assert!(
+        out.stdout.starts_with(&model[..8]),
+        "{:?}",
+        &out.stdout[..16]
+    );
+}

@@ -327,3 +327,51 @@ fn the_compose_configuration_runs_the_whole_cascade() {
     // max_share 0.15 and a burst of 5 over 70 messages.
     assert!(slm as f64 <= 0.15 * 70.0 + 5.0, "{slm} SLM calls");
 }
+
+/// `triage calibrate --config` writes the configuration back with the thresholds it chose. It
+/// used to write the redacted form `triage config` prints, so that a Kafka password in the file
+/// became the password `***`; and a value from a `TRIAGE__KAFKA__…` variable would have been
+/// written to disk. Now the Kafka section is the file's own.
+#[test]
+fn calibrate_keeps_the_files_kafka_secrets_and_writes_none_from_the_environment() {
+    models_installed();
+    let dir = tempfile::tempdir().unwrap();
+    let dev = dir.path().join("dev.jsonl");
+    let mut lines = String::new();
+    for i in 0..12 {
+        lines.push_str(&format!(
+            "{{\"text\": \"thank you so much, lovely help {i}\", \"label\": \"positive\"}}\n\
+             {{\"text\": \"this is broken again and nobody answers {i}\", \"label\": \"negative\"}}\n"
+        ));
+    }
+    std::fs::write(&dev, lines).unwrap();
+    let config = dir.path().join("service.toml");
+    std::fs::write(
+        &config,
+        "[kafka]\nbrokers = \"file-broker:9092\"\n[kafka.properties]\n\"sasl.password\" = \"hunter2\"\n",
+    )
+    .unwrap();
+    let out = dir.path().join("calibrated.toml");
+    let run = Command::new(triage_bin())
+        .current_dir(workspace())
+        .env("TRIAGE__KAFKA__BROKERS", "env-broker:9092")
+        .args(["calibrate", "--budget", "0.15", "--no-deferral", "--dev"])
+        .arg(&dev)
+        .arg("--config")
+        .arg(&config)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{err}");
+    let written: toml::Table = std::fs::read_to_string(&out).unwrap().parse().unwrap();
+    let kafka = written["kafka"].as_table().unwrap();
+    assert_eq!(
+        kafka["properties"]["sasl.password"].as_str(),
+        Some("hunter2")
+    );
+    assert_eq!(kafka["brokers"].as_str(), Some("file-broker:9092"));
+    // And what it calibrated is there.
+    assert_eq!(written["budget"]["max_share"].as_float(), Some(0.15));
+}

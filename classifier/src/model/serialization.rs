@@ -2,7 +2,7 @@
 //! then the little-endian arrays (bucket ids, IDF, weights, intercepts). Reading validates every
 //! part, so a damaged or foreign file is refused with the reason, never half loaded.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -86,17 +86,13 @@ impl Model {
         hasher.update(b"\n");
         hasher.update(&body);
         self.sha256 = hex::encode(hasher.finalize());
-        let tmp = path.with_extension("tmp");
-        let write = || -> std::io::Result<()> {
-            let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        triage_core::paths::write_file(path, |f| {
             writeln!(f, "{MAGIC} {FORMAT_VERSION}")?;
             writeln!(f, "sha256 {}", self.sha256)?;
             writeln!(f, "{header}")?;
-            f.write_all(&body)?;
-            f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-            std::fs::rename(&tmp, path)
-        };
-        write().map_err(|e| ClassifierError::io(path, e))
+            f.write_all(&body)
+        })
+        .map_err(|e| ClassifierError::io(path, e))
     }
 
     /// Reads and validates a model file.

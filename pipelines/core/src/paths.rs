@@ -28,6 +28,7 @@
 //! std::fs::remove_dir_all(&dir).unwrap();
 //! ```
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::CoreError;
@@ -95,6 +96,58 @@ fn resolved(p: &Path) -> Option<PathBuf> {
 /// Neither exists, and both would be created at the same place.
 fn same_new(a: &Path, b: &Path) -> bool {
     !a.exists() && !b.exists() && resolved(a).is_some_and(|r| Some(r) == resolved(b))
+}
+
+/// Writes a file whole or not at all. `write` fills a new temporary file beside `path` (a name no
+/// other file has: never an input that happens to be called `model.tmp`), which is synced and
+/// then renamed over `path`, so that a reader sees the old file or the new one, never half of one,
+/// and a failed write leaves the old one in place. The file gets `path`'s permissions where it
+/// exists, else the usual ones for a new file. A symbolic link is followed (the file it names is
+/// replaced, the link kept). A `path` that exists and is not a regular file (a device such as
+/// `/dev/stdout` or `/dev/full`, a named pipe) is written in place: a rename would put a file
+/// where the device was.
+pub fn write_file(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let existing = std::fs::metadata(path).ok();
+    if let Some(m) = &existing
+        && !m.is_file()
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+        write(&mut f)?;
+        return f.flush();
+    }
+    let target = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() && existing.is_some() => path.canonicalize()?,
+        _ => path.to_path_buf(),
+    };
+    let dir = match target.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let prefix = format!(".{name}.");
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix).suffix(".part");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(match &existing {
+            Some(m) => m.permissions(),
+            None => std::fs::Permissions::from_mode(0o666),
+        });
+    }
+    let tmp = builder.tempfile_in(dir)?;
+    let mut f = std::io::BufWriter::new(tmp);
+    write(&mut f)?;
+    let tmp = f.into_inner().map_err(|e| e.into_error())?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(&target).map_err(|e| e.error)?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -187,5 +240,63 @@ mod tests {
         )
         .unwrap();
         std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn write_file_replaces_whole_and_spares_every_other_file() {
+        let d = dir("write");
+        let out = d.join("model.triage");
+        // A file with the name a fixed temporary name would have had is left alone.
+        let bystander = d.join("model.tmp");
+        std::fs::write(&bystander, "training data\n").unwrap();
+        write_file(&out, |w| w.write_all(b"one")).unwrap();
+        write_file(&out, |w| w.write_all(b"two")).unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), b"two");
+        assert_eq!(std::fs::read(&bystander).unwrap(), b"training data\n");
+        // A failed write leaves the old file and no temporary one.
+        let err = write_file(&out, |w| {
+            w.write_all(b"half")?;
+            Err(std::io::Error::other("disk gone"))
+        });
+        assert!(err.is_err());
+        assert_eq!(std::fs::read(&out).unwrap(), b"two");
+        let names: Vec<_> = std::fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        // A link is followed: the file it names is replaced, the link stays a link.
+        #[cfg(unix)]
+        {
+            let link = d.join("link.triage");
+            std::os::unix::fs::symlink(&out, &link).unwrap();
+            write_file(&link, |w| w.write_all(b"three")).unwrap();
+            assert!(
+                std::fs::symlink_metadata(&link)
+                    .unwrap()
+                    .file_type()
+                    .is_symlink()
+            );
+            assert_eq!(std::fs::read(&out).unwrap(), b"three");
+        }
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn write_file_writes_a_device_in_place() {
+        use std::os::unix::fs::FileTypeExt;
+        // /dev/full refuses every write: the error comes back, and the device stays a device.
+        let err = write_file(Path::new("/dev/full"), |w| w.write_all(&[0; 1 << 16]));
+        assert!(err.is_err());
+        let kind = std::fs::metadata("/dev/full").unwrap().file_type();
+        assert!(kind.is_char_device());
+        write_file(Path::new("/dev/null"), |w| w.write_all(b"x")).unwrap();
+        assert!(
+            std::fs::metadata("/dev/null")
+                .unwrap()
+                .file_type()
+                .is_char_device()
+        );
     }
 }

@@ -206,8 +206,7 @@ pub fn run(a: Args) -> CmdResult {
             if let Some(d) = &best.deferral {
                 let path = deferral_out.clone();
                 let json = serde_json::to_string_pretty(d).map_err(Failure::external)?;
-                std::fs::write(&path, json)
-                    .map_err(|e| Failure::external(anyhow!("writing {}: {e}", path.display())))?;
+                super::write_file(&path, json.as_bytes())?;
                 config.router.deferral = Some(path);
             }
             format!(
@@ -244,9 +243,12 @@ pub fn run(a: Args) -> CmdResult {
         config.slm.finetuned = a.second.finetuned.clone();
         config.slm.head = a.second.head.clone();
     }
-    let toml = config.redacted_toml()?;
-    std::fs::write(&a.out, toml)
-        .map_err(|e| Failure::external(anyhow!("writing {}: {e}", a.out.display())))?;
+    // The Kafka section as the file has it: its secrets kept (a redacted `***` would be the
+    // password `triage run` sends), and none taken from `TRIAGE__KAFKA__…` variables, which stay
+    // in the environment they came from.
+    config.kafka = Config::load_file(a.config.as_deref())?.kafka;
+    let toml = toml::to_string(&config).map_err(Failure::external)?;
+    super::write_file(&a.out, toml.as_bytes())?;
     eprintln!(
         "calibrated on {n} messages: {summary}; wrote {}",
         a.out.display()

@@ -23,6 +23,13 @@ pub fn root() -> Result<PathBuf, crate::exit::Failure> {
         .map_err(|e| crate::exit::Failure::external(anyhow::anyhow!("current directory: {e}")))
 }
 
+/// Writes `bytes` to `path` whole or not at all ([`triage_core::paths::write_file`]).
+pub fn write_file(path: &std::path::Path, bytes: &[u8]) -> Result<(), crate::exit::Failure> {
+    triage_core::paths::write_file(path, |w| w.write_all(bytes)).map_err(|e| {
+        crate::exit::Failure::external(anyhow::anyhow!("writing {}: {e}", path.display()))
+    })
+}
+
 /// The models' settings of a configuration, resolved.
 pub fn models(config: &Config) -> Result<triage_core::config::ModelsConfig, crate::exit::Failure> {
     Ok(config.slm.models.resolved(&root()?))

@@ -145,8 +145,7 @@ pub fn run(a: Args) -> CmdResult {
     );
     let toml = toml::to_string(&best.config).map_err(Failure::external)?;
     match &a.out {
-        Some(p) => std::fs::write(p, toml)
-            .map_err(|e| Failure::external(anyhow!("writing {}: {e}", p.display())))?,
+        Some(p) => super::write_file(p, toml.as_bytes())?,
         None => print!("{toml}"),
     }
     Ok(())

@@ -91,6 +91,17 @@ impl Config {
     /// Defaults, then the TOML file (if any), then `TRIAGE__…` environment variables
     /// (`TRIAGE__KAFKA__BROKERS=host:9092` sets `kafka.brokers`).
     pub fn load(file: Option<&Path>) -> Result<Self, CoreError> {
+        Self::figment(file, true)
+    }
+
+    /// Defaults, then the TOML file (if any), without the environment: what a file written from
+    /// this one should hold (`triage calibrate --out`), so that a secret given as a variable is
+    /// never written to disk.
+    pub fn load_file(file: Option<&Path>) -> Result<Self, CoreError> {
+        Self::figment(file, false)
+    }
+
+    fn figment(file: Option<&Path>, env: bool) -> Result<Self, CoreError> {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = file {
             if !path.exists() {
@@ -101,11 +112,10 @@ impl Config {
             }
             fig = fig.merge(Toml::file_exact(path));
         }
-        fig = fig.merge(Env::prefixed("TRIAGE__").split("__"));
-        let config: Config = fig
-            .extract()
-            .map_err(|e| CoreError::Config(e.to_string()))?;
-        Ok(config)
+        if env {
+            fig = fig.merge(Env::prefixed("TRIAGE__").split("__"));
+        }
+        fig.extract().map_err(|e| CoreError::Config(e.to_string()))
     }
 
     /// The configuration as TOML, with secrets redacted (for `triage config`).
