@@ -268,6 +268,22 @@ impl Field<'_> {
     }
 }
 
+impl<'a> Field<'a> {
+    /// The id member's value: a number as its own digits (`123456789012345678901234567890`
+    /// read as a float would come back as `1.2345678901234568e29`, and two ids as one), once
+    /// checked as the parser checks a number (`1e400` is refused); anything else as [`Field`]
+    /// reads it.
+    fn from_raw(raw: &'a RawValue) -> serde_json::Result<Self> {
+        let text = raw.get();
+        if text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+            serde_json::from_str::<f64>(text)?;
+            Ok(Field::Number(text.to_owned()))
+        } else {
+            serde_json::from_str(text)
+        }
+    }
+}
+
 impl<'de> Deserialize<'de> for Field<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
@@ -357,7 +373,8 @@ impl<'de> de::DeserializeSeed<'de> for DocumentSeed<'_> {
                     if *k == self.0.text_field {
                         m.text = Some(map.next_value()?);
                     } else if *k == self.0.id_field {
-                        m.id = Some(map.next_value()?);
+                        let raw = map.next_value::<&'de RawValue>()?;
+                        m.id = Some(Field::from_raw(raw).map_err(de::Error::custom)?);
                     } else {
                         m.other.push((k, map.next_value::<&'de RawValue>()?));
                     }
@@ -615,6 +632,31 @@ mod tests {
         assert_eq!(m.id, "pos-1");
         let m = dec(br#"{"id":42,"text":"numeric id"}"#).unwrap();
         assert_eq!(m.id, "42");
+    }
+
+    #[test]
+    fn a_numeric_id_keeps_its_digits() {
+        // Beyond u64 and i64 a number reads as a float: two ids were one
+        // ("1.2345678901234568e+29").
+        for id in [
+            "123456789012345678901234567890",
+            "123456789012345678901234567891",
+            "-9223372036854775809",
+            "18446744073709551616",
+            "1.50",
+            "2e3",
+        ] {
+            let payload = format!(r#"{{"id":{id},"text":"t"}}"#);
+            assert_eq!(dec(payload.as_bytes()).unwrap().id, id);
+        }
+        // Checked as any number is: out of range, the payload is not JSON.
+        let err = dec(br#"{"id":1e400,"text":"t"}"#).unwrap_err();
+        assert_eq!(err.kind(), "not_json", "{err}");
+        // The other types as before.
+        assert_eq!(dec(br#"{"id":null,"text":"t"}"#).unwrap().id, "pos-1");
+        assert_eq!(dec(br#"{"id":"a\"b","text":"t"}"#).unwrap().id, "a\"b");
+        let err = dec(br#"{"id":[1],"text":"t"}"#).unwrap_err();
+        assert!(err.to_string().contains("an array"), "{err}");
     }
 
     #[test]

@@ -138,7 +138,11 @@ proptest! {
             format!(r#"{{"text":"hi","m":[{number}]}}"#)
         };
         match decode(payload.as_bytes(), &InputConfig::default(), || "f".into()) {
-            Ok(m) if number_in_id => prop_assert_eq!(m.id, serde_json::from_str::<Number>(&number).unwrap().to_string()),
+            // The id as written (a number read as a float loses digits: two ids became one).
+            Ok(m) if number_in_id => {
+                prop_assert!(valid, "{payload}");
+                prop_assert_eq!(m.id, number);
+            }
             Ok(m) => {
                 prop_assert!(valid, "{payload}");
                 prop_assert_eq!(m.fields.get("m").unwrap().get(), format!("[{number}]"));
