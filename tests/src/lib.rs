@@ -114,6 +114,20 @@ pub fn triage(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Writes 24 labelled lines, two labels (`positive`, `negative`), to `dir/train.jsonl`.
+pub fn two_label_data(dir: &Path) -> PathBuf {
+    let p = dir.join("train.jsonl");
+    let mut s = String::new();
+    for i in 0..12 {
+        s.push_str(&format!(
+            "{{\"text\": \"thank you so much, lovely help {i}\", \"label\": \"positive\"}}\n\
+             {{\"text\": \"this is broken again and nobody answers {i}\", \"label\": \"negative\"}}\n"
+        ));
+    }
+    std::fs::write(&p, s).unwrap();
+    p
+}
+
 // ------------------------------------------------------------------ broker
 
 /// The test broker's address (`TRIAGE_BROKER`, default 127.0.0.1:9092).

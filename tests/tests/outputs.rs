@@ -6,19 +6,7 @@
 use std::path::Path;
 use std::process::Command;
 
-/// 24 labelled lines, two labels.
-fn labelled(dir: &Path) -> std::path::PathBuf {
-    let p = dir.join("train.jsonl");
-    let mut s = String::new();
-    for i in 0..12 {
-        s.push_str(&format!(
-            "{{\"text\": \"thank you so much, lovely help {i}\", \"label\": \"positive\"}}\n\
-             {{\"text\": \"this is broken again and nobody answers {i}\", \"label\": \"negative\"}}\n"
-        ));
-    }
-    std::fs::write(&p, s).unwrap();
-    p
-}
+use triage_tests::two_label_data as labelled;
 
 fn run(args: &[&std::ffi::OsStr]) -> (Option<i32>, String) {
     let out = Command::new(triage_tests::triage_bin())

@@ -336,15 +336,7 @@ fn the_compose_configuration_runs_the_whole_cascade() {
 fn calibrate_keeps_the_files_kafka_secrets_and_writes_none_from_the_environment() {
     models_installed();
     let dir = tempfile::tempdir().unwrap();
-    let dev = dir.path().join("dev.jsonl");
-    let mut lines = String::new();
-    for i in 0..12 {
-        lines.push_str(&format!(
-            "{{\"text\": \"thank you so much, lovely help {i}\", \"label\": \"positive\"}}\n\
-             {{\"text\": \"this is broken again and nobody answers {i}\", \"label\": \"negative\"}}\n"
-        ));
-    }
-    std::fs::write(&dev, lines).unwrap();
+    let dev = triage_tests::two_label_data(dir.path());
     let config = dir.path().join("service.toml");
     std::fs::write(
         &config,

@@ -214,9 +214,7 @@ pub fn out_of_fold(
         ref train_config,
         head_alpha,
     } = *settings;
-    if folds < 2 {
-        return Err(EvalError::Invalid("--folds must be at least 2".into()));
-    }
+    crate::tune::check_folds(examples.len(), folds)?;
     let k = labels.len();
     let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
     let x = embed_cached(encoder, &texts, cache, progress)?;

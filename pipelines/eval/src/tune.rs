@@ -19,6 +19,31 @@ pub fn fold_of(i: usize, folds: usize) -> usize {
     (i.wrapping_mul(2654435761) >> 7) % folds
 }
 
+/// The fewest held-out examples a fold may have: below it a fold's accuracy and macro-F1 mean
+/// little (400 examples in 400 folds had scored 32% against 48% in 3, and measured no speed).
+pub const MIN_FOLD: usize = 10;
+
+/// Refuses a fold count under 2, or one that leaves a fold with fewer than [`MIN_FOLD`] of the
+/// `n` examples.
+pub fn check_folds(n: usize, folds: usize) -> Result<()> {
+    if folds < 2 {
+        return Err(EvalError::Invalid("--folds must be at least 2".into()));
+    }
+    let mut sizes = vec![0usize; folds];
+    for i in 0..n {
+        sizes[fold_of(i, folds)] += 1;
+    }
+    let smallest = sizes.iter().copied().min().unwrap_or(0);
+    if smallest < MIN_FOLD {
+        return Err(EvalError::Invalid(format!(
+            "--folds {folds} over {n} examples leaves a fold of {smallest} (at least {MIN_FOLD} \
+             needed for its scores to mean something): use at most about {} folds",
+            (n / (MIN_FOLD + MIN_FOLD / 2)).max(2)
+        )));
+    }
+    Ok(())
+}
+
 /// The positions in and out of fold `f`.
 pub fn split(n: usize, folds: usize, f: usize) -> (Vec<usize>, Vec<usize>) {
     (0..n).partition(|&i| fold_of(i, folds) != f)
@@ -126,9 +151,7 @@ pub fn score(data: &[Example], config: &TrainConfig, scoring: &Scoring<'_>) -> R
             })
         }
         Scoring::Folds(folds) => {
-            if *folds < 2 {
-                return Err(EvalError::Invalid("--folds must be at least 2".into()));
-            }
+            check_folds(data.len(), *folds)?;
             let (mut acc, mut f1, mut last) = (0.0, 0.0, None);
             for f in 0..*folds {
                 let (train, held) = split(data.len(), *folds, f);
@@ -263,6 +286,17 @@ pub fn pareto(trials: &[Trial], criterion: Criterion) -> Vec<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn too_many_folds_are_refused() {
+        assert!(check_folds(400, 3).is_ok());
+        assert!(check_folds(400, 1).is_err());
+        let err = check_folds(400, 400).unwrap_err().to_string();
+        assert!(err.contains("at most about 26 folds"), "{err}");
+        // The suggestion itself passes.
+        assert!(check_folds(400, 26).is_ok());
+        assert!(check_folds(15, 2).is_err());
+    }
 
     #[test]
     fn folds_partition_the_data() {

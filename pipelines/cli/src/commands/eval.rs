@@ -24,10 +24,10 @@ pub struct Args {
     #[arg(long)]
     json: bool,
     /// Exit with code 3 unless accuracy (0-1) is at least this.
-    #[arg(long)]
+    #[arg(long, value_parser = super::unit_interval)]
     min_accuracy: Option<f64>,
     /// Exit with code 3 unless macro-F1 (0-1) is at least this.
-    #[arg(long)]
+    #[arg(long, value_parser = super::unit_interval)]
     min_macro_f1: Option<f64>,
     /// Also write an HTML report with charts (report.html and SVGs) into this directory.
     #[arg(long)]

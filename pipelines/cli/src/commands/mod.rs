@@ -23,6 +23,15 @@ pub fn root() -> Result<PathBuf, crate::exit::Failure> {
         .map_err(|e| crate::exit::Failure::external(anyhow::anyhow!("current directory: {e}")))
 }
 
+/// A `clap` value parser for a share, a score or a margin: a finite number in 0..=1 (`NaN` had
+/// turned `eval --min-accuracy` off, and `50`, meant as per cent, failed as a quality gate).
+pub fn unit_interval(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("'{s}' is not a number between 0 and 1")),
+    }
+}
+
 /// Writes `bytes` to `path` whole or not at all ([`triage_core::paths::write_file`]).
 pub fn write_file(path: &std::path::Path, bytes: &[u8]) -> Result<(), crate::exit::Failure> {
     triage_core::paths::write_file(path, |w| w.write_all(bytes)).map_err(|e| {

@@ -34,9 +34,9 @@ pub struct Args {
     /// Print the summary as JSON on stdout (needs --output to be a file).
     #[arg(long)]
     json: bool,
-    /// Threads deciding chunks of lines; the output is the same, in the same order, with any
-    /// number [default: the cores available]
-    #[arg(long)]
+    /// Threads deciding chunks of lines (1 to 256); the output is the same, in the same order,
+    /// with any number [default: the cores available]
+    #[arg(long, value_parser = threads)]
     threads: Option<usize>,
 }
 
@@ -102,4 +102,13 @@ fn stop_on_signals() -> Result<Arc<AtomicUsize>, Failure> {
             .map_err(Failure::external)?;
     }
     Ok(stop)
+}
+
+/// `--threads`: 1 to 256 (`--threads 0` had been taken, and 20,000 aborted the process when the
+/// threads' stacks could not be had).
+fn threads(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=256).contains(&n) => Ok(n),
+        _ => Err(format!("'{s}' is not a thread count from 1 to 256")),
+    }
 }

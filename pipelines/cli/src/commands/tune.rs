@@ -40,7 +40,7 @@ pub struct Args {
     metric: String,
     /// Speed-aware choice: of the settings within this margin (0-1) of the best score, the one
     /// with the fewest features per message. 0: the best score.
-    #[arg(long, default_value_t = 0.005)]
+    #[arg(long, default_value_t = 0.005, value_parser = super::unit_interval)]
     margin: f64,
     /// Write the best settings here (TOML).
     #[arg(long)]

@@ -1,0 +1,79 @@
+//! Options out of their range are usage errors (exit 2) that name the option, before any work:
+//! each of these had been taken, and either turned a check off (`eval --min-accuracy NaN`),
+//! failed as something else (`--min-accuracy 50`, meant as per cent, was a failed quality gate,
+//! exit 3), gave scores that meant nothing (`tune --folds 400` over 400 messages) or aborted the
+//! process (`replay --threads 20000`).
+
+use std::process::Command;
+
+use triage_tests::{triage_bin, two_label_data, workspace};
+
+#[test]
+fn out_of_range_options_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = two_label_data(dir.path());
+    let data = data.to_str().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let out = out.to_str().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["eval", "--data", data, "--min-accuracy", "NaN"],
+            "--min-accuracy",
+        ),
+        (
+            &["eval", "--data", data, "--min-accuracy", "50"],
+            "--min-accuracy",
+        ),
+        (
+            &["eval", "--data", data, "--min-macro-f1=-0.1"],
+            "--min-macro-f1",
+        ),
+        (&["tune", "--data", data, "--margin", "NaN"], "--margin"),
+        (&["tune", "--data", data, "--margin", "5"], "--margin"),
+        (&["tune", "--data", data, "--folds", "24"], "--folds 24"),
+        (
+            &[
+                "replay",
+                "--input",
+                "examples/messages.jsonl",
+                "--output",
+                out,
+                "--threads",
+                "0",
+            ],
+            "--threads",
+        ),
+        (
+            &[
+                "replay",
+                "--input",
+                "examples/messages.jsonl",
+                "--output",
+                out,
+                "--threads",
+                "20000",
+            ],
+            "--threads",
+        ),
+    ];
+    for (args, named) in cases {
+        let run = Command::new(triage_bin())
+            .current_dir(workspace())
+            .args(*args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(named), "{args:?}: {err}");
+    }
+    // In range, the same commands run.
+    let run = Command::new(triage_bin())
+        .args(["eval", "--data", data, "--min-accuracy", "0"])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
