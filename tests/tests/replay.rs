@@ -338,6 +338,40 @@ fn config_check_refuses_what_run_would() {
     let (code, err) = config(&slm_off(dir.path()), true);
     assert_eq!(code, Some(0), "{err}");
     assert!(err.contains("the configuration checks out: model"), "{err}");
+    // `[slm] mode = "auto"` degrades for models not installed, not for what the configuration
+    // gets wrong: these had "checked out", and replay then degraded every second opinion.
+    for (section, named) in [
+        (
+            "[slm.executor]\nthreads = 0\n",
+            "slm.executor threads must be > 0",
+        ),
+        (
+            "[slm.executor]\nmax_batch = 0\n",
+            "slm.executor max_batch must be > 0",
+        ),
+        (
+            "[slm]\nhead = \"no-such.head.json\"\n",
+            "slm.head no-such.head.json does not exist",
+        ),
+    ] {
+        let cfg = dir.path().join("slm.toml");
+        std::fs::write(&cfg, section).unwrap();
+        let (code, err) = config(&cfg, true);
+        assert_eq!(code, Some(2), "{section}: {err}");
+        assert!(err.contains(named), "{section}: {err}");
+        let out = dir.path().join("out.jsonl");
+        let run = std::process::Command::new(triage_tests::triage_bin())
+            .current_dir(workspace())
+            .args(["replay", "--input", "examples/messages.jsonl", "--config"])
+            .arg(&cfg)
+            .arg("--output")
+            .arg(&out)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(2), "{section}: {err}");
+        assert!(err.contains(named), "{section}: {err}");
+    }
 }
 
 /// Replay on several threads writes what one thread writes: the same decisions in the same

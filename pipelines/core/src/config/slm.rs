@@ -146,6 +146,28 @@ pub struct ExecutorConfig {
     pub max_waiting_replies: usize,
 }
 
+impl ExecutorConfig {
+    /// Refuses the settings no executor can run with (a count or a window of 0).
+    pub fn validate(&self) -> Result<(), String> {
+        let zero: Vec<&str> = [
+            ("threads", self.threads as u64),
+            ("max_batch", self.max_batch as u64),
+            ("max_concurrency", self.max_concurrency as u64),
+            ("max_waiting_replies", self.max_waiting_replies as u64),
+            ("admission_window_ms", self.admission_window_ms),
+        ]
+        .into_iter()
+        .filter(|&(_, v)| v == 0)
+        .map(|(name, _)| name)
+        .collect();
+        if zero.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("slm.executor {} must be > 0", zero.join(", ")))
+        }
+    }
+}
+
 impl Default for ExecutorConfig {
     fn default() -> Self {
         Self {

@@ -176,18 +176,7 @@ impl Executor {
         backend: Arc<dyn SlmBackend>,
         config: ExecutorConfig,
     ) -> Result<Self, ServiceError> {
-        if config.threads == 0
-            || config.max_batch == 0
-            || config.max_concurrency == 0
-            || config.max_waiting_replies == 0
-            || config.admission_window_ms == 0
-        {
-            return Err(ServiceError::Config(
-                "slm.executor threads, max_batch, max_concurrency, max_waiting_replies and \
-                 admission_window_ms must be > 0"
-                    .into(),
-            ));
-        }
+        config.validate().map_err(ServiceError::Config)?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 waiting: Waiting::new(

@@ -18,7 +18,7 @@ use triage_models::SecondOpinion;
 pub use backend::{FaultyBackend, ModelsBackend};
 pub use executor::{BackendError, Executor, SlmBackend, SlmError, SlmRequest, SlmResponse};
 
-use crate::error::Result;
+use crate::error::{Result, ServiceError};
 
 /// The SLM stage: the executor, or why there is none.
 pub struct SlmStage {
@@ -54,6 +54,29 @@ impl SlmStage {
     ) -> Result<Self> {
         if config.mode == SlmMode::Off {
             return Ok(Self::disabled("the SLM is off ([slm] mode = \"off\")"));
+        }
+        // What the configuration gets wrong is refused in every mode: `auto` degrades for models
+        // not installed, not for a setting no executor runs with or a file the user named and
+        // mistyped.
+        config.executor.validate().map_err(ServiceError::Config)?;
+        for (key, path) in [
+            ("slm.head", &config.head),
+            ("slm.finetuned", &config.finetuned),
+        ] {
+            if let Some(p) = path {
+                let at = root.join(p);
+                if !at.exists() {
+                    return Err(ServiceError::Config(format!(
+                        "{key} {} does not exist{}",
+                        p.display(),
+                        if p.is_relative() {
+                            format!(" (relative to {})", root.display())
+                        } else {
+                            String::new()
+                        }
+                    )));
+                }
+            }
         }
         match Self::try_load(config, model, policy, root) {
             Ok(stage) => Ok(stage),
