@@ -17,7 +17,8 @@ use crate::record::{PROBABILITY_DECIMALS, quoted_labels, write_decimal};
 /// is the text itself.
 ///
 /// A line that cannot be classified (longer than `config.max_message_bytes`, a JSON object
-/// without a string text field or with an empty one, bytes that are not UTF-8) gets, in its place,
+/// without a string text field or with an empty one, a line that opens as a JSON object (`{"`)
+/// but is not valid JSON, bytes that are not UTF-8) gets, in its place,
 /// a record with its line number and why, named as a replay's dead letters name it
 /// (`{"line":27,"error":"missing_text","reason":"…"}`), and the lines after it are classified as
 /// usual. Returns how many lines got such a record. A line over the limit is skipped as it is read,
@@ -89,6 +90,14 @@ pub fn classify_lines(
         });
         let (id, text) = match &msg {
             Ok(m) => (has_id.then_some(&*m.id), &*m.text),
+            Err(DecodeError::NotJson(_)) if looks_like_an_object(text) => {
+                // Meant as JSON (`{"id":"a","text":"unterminated`, a lone surrogate escape):
+                // classifying the raw line as text would label it and lose its id unnoticed.
+                refused += 1;
+                write_refused(&mut out, i, msg.as_ref().unwrap_err());
+                output.write_all(&out).map_err(|e| io("<stdout>", e))?;
+                continue;
+            }
             Err(DecodeError::NotJson(_) | DecodeError::NotObject) => (None, text),
             Err(e) => {
                 refused += 1;
@@ -124,6 +133,14 @@ pub fn classify_lines(
     }
     output.flush().map_err(|e| io("<stdout>", e))?;
     Ok(refused)
+}
+
+/// Whether a line was meant as a JSON object: `{` and then, after any spaces, a key's `"` or the
+/// closing `}`. Plain text that opens with a brace (`{sigh} ok`) is still text.
+fn looks_like_an_object(line: &str) -> bool {
+    line.trim_start()
+        .strip_prefix('{')
+        .is_some_and(|rest| rest.trim_start().starts_with(['"', '}']))
 }
 
 /// Writes into `out` (cleared) the record of line `line`, which `err` kept from being classified.
@@ -221,5 +238,37 @@ mod tests {
         );
         assert_eq!(recs[8]["id"], "c");
         assert!(recs[8]["label"].is_string());
+    }
+
+    /// A line that opens as a JSON object but is not JSON gets a `not_json` record, as a replay
+    /// dead-letters it; it had been classified as text, its id lost. Text that opens with a brace
+    /// is still text.
+    #[test]
+    fn broken_json_is_refused_and_braced_text_is_classified() {
+        let model = Model::default_model();
+        let input = concat!(
+            "{\"id\":\"a\",\"text\":\"\\ud800 hi\"}\n",
+            "{\"id\":\"c\",\"text\":\"unterminated\n",
+            "  { \"text\": 1e400 }\n",
+            "{sigh} thanks anyway\n",
+            "{}\n",
+            "{ not json at all }\n",
+        );
+        let mut out = Vec::new();
+        let refused =
+            classify_lines(&model, input.as_bytes(), &mut out, &InputConfig::default()).unwrap();
+        let recs: Vec<serde_json::Value> = out
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
+        assert_eq!(refused, 4, "{recs:?}");
+        for (r, line) in recs[..3].iter().zip(1..) {
+            assert_eq!(r["line"], line, "{r}");
+            assert_eq!(r["error"], "not_json", "{r}");
+        }
+        assert!(recs[3]["label"].is_string(), "{}", recs[3]);
+        assert_eq!(recs[4]["error"], "missing_text", "{}", recs[4]);
+        assert!(recs[5]["label"].is_string(), "{}", recs[5]);
     }
 }
