@@ -279,6 +279,11 @@ pub fn fit(
             config.alpha
         )));
     }
+    if config.max_iterations == 0 {
+        return Err(ClassifierError::Config(
+            "max_iterations must be at least 1 (0 would write an untrained model)".into(),
+        ));
+    }
     let total_weight: f64 = sample_weight.map_or(y.len() as f64, |s| s.iter().sum());
     let d = x.n_cols;
     let mut problem = Problem::new(x, y, sample_weight, k, config.alpha);

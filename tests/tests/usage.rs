@@ -2,7 +2,8 @@
 //! each of these had been taken, and either turned a check off (`eval --min-accuracy NaN`),
 //! failed as something else (`--min-accuracy 50`, meant as per cent, was a failed quality gate,
 //! exit 3), gave scores that meant nothing (`tune --folds 400` over 400 messages) or aborted the
-//! process (`replay --threads 20000`).
+//! process (`replay --threads 20000`), or wrote a model never trained (`train --max-iterations
+//! 0`).
 
 use std::process::Command;
 
@@ -55,16 +56,71 @@ fn out_of_range_options_are_usage_errors() {
             ],
             "--threads",
         ),
+        (
+            &[
+                "train",
+                "--data",
+                data,
+                "--max-iterations",
+                "0",
+                "--out",
+                out,
+            ],
+            "max_iterations",
+        ),
+        (&["bench", "--data", data, "--repeat", "0"], "--repeat"),
+        (
+            &[
+                "replay",
+                "--input",
+                "examples/messages.jsonl",
+                "--output",
+                "-",
+                "--json",
+            ],
+            "--json",
+        ),
+        (
+            &["classify", "--max-message-bytes", "0"],
+            "max_message_bytes",
+        ),
     ];
     for (args, named) in cases {
         let run = Command::new(triage_bin())
             .current_dir(workspace())
             .args(*args)
+            .stdin(std::process::Stdio::null())
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&run.stderr);
         assert_eq!(run.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains(named), "{args:?}: {err}");
+    }
+    assert!(!std::path::Path::new(out).exists(), "nothing written");
+    // Settings that would dead-letter every message are configuration errors.
+    for (var, value, named) in [
+        (
+            "TRIAGE__INPUT__MAX_MESSAGE_BYTES",
+            "0",
+            "input.max_message_bytes",
+        ),
+        ("TRIAGE__INPUT__TEXT_FIELD", "", "input.text_field"),
+    ] {
+        let run = Command::new(triage_bin())
+            .current_dir(workspace())
+            .env(var, value)
+            .args([
+                "replay",
+                "--input",
+                "examples/messages.jsonl",
+                "--output",
+                out,
+            ])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(2), "{var}={value}: {err}");
+        assert!(err.contains(named), "{var}={value}: {err}");
     }
     // In range, the same commands run.
     let run = Command::new(triage_bin())

@@ -702,10 +702,22 @@ impl Kernel {
             let available = Self::available();
             let widest = *available.last().expect("the baseline is always there");
             match std::env::var("TRIAGE_CPU_KERNEL") {
-                Ok(name) => available
-                    .into_iter()
-                    .find(|k| k.name() == name.trim())
-                    .unwrap_or(widest),
+                Ok(name) => {
+                    let names: Vec<&str> = available.iter().map(|k| k.name()).collect();
+                    let asked = name.trim().to_ascii_lowercase();
+                    available
+                        .into_iter()
+                        .find(|k| k.name() == asked)
+                        .unwrap_or_else(|| {
+                            tracing::warn!(
+                                asked = %name,
+                                available = ?names,
+                                using = widest.name(),
+                                "TRIAGE_CPU_KERNEL names no kernel this CPU has"
+                            );
+                            widest
+                        })
+                }
                 Err(_) => widest,
             }
         })

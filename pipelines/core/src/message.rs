@@ -30,6 +30,26 @@ impl Default for InputConfig {
     }
 }
 
+impl InputConfig {
+    /// Refuses settings that would dead-letter every message: a limit of 0 bytes, an empty
+    /// text or id field name, or one name for both.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_message_bytes == 0 {
+            return Err("input.max_message_bytes must be at least 1".into());
+        }
+        if self.text_field.is_empty() || self.id_field.is_empty() {
+            return Err("input.text_field and input.id_field must not be empty".into());
+        }
+        if self.text_field == self.id_field {
+            return Err(format!(
+                "input.text_field and input.id_field are both \"{}\"",
+                self.text_field
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A decoded input message. It borrows from the payload wherever it can: the text and the id
 /// are copied only when they hold JSON escapes, and the other fields are kept as the raw JSON
 /// they were written as, to be copied through to the output unchanged.

@@ -21,7 +21,7 @@ use triage_core::message::{DecodeError, InputConfig, Message, decode};
 use triage_core::names::metric;
 use triage_router::{Answer, Budget, Outcome, Route, Router, Routing, Signals};
 
-use crate::error::Result;
+use crate::error::{Result, ServiceError};
 use crate::record::{Members, RecordWriter, View};
 use crate::slm::{SlmError, SlmRequest, SlmResponse, SlmStage};
 
@@ -207,6 +207,7 @@ impl Processor {
     /// The processing path of a configuration: its router, budget and SLM stage (loaded from
     /// `[slm]`, with relative paths resolved against `root`).
     pub fn from_config(model: Arc<Model>, config: &Config, root: &Path) -> Result<Self> {
+        config.input.validate().map_err(ServiceError::Config)?;
         let slm = SlmStage::load(&config.slm, &model, &config.router, root)?;
         Self::new(model, config, slm, root)
     }

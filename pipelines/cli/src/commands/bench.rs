@@ -19,8 +19,8 @@ pub struct Args {
     #[arg(long)]
     data: PathBuf,
     /// Passes over the data (after one warm-up pass); the best pass counts.
-    #[arg(long, default_value_t = 5)]
-    repeat: usize,
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    repeat: u64,
     /// Print JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -32,7 +32,7 @@ pub fn run(a: Args) -> CmdResult {
     let mut model = Model::load_or_default(a.model.as_deref())?;
     a.weights.apply(&mut model);
     let texts = read_texts(&a.data, OtherLines::AsText)?.texts;
-    let t = throughput(&model, &texts, a.repeat);
+    let t = throughput(&model, &texts, a.repeat as usize);
     if a.json {
         println!(
             "{}",

@@ -31,6 +31,9 @@ pub fn run(a: Args) -> CmdResult {
         max_message_bytes: a.max_message_bytes,
         ..InputConfig::default()
     };
+    config
+        .validate()
+        .map_err(|e| Failure::usage(anyhow::anyhow!("{e}")))?;
     let refused = classify_lines(&model, stdin, out, &config).map_err(Failure::or_output_closed)?;
     if refused > 0 {
         eprintln!(

@@ -13,8 +13,8 @@ pub struct Args {
     config: Option<PathBuf>,
     /// Also check it as `triage run` and `replay` do when they start, without a broker: the
     /// Kafka properties, the model and the labels the policy names, thresholds, budget, the
-    /// deferral model, the output settings, and the second opinion's models (loaded). Exit 2 (or
-    /// 1 for a file that cannot be read) when `run` would refuse to start.
+    /// deferral model, the output settings, and the second opinion's models (loaded). Exit 2
+    /// when `run` would refuse to start.
     #[arg(long)]
     check: bool,
 }

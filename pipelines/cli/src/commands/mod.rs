@@ -56,7 +56,7 @@ pub struct WeightsArgs {
 /// `--weights`.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Weights {
-    /// By label count ([`triage_classifier::WeightFormat::for_labels`]).
+    /// By label count: f32 below 16 labels, int8 from 16.
     Auto,
     /// Exact f32 weights.
     F32,

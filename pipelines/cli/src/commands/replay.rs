@@ -22,7 +22,7 @@ pub struct Args {
     #[arg(long)]
     output: PathBuf,
     /// Where bad lines go, with their line number and the reason [default: OUTPUT with
-    /// `.dead-letter.jsonl` appended].
+    /// `.dead-letter.jsonl` appended; `dead-letter.jsonl` when OUTPUT is `-`].
     #[arg(long)]
     dead_letter: Option<PathBuf>,
     /// Service configuration (TOML); `TRIAGE__…` environment variables override it.
@@ -31,7 +31,7 @@ pub struct Args {
     /// Model file (overrides the configuration); the built-in default model otherwise.
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Print the summary as JSON on stdout (needs --output to be a file).
+    /// Print the summary as JSON on stdout (needs --output to be a file, not `-`).
     #[arg(long)]
     json: bool,
     /// Threads deciding chunks of lines (1 to 256); the output is the same, in the same order,
@@ -41,6 +41,12 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> CmdResult {
+    if a.json && a.output == Path::new("-") {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "--json prints the summary on stdout, where --output - writes the decisions: give \
+             --output a file"
+        )));
+    }
     let mut config = Config::load(a.config.as_deref())?;
     // A log has no arrival rate to keep: replay waits for the SLM chunk by chunk, so it takes
     // calls first come, first served and sheds none (the same log gives the same decisions on a

@@ -108,10 +108,19 @@ pub fn run(a: Args) -> CmdResult {
         t.fit.termination, t.fit.iterations, t.fit.evaluations, t.fit.final_loss
     );
     if !t.fit.converged {
-        eprintln!(
-            "note: the optimiser did not converge; raise [logistic] max_iterations for a \
-             tighter fit"
-        );
+        if t.fit.termination.starts_with("Line search") {
+            // More iterations do not help here: the same stop comes at the same iteration.
+            eprintln!(
+                "note: the line search found no step that lowers the cost further: the fit is \
+                 as tight as the arithmetic allows (more iterations would not change it; a \
+                 larger [logistic] gradient_tolerance would stop sooner)"
+            );
+        } else {
+            eprintln!(
+                "note: the optimiser did not converge; raise [logistic] max_iterations for a \
+                 tighter fit"
+            );
+        }
     }
     eprintln!(
         "time: {:.2}s analyse + vectorise, {:.2}s fit, {:.2}s total",
