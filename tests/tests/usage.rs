@@ -133,3 +133,31 @@ fn out_of_range_options_are_usage_errors() {
         String::from_utf8_lossy(&run.stderr)
     );
 }
+
+/// `eval` on data whose labels the model does not have (the default model on an intent set)
+/// says so, instead of reporting 0% with no reason given.
+#[test]
+fn eval_names_the_labels_the_model_does_not_know() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("intents.jsonl");
+    std::fs::write(
+        &data,
+        "{\"text\":\"where is my card\",\"label\":\"card_arrival\"}\n\
+         {\"text\":\"thanks!\",\"label\":\"positive\"}\n",
+    )
+    .unwrap();
+    let run = Command::new(triage_bin())
+        .arg("eval")
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{err}");
+    assert!(
+        err.contains(
+            "1 of 2 messages have a label the model does not know (1 label: card_arrival)"
+        ),
+        "{err}"
+    );
+}

@@ -55,6 +55,36 @@ pub fn run(a: Args) -> CmdResult {
     let mut model = Model::load_or_default(a.model.as_deref().or(config.model.path.as_deref()))?;
     a.weights.apply(&mut model);
     let data = read_jsonl(&a.data)?;
+    let known: std::collections::HashSet<&str> =
+        model.labels().iter().map(String::as_str).collect();
+    let unknown = data
+        .iter()
+        .filter(|e| !known.contains(e.label.as_str()))
+        .count();
+    if unknown > 0 {
+        let mut labels: Vec<&str> = data
+            .iter()
+            .map(|e| e.label.as_str())
+            .filter(|l| !known.contains(l))
+            .collect();
+        labels.sort_unstable();
+        labels.dedup();
+        let shown = labels
+            .iter()
+            .take(5)
+            .copied()
+            .collect::<Vec<_>>()
+            .join(", ");
+        eprintln!(
+            "warning: {unknown} of {} messages have a label the model does not know ({} label{}: \
+             {shown}{}); they count as errors. The model's labels: {}",
+            data.len(),
+            labels.len(),
+            if labels.len() == 1 { "" } else { "s" },
+            if labels.len() > 5 { ", …" } else { "" },
+            model.labels().join(", ")
+        );
+    }
     let cascade = if a.cascade {
         let second = a.second.load(&config, &model)?;
         let scored = second.score(&model, data.clone(), &mut Bars::default())?;
