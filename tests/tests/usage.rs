@@ -161,3 +161,22 @@ fn eval_names_the_labels_the_model_does_not_know() {
         "{err}"
     );
 }
+
+/// A directory given as replay's input is refused before the output is created (it had left an
+/// empty output file behind, then failed on the first read).
+#[test]
+fn replay_of_a_directory_creates_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let run = Command::new(triage_bin())
+        .args(["replay", "--input"])
+        .arg(dir.path())
+        .arg("--output")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{err}");
+    assert!(err.contains("is a directory"), "{err}");
+    assert!(!out.exists());
+}

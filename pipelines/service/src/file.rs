@@ -700,6 +700,12 @@ pub fn replay(
         let f = File::open(&opts.input).map_err(read_err)?;
         match f.metadata() {
             Ok(m) if m.is_file() => (Box::new(f), Some(m.len())),
+            // Refused before the output is created (a directory opens, and fails only when read).
+            Ok(m) if m.is_dir() => {
+                return Err(read_err(std::io::Error::from(
+                    std::io::ErrorKind::IsADirectory,
+                )));
+            }
             _ => (Box::new(Stream::spawn(f).map_err(read_err)?), None),
         }
     };
