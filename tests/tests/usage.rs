@@ -180,3 +180,48 @@ fn replay_of_a_directory_creates_no_output() {
     assert!(err.contains("is a directory"), "{err}");
     assert!(!out.exists());
 }
+
+/// `train` and `eval` read their data from standard input with `--data -`, as `replay --input -`
+/// and `classify` do (it had been "-: No such file or directory").
+#[test]
+fn train_and_eval_read_stdin() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let data = std::fs::read(two_label_data(dir.path())).unwrap();
+    let model = dir.path().join("m.triage");
+    let piped = |args: &[&std::ffi::OsStr]| {
+        let mut child = Command::new(triage_bin())
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(&data).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let o = std::ffi::OsStr::new;
+    piped(&[
+        o("train"),
+        o("--data"),
+        o("-"),
+        o("--out"),
+        model.as_os_str(),
+    ]);
+    let report = piped(&[
+        o("eval"),
+        o("--data"),
+        o("-"),
+        o("--model"),
+        model.as_os_str(),
+        o("--json"),
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(v["n"], 24, "{v}");
+}

@@ -78,11 +78,21 @@ fn text<'a>(head: std::io::Cursor<Vec<u8>>, rest: impl Read + 'a) -> Box<dyn Rea
     }
 }
 
-/// Reads every non-blank line of `path` as a `T`; the first line that is not one is an error
+/// A file, or standard input for `-`.
+fn open(path: &Path) -> std::io::Result<Box<dyn Read>> {
+    if path == Path::new("-") {
+        Ok(Box::new(std::io::stdin()))
+    } else {
+        Ok(Box::new(std::fs::File::open(path)?))
+    }
+}
+
+/// Reads every non-blank line of `path` (`-`: standard input) as a `T`; the first line that is not one is an error
 /// naming the file, the line and `expected` (e.g. `{"text": string, "label": string}`).
 pub fn read<T: DeserializeOwned>(path: &Path, expected: &str) -> Result<Vec<T>, CoreError> {
-    let file = std::fs::File::open(path).map_err(|e| CoreError::io(path, e))?;
-    let input = decoded(file).map_err(|e| CoreError::io(path, e))?;
+    let input = open(path)
+        .and_then(decoded)
+        .map_err(|e| CoreError::io(path, e))?;
     let mut out = Vec::new();
     for (i, line) in std::io::BufReader::new(input).lines().enumerate() {
         let line = line.map_err(|e| CoreError::io(path, e))?;
@@ -129,10 +139,10 @@ pub enum OtherLines {
 }
 
 /// The non-empty `text` fields of a JSONL file of messages (`{"text": ...}` per line; other
-/// fields ignored).
+/// fields ignored); `-` reads standard input.
 pub fn read_texts(path: &Path, other: OtherLines) -> Result<Texts, CoreError> {
     let mut raw = String::new();
-    std::fs::File::open(path)
+    open(path)
         .and_then(decoded)
         .and_then(|mut input| input.read_to_string(&mut raw))
         .map_err(|e| CoreError::io(path, e))?;

@@ -106,8 +106,12 @@ pub fn train_and_save(
     let seconds = t0.elapsed().as_secs_f64();
     {
         let h = model.header_mut();
-        h.training.data_sha256 =
-            Some(triage_core::sha256_file(&req.data).map_err(|e| EvalError::io(&req.data, e))?);
+        // Standard input (`-`) is gone once read: no hash of it to record.
+        h.training.data_sha256 = if req.data == std::path::Path::new("-") {
+            None
+        } else {
+            Some(triage_core::sha256_file(&req.data).map_err(|e| EvalError::io(&req.data, e))?)
+        };
         h.training.data_file = req
             .data
             .file_name()

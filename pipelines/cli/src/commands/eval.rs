@@ -17,7 +17,7 @@ pub struct Args {
     /// Model file; the built-in default model when omitted.
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Labelled test data (JSONL with "text" and "label").
+    /// Labelled test data (JSONL with "text" and "label"; `-` for stdin).
     #[arg(long)]
     data: PathBuf,
     /// Print the full report as JSON on stdout.

@@ -11,7 +11,7 @@ use crate::progress::Bars;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Labelled training data (JSONL with "text" and "label").
+    /// Labelled training data (JSONL with "text" and "label"; `-` for stdin).
     #[arg(long)]
     data: PathBuf,
     /// Optional held-out data; its metrics are stored in the model file.
