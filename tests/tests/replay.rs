@@ -169,7 +169,8 @@ fn classify_reads_plain_lines_and_json() {
 }
 
 /// `triage classify` over the sample log, which holds lines without a string text or with an
-/// empty one: each of those gets a record saying why in its place, and every other line its label.
+/// empty one, and one that is not JSON: each of those gets a record saying why in its place, and
+/// every other line its label.
 #[test]
 fn classify_carries_on_past_a_line_without_text() {
     let input = workspace().join("examples/messages.jsonl");
@@ -203,11 +204,18 @@ fn classify_carries_on_past_a_line_without_text() {
                 assert_eq!(r["error"], kind, "{r}");
                 assert!(r.get("label").is_none(), "{r}");
             }
+            // Meant as JSON but not JSON (the sample's `{"id": "msg-bad-1", "text":
+            // "unterminated`): refused as replay dead-letters it, not classified as text.
+            None if line.trim_start().starts_with("{\"") => {
+                refused += 1;
+                assert_eq!(r["line"], i + 1, "{r}");
+                assert_eq!(r["error"], "not_json", "{r}");
+            }
             _ => assert!(r["label"].is_string(), "line {}: {r}", i + 1),
         }
     }
     assert!(
-        refused >= 3,
+        refused >= 4,
         "the sample log has lines without a string text, or with an empty one"
     );
 }

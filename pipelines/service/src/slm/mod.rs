@@ -59,15 +59,15 @@ impl SlmStage {
         // not installed, not for a setting no executor runs with or a file the user named and
         // mistyped.
         config.executor.validate().map_err(ServiceError::Config)?;
-        for (key, path) in [
-            ("slm.head", &config.head),
-            ("slm.finetuned", &config.finetuned),
+        for (key, path, made_by) in [
+            ("slm.head", &config.head, "triage slm train-head"),
+            ("slm.finetuned", &config.finetuned, "triage slm finetune"),
         ] {
             if let Some(p) = path {
                 let at = root.join(p);
                 if !at.exists() {
                     return Err(ServiceError::Config(format!(
-                        "{key} {} does not exist{}",
+                        "{key} {} does not exist{} (`{made_by}` makes one)",
                         p.display(),
                         if p.is_relative() {
                             format!(" (relative to {})", root.display())
