@@ -84,6 +84,10 @@ fn out_of_range_options_are_usage_errors() {
             &["classify", "--max-message-bytes", "0"],
             "max_message_bytes",
         ),
+        (
+            &["train", "--data", "-", "--dev", "-", "--out", out],
+            "only one of --data, --dev and --distill",
+        ),
     ];
     for (args, named) in cases {
         let run = Command::new(triage_bin())

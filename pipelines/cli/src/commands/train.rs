@@ -2,11 +2,12 @@
 
 use std::path::PathBuf;
 
+use anyhow::anyhow;
 use serde_json::json;
 use triage_core::paths::refuse_overwriting;
 use triage_eval::train::{Distill, TrainRequest, read_train_config, train_and_save};
 
-use crate::exit::CmdResult;
+use crate::exit::{CmdResult, Failure};
 use crate::progress::Bars;
 
 #[derive(clap::Args, Debug)]
@@ -57,6 +58,16 @@ pub fn run(a: Args) -> CmdResult {
         ],
         &[("--out", Some(&a.out))],
     )?;
+    let stdin = [Some(&*a.data), a.dev.as_deref(), a.distill.as_deref()]
+        .into_iter()
+        .flatten()
+        .filter(|p| *p == std::path::Path::new("-"))
+        .count();
+    if stdin > 1 {
+        return Err(Failure::usage(anyhow!(
+            "only one of --data, --dev and --distill can be `-`: standard input is read once"
+        )));
+    }
     let mut config = read_train_config(a.config.as_deref())?;
     if let Some(alpha) = a.alpha {
         config.logistic.alpha = alpha;

@@ -115,7 +115,7 @@ impl Config {
         if env {
             fig = fig.merge(Env::prefixed("TRIAGE__").split("__"));
         }
-        fig.extract().map_err(|e| CoreError::Config(e.to_string()))
+        fig.extract().map_err(|e| CoreError::Config(describe(e)))
     }
 
     /// The configuration as TOML, with secrets redacted (for `triage config`).
@@ -124,6 +124,28 @@ impl Config {
         c.kafka = c.kafka.redacted();
         toml::to_string(&c).map_err(|e| CoreError::Config(e.to_string()))
     }
+}
+
+/// figment's errors, each with its key as the file spells it (`router.foo`: figment's own
+/// message says `default.router.foo`, after its profile, which triage does not use) and where it
+/// came from.
+fn describe(err: figment::Error) -> String {
+    err.into_iter()
+        .map(|e| {
+            let mut line = e.kind.to_string();
+            if !e.path.is_empty() {
+                line.push_str(&format!(" for key `{}`", e.path.join(".")));
+            }
+            if let Some(md) = &e.metadata {
+                match &md.source {
+                    Some(source) => line.push_str(&format!(" in {source} {}", md.name)),
+                    None => line.push_str(&format!(" in {}", md.name)),
+                }
+            }
+            line
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[cfg(test)]
@@ -147,6 +169,13 @@ mod tests {
             jail.create_file("bad.toml", "[router]\ndefault_treshold = 0.7\n")?;
             let err = Config::load(Some(Path::new("bad.toml"))).unwrap_err();
             assert!(err.to_string().contains("default_treshold"), "{err}");
+            // The key as the file spells it, without figment's profile.
+            assert!(
+                err.to_string()
+                    .contains("for key `router.default_treshold` in "),
+                "{err}"
+            );
+            assert!(!err.to_string().contains("default.router"), "{err}");
             Ok(())
         });
     }
