@@ -553,6 +553,10 @@ struct Chunker<'a, R> {
     stop: &'a AtomicUsize,
     /// Stopped by [`Chunker::stop`] before the end of the input.
     interrupted: bool,
+    /// The input could not be read on (a truncated gzip stream, a disk error): the whole lines
+    /// read before it were the last chunk, and the replay ends with this error once they are
+    /// decided and written.
+    failed: Option<std::io::Error>,
 }
 
 impl<R: Read> Chunker<'_, R> {
@@ -572,11 +576,19 @@ impl<R: Read> Chunker<'_, R> {
         let mut searched = 0;
         loop {
             if !self.eof && bytes.len() < want {
-                match fill(&mut self.reader, &mut bytes, want, self.stop)? {
-                    Fill::Full => {}
-                    Fill::Idle => idle = true,
-                    Fill::Ended => self.eof = true,
-                    Fill::Stopped => {
+                match fill(&mut self.reader, &mut bytes, want, self.stop) {
+                    Ok(Fill::Full) => {}
+                    Ok(Fill::Idle) => idle = true,
+                    Ok(Fill::Ended) => self.eof = true,
+                    Err(e) => {
+                        // Whole lines only, as for a stop; the error ends the replay after them.
+                        let keep = memchr::memrchr(b'\n', &bytes).map_or(0, |end| end + 1);
+                        bytes.truncate(keep);
+                        self.carry.clear();
+                        self.failed = Some(e);
+                        self.eof = true;
+                    }
+                    Ok(Fill::Stopped) => {
                         // Whole lines only: the cut one is left unread, as the rest is.
                         let keep = memchr::memrchr(b'\n', &bytes).map_or(0, |end| end + 1);
                         bytes.truncate(keep);
@@ -732,6 +744,7 @@ pub fn replay(
         eof: false,
         stop: &opts.stop,
         interrupted: false,
+        failed: None,
     };
     let turn = Turn {
         state: Mutex::new((0, processor.new_budget())),
@@ -825,8 +838,19 @@ pub fn replay(
         })?;
     }
     let interrupted = chunks.interrupted;
+    let (failed, read) = (chunks.failed.take(), chunks.next_line);
     drop(chunks);
     let mut summary = sink.finish()?;
+    if let Some(e) = failed {
+        // What was read is decided and written (finished above); then the error, saying so.
+        return Err(read_err(std::io::Error::new(
+            e.kind(),
+            format!(
+                "{e}: the input could not be read past line {read}; the decisions and dead \
+                 letters of lines 1 to {read} are written"
+            ),
+        )));
+    }
     summary.interrupted = interrupted;
     progress.finish_phase();
     let labels = processor.labels();
@@ -987,6 +1011,7 @@ mod tests {
             eof: false,
             stop: &stop,
             interrupted: false,
+            failed: None,
         };
         let mut chunks = Vec::new();
         while let Some(c) = chunker.next().unwrap() {
