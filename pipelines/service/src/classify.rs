@@ -163,11 +163,7 @@ mod tests {
         let input = "{\"id\":\"a\",\"text\":\"thanks so much!\"}\nplain text line\n\n{\"id\":3,\"text\":\"ok\"}\n";
         let mut out = Vec::new();
         classify_lines(&model, input.as_bytes(), &mut out, &InputConfig::default()).unwrap();
-        let recs: Vec<serde_json::Value> = out
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(|l| serde_json::from_slice(l).unwrap())
-            .collect();
+        let recs = records(&out);
         assert_eq!(recs.len(), 3, "the blank line is skipped");
         assert_eq!(recs[0]["id"], "a");
         assert!(recs[1].get("id").is_none());
@@ -179,6 +175,14 @@ mod tests {
             assert!((sum - 1.0).abs() <= 5e-5 * p.len() as f64, "{r}");
             assert_eq!(r["confidence"], p[r["label"].as_str().unwrap()]);
         }
+    }
+
+    /// The JSON records of `classify_lines`'s output.
+    fn records(out: &[u8]) -> Vec<serde_json::Value> {
+        out.split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect()
     }
 
     /// A line without text, or not UTF-8, or over the size limit, gets a record that says why in
@@ -204,11 +208,7 @@ mod tests {
         let mut out = Vec::new();
         let refused = classify_lines(&model, &input[..], &mut out, &config).unwrap();
         assert_eq!(refused, 6);
-        let recs: Vec<serde_json::Value> = out
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(|l| serde_json::from_slice(l).unwrap())
-            .collect();
+        let recs = records(&out);
         assert_eq!(recs.len(), 9, "{recs:?}");
         assert_eq!(recs[0]["id"], "a");
         let want = [
@@ -257,11 +257,7 @@ mod tests {
         let mut out = Vec::new();
         let refused =
             classify_lines(&model, input.as_bytes(), &mut out, &InputConfig::default()).unwrap();
-        let recs: Vec<serde_json::Value> = out
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(|l| serde_json::from_slice(l).unwrap())
-            .collect();
+        let recs = records(&out);
         assert_eq!(refused, 4, "{recs:?}");
         for (r, line) in recs[..3].iter().zip(1..) {
             assert_eq!(r["line"], line, "{r}");
