@@ -143,6 +143,30 @@ def sha256_file(path: Path) -> str:
 # ----------------------------------------------------------------------------------------------------- data
 
 
+def check_replaceable(out: Path, inputs: list) -> None:
+    """OUT is replaced whole: refuse one that holds anything but a model this script wrote (the
+    files its MANIFEST.sha256 lists), an input, or the working directory."""
+    if not out.exists():
+        return
+    why = None
+    if not out.is_dir():
+        why = "exists and is not a directory"
+    elif any(p and Path(p).resolve().is_relative_to(out) for p in inputs):
+        why = "holds an input file"
+    elif Path.cwd().resolve().is_relative_to(out):
+        why = "is the working directory or holds it"
+    else:
+        manifest = out / "MANIFEST.sha256"
+        listed = {"MANIFEST.sha256"}
+        if manifest.is_file():
+            listed |= {line.split("  ", 1)[1] for line in read_text(manifest).splitlines() if "  " in line}
+        stray = sorted(p.name for p in out.iterdir() if not p.is_file() or p.name not in listed)
+        if stray:
+            why = f"holds {stray[0]}, which is not part of a fine-tuned model"
+    if why:
+        raise Fail(f"--out {out}: {why}; the model directory is replaced whole, so name a new directory", 2)
+
+
 def read_text(path: Path) -> str:
     """The file's text, decoded as triage's Rust readers decode it (triage_core::jsonl::decoded):
     gzip by its first bytes (every member), UTF-16 with a byte order mark, else UTF-8 (a UTF-8
@@ -874,9 +898,9 @@ def run(args) -> None:
         device = torch.device("cpu")
 
     out = Path(args.out).resolve()
-    tmp_out = out.with_name(out.name + ".tmp")
     if out.exists() and not args.overwrite:
         raise Fail(f"{out} already exists (remove it or pass --overwrite)", 2)
+    check_replaceable(out, [args.data, args.dev, args.test])
 
     # ---- data
     train_path = Path(args.data)
@@ -1130,11 +1154,14 @@ def run(args) -> None:
                 f"msg/s); int8 accuracy {m8['accuracy']:.4f} macro-F1 {m8['macro_f1']:.4f} ({len(test_rows) / t8:.0f} msg/s)"
             )
 
-        # ---- write DIR.tmp, then rename
+        # ---- write a directory of its own beside DIR, then rename
         emit("phase", name="write")
-        if tmp_out.exists():
-            shutil.rmtree(tmp_out)
-        tmp_out.mkdir(parents=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp_out = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent))
+        args.tmp_out = tmp_out
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp_out.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide the model from a service user
         shutil.copyfile(chosen["path"], tmp_out / "model_int8.onnx")
         if args.keep_fp32:
             shutil.copyfile(fp32_path, tmp_out / "model_fp32.onnx")
@@ -1268,7 +1295,6 @@ def run(args) -> None:
         tmp_out.rename(out)
         shutil.rmtree(old, ignore_errors=True)
     else:
-        out.parent.mkdir(parents=True, exist_ok=True)
         tmp_out.rename(out)
     total_s = time.monotonic() - started
     emit(
@@ -1522,7 +1548,7 @@ def main(argv=None) -> int:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, on_term)
-    tmp_out = Path(args.out).resolve().with_name(Path(args.out).resolve().name + ".tmp") if args.out else None
+    args.tmp_out = None
     try:
         if args.eval_only:
             eval_only(args)
@@ -1546,9 +1572,9 @@ def main(argv=None) -> int:
         log(f"ERROR: {type(e).__name__}: {e}")
         return 1
     finally:
-        # On success OUT.tmp was renamed to OUT; anything left is a half model.
-        if not args.eval_only and tmp_out is not None and tmp_out.exists():
-            shutil.rmtree(tmp_out, ignore_errors=True)
+        # On success the directory written was renamed to OUT; anything left is a half model.
+        if args.tmp_out is not None and args.tmp_out.exists():
+            shutil.rmtree(args.tmp_out, ignore_errors=True)
 
 
 if __name__ == "__main__":

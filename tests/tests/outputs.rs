@@ -215,3 +215,55 @@ fn train_writes_no_file_but_its_output() {
         &out.stdout[..16]
     );
 }
+
+/// `slm finetune` replaces its `--out` directory whole, after training. It used to take any
+/// directory: `--data mydir/train.jsonl --out mydir` (or `--out .`) would have deleted the data,
+/// and everything else there, once the model was written. It now refuses, at once (before the
+/// PyTorch venv), a directory that holds an input, the working directory, or anything but an
+/// earlier fine-tuned model's files; the data stays.
+#[test]
+fn finetune_replaces_no_directory_but_a_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = labelled(dir.path());
+    let before = std::fs::read(&data).unwrap();
+    let mine = dir.path().join("mine");
+    std::fs::create_dir(&mine).unwrap();
+    std::fs::write(mine.join("notes.txt"), "keep me").unwrap();
+    let s = |p: &Path| p.as_os_str().to_owned();
+    let o = |x: &str| std::ffi::OsString::from(x);
+    let cases = [
+        (s(dir.path()), "holds the --data file"),
+        (s(&dir.path().join(".")), "holds the --data file"),
+        (
+            s(&mine),
+            "holds notes.txt, which is not part of a fine-tuned model",
+        ),
+        (s(&data), "--out"),
+    ];
+    for (out, want) in cases {
+        let (code, stderr) = run(&[
+            &o("slm"),
+            &o("finetune"),
+            &o("--data"),
+            &s(&data),
+            &o("--out"),
+            &out,
+        ]);
+        assert_eq!(code, Some(2), "--out {out:?}: {stderr}");
+        assert!(stderr.contains(want), "--out {out:?}: {stderr}");
+        assert!(!stderr.contains("venv"), "refused after starting: {stderr}");
+    }
+    // The working directory, however named.
+    let out = Command::new(triage_tests::triage_bin())
+        .current_dir(&mine)
+        .args(["slm", "finetune", "--data"])
+        .arg(&data)
+        .args(["--out", "."])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("working directory"), "{stderr}");
+    assert_eq!(std::fs::read(&data).unwrap(), before);
+    assert_eq!(std::fs::read(mine.join("notes.txt")).unwrap(), b"keep me");
+}

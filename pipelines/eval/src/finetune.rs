@@ -122,6 +122,82 @@ fn run_ok(cmd: &mut Command, what: &str) -> Result<std::process::Output> {
     Ok(out)
 }
 
+/// The fine-tuning log, beside the model directory.
+fn log_path(out: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.finetune.log", out.display()))
+}
+
+/// What a model directory holds: its `MANIFEST.sha256` and the files it lists.
+const MANIFEST: &str = "MANIFEST.sha256";
+
+/// Refuses an `--out` whose replacement would destroy anything but an earlier fine-tuned model,
+/// before minutes of training: the directory is replaced whole. It may not exist yet, be empty,
+/// or hold a model this command wrote (its manifest's files and nothing else). An input inside it
+/// (or the same file as the log) is refused, as is the working directory or one above it.
+pub fn check_out(req: &FinetuneRequest) -> Result<()> {
+    let out = &req.out;
+    let log = log_path(out);
+    triage_core::paths::refuse_overwriting(
+        &[
+            ("--data", Some(&req.data)),
+            ("--dev", req.dev.as_deref()),
+            ("--test", req.test.as_deref()),
+        ],
+        &[("--out", Some(out)), ("the fine-tuning log", Some(&log))],
+    )?;
+    let refuse = |why: String| {
+        Err(EvalError::Invalid(format!(
+            "--out {}: {why}; the model directory is replaced whole, so name a new directory (or \
+             one an earlier `triage slm finetune` wrote)",
+            out.display()
+        )))
+    };
+    let meta = match std::fs::metadata(out) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(EvalError::io(out, e)),
+        Ok(m) => m,
+    };
+    if !meta.is_dir() {
+        return refuse("exists and is not a directory".into());
+    }
+    let dir = out.canonicalize().map_err(|e| EvalError::io(out, e))?;
+    let inputs = [
+        ("--data", Some(&req.data)),
+        ("--dev", req.dev.as_ref()),
+        ("--test", req.test.as_ref()),
+    ];
+    for (option, path) in inputs {
+        if let Some(path) = path
+            && path.canonicalize().is_ok_and(|p| p.starts_with(&dir))
+        {
+            return refuse(format!("holds the {option} file {}", path.display()));
+        }
+    }
+    if std::env::current_dir()
+        .and_then(|d| d.canonicalize())
+        .is_ok_and(|here| here.starts_with(&dir))
+    {
+        return refuse("is the working directory or holds it".into());
+    }
+    let listed: std::collections::HashSet<String> = std::fs::read_to_string(out.join(MANIFEST))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once("  ").map(|(_, name)| name.to_owned()))
+        .chain([MANIFEST.to_owned()])
+        .collect();
+    for entry in std::fs::read_dir(out).map_err(|e| EvalError::io(out, e))? {
+        let entry = entry.map_err(|e| EvalError::io(out, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+        if !is_file || !listed.contains(&name) {
+            return refuse(format!(
+                "holds {name}, which is not part of a fine-tuned model (no {MANIFEST} lists it)"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Fine-tunes, exports and checks a model. `models` gives the cache (where the tools, the venv
 /// stamp and the base wheel go) and the ONNX Runtime the parity check loads.
 pub fn finetune(
@@ -129,6 +205,7 @@ pub fn finetune(
     models: &ModelsConfig,
     progress: &mut dyn Progress,
 ) -> Result<FinetuneOutcome> {
+    check_out(req)?;
     let cache = models.cache_dir();
     let tools = write_tools(&cache.join("finetune"))?;
     // 1. The venv (made once; the script says when it downloads).
@@ -168,7 +245,7 @@ pub fn finetune(
         )?;
     }
     // 3. Train, export, quantise (PyTorch side); its events drive the progress bar.
-    let log_path = PathBuf::from(format!("{}.finetune.log", req.out.display()));
+    let log_path = log_path(&req.out);
     let log = std::fs::File::create(&log_path).map_err(|e| EvalError::io(&log_path, e))?;
     let mut cmd = Command::new(&python);
     cmd.arg(tools.join("finetune.py"))
@@ -332,4 +409,76 @@ pub fn check_parity(dir: &Path, models: &ModelsConfig) -> Result<Parity> {
         max_probability_diff: max_diff,
         max_diff_python_onnxruntime: max_py,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(data: &Path, out: &Path) -> FinetuneRequest {
+        FinetuneRequest {
+            data: data.to_path_buf(),
+            dev: None,
+            out: out.to_path_buf(),
+            epochs: 1,
+            max_train: None,
+            seed: 0,
+            max_seq_len: 64,
+            layers: None,
+            qat_fraction: None,
+            threads: 1,
+            min_parity: 0.99,
+            holdout: 10,
+            test: None,
+        }
+    }
+
+    /// Only a new, empty or earlier model directory may be replaced; nothing that holds the data,
+    /// another file, or the working directory.
+    #[test]
+    fn out_must_be_new_empty_or_an_earlier_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let data = d.join("train.jsonl");
+        std::fs::write(&data, "{\"text\":\"a\",\"label\":\"x\"}\n").unwrap();
+        let check = |out: &Path| check_out(&request(&data, out)).map_err(|e| e.to_string());
+
+        check(&d.join("new")).unwrap();
+        std::fs::create_dir(d.join("empty")).unwrap();
+        check(&d.join("empty")).unwrap();
+        let here = std::env::current_dir().unwrap();
+        let err = check(&here).unwrap_err();
+        assert!(err.contains("working directory"), "{err}");
+
+        let err = check(d).unwrap_err();
+        assert!(err.contains("holds the --data file"), "{err}");
+        let err = check(&data).unwrap_err();
+        assert!(err.contains("--data"), "{err}");
+        std::fs::write(d.join("empty").join("mine.txt"), "x").unwrap();
+        let err = check(&d.join("empty")).unwrap_err();
+        assert!(
+            err.contains("holds mine.txt, which is not part of"),
+            "{err}"
+        );
+
+        let model = d.join("model");
+        std::fs::create_dir(&model).unwrap();
+        std::fs::write(model.join("model_int8.onnx"), "x").unwrap();
+        std::fs::write(model.join("slm.json"), "{}").unwrap();
+        std::fs::write(model.join(MANIFEST), "00  model_int8.onnx\n11  slm.json\n").unwrap();
+        check(&model).unwrap();
+        std::fs::write(model.join("notes.txt"), "mine").unwrap();
+        let err = check(&model).unwrap_err();
+        assert!(err.contains("notes.txt"), "{err}");
+        std::fs::remove_file(model.join("notes.txt")).unwrap();
+        std::fs::create_dir(model.join("sub")).unwrap();
+        assert!(check(&model).unwrap_err().contains("sub"));
+
+        let log = d.join("m.finetune.log");
+        std::fs::write(&log, "{}\n").unwrap();
+        let err = check_out(&request(&log, &d.join("m")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("fine-tuning log"), "{err}");
+    }
 }

@@ -56,7 +56,9 @@ pub struct FinetuneArgs {
     /// Labelled dev data: the best epoch is chosen on it [default: a stratified 10% of --data].
     #[arg(long)]
     dev: Option<PathBuf>,
-    /// The model directory to write.
+    /// The model directory to write. It is replaced whole, so it must be new, empty, or an
+    /// earlier fine-tuned model (its manifest's files and nothing else): a directory holding the
+    /// data, other files, or the working directory is refused before training.
     #[arg(long)]
     out: PathBuf,
     /// Training epochs.
