@@ -96,20 +96,7 @@ impl SecondOpinion {
 
     /// The column of each of `fast_labels` in this model's output.
     pub fn columns(&self, fast_labels: &[String]) -> Result<Vec<usize>> {
-        let own = self.labels();
-        fast_labels
-            .iter()
-            .map(|l| {
-                own.iter().position(|h| h == l).ok_or_else(|| {
-                    ModelsError::Config(format!(
-                        "the {} second opinion has no label {l:?} (it has {}): train one on the \
-                         fast model's labels",
-                        self.kind(),
-                        own.join(", ")
-                    ))
-                })
-            })
-            .collect()
+        label_columns(self.kind(), self.labels(), fast_labels)
     }
 
     /// Its own probabilities for `texts`, one row each, in its label order.
@@ -119,6 +106,46 @@ impl SecondOpinion {
             Self::Frozen { encoder, head } => head.predict_proba(&encoder.embed(texts)?),
         }
     }
+}
+
+/// The column of each of `fast_labels` among a second opinion's labels `own`. Its labels must be
+/// the fast model's: one it lacks cannot be scored, and one only it has would take probability
+/// that no fast label receives (the published probabilities would not sum to one). `kind` names
+/// it in the error (`fine-tuned`, `frozen`).
+///
+/// ```
+/// use triage_models::second_opinion::label_columns;
+/// let own = ["b".to_string(), "a".to_string()];
+/// assert_eq!(label_columns("frozen", &own, &["a".into(), "b".into()]).unwrap(), [1, 0]);
+/// assert!(label_columns("frozen", &own, &["a".into()]).is_err());
+/// ```
+pub fn label_columns(kind: &str, own: &[String], fast_labels: &[String]) -> Result<Vec<usize>> {
+    let columns = fast_labels
+        .iter()
+        .map(|l| {
+            own.iter().position(|h| h == l).ok_or_else(|| {
+                ModelsError::Config(format!(
+                    "the {kind} second opinion has no label {l:?} (it has {}): train one on the \
+                     fast model's labels",
+                    own.join(", ")
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let extra: Vec<&str> = own
+        .iter()
+        .filter(|h| !fast_labels.contains(h))
+        .map(String::as_str)
+        .collect();
+    if !extra.is_empty() {
+        return Err(ModelsError::Config(format!(
+            "the {kind} second opinion has labels the fast model lacks: {} (the fast model has \
+             {}); their probability would be lost: train one on the fast model's labels",
+            extra.join(", "),
+            fast_labels.join(", ")
+        )));
+    }
+    Ok(columns)
 }
 
 impl Mapped {

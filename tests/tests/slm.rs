@@ -367,3 +367,75 @@ fn calibrate_keeps_the_files_kafka_secrets_and_writes_none_from_the_environment(
     // And what it calibrated is there.
     assert_eq!(written["budget"]["max_share"].as_float(), Some(0.15));
 }
+
+/// A second opinion's labels must be the fast model's. One it lacks was refused; one only it has
+/// was accepted, and that label's probability silently dropped (the published probabilities
+/// summed to 0.11 for a head trained with an extra `delivery` label). Both are configuration
+/// errors now, in `replay` and in `config --check`.
+#[test]
+fn a_second_opinion_must_have_the_fast_models_labels() {
+    models_installed();
+    let dir = tempfile::tempdir().unwrap();
+    let head = |name: &str, labels: &[&str]| {
+        let descriptions = dir.path().join(format!("{name}.toml"));
+        let text: String = labels
+            .iter()
+            .map(|l| format!("{l} = \"a message that is {l}\"\n"))
+            .collect();
+        std::fs::write(&descriptions, text).unwrap();
+        let out = dir.path().join(format!("{name}.json"));
+        let run = Command::new(triage_bin())
+            .current_dir(workspace())
+            .args(["slm", "zero-shot", "--descriptions"])
+            .arg(&descriptions)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        out
+    };
+    let four = ["ambiguous", "negative", "neutral", "positive"];
+    let extra = head("extra", &[&four[..], &["delivery"]].concat());
+    let missing = head("missing", &four[1..]);
+    let fine = head("fine", &four);
+    for (head, want) in [
+        (&extra, "labels the fast model lacks: delivery"),
+        (&missing, "has no label \"ambiguous\""),
+    ] {
+        let config = format!(
+            "{POLICY}[slm]\nmode = \"on\"\nhead = \"{}\"\n",
+            head.display()
+        );
+        let (code, _, err) = replay(&config);
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains(want), "{err}");
+        let cfg = dir.path().join("check.toml");
+        std::fs::write(&cfg, &config).unwrap();
+        let check = Command::new(triage_bin())
+            .current_dir(workspace())
+            .args(["config", "--check", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&check.stderr);
+        assert_eq!(check.status.code(), Some(2), "{err}");
+        assert!(err.contains(want), "{err}");
+    }
+    // The same labels in another order are fine, and the probabilities sum to one.
+    let (code, ds, err) = replay(&format!(
+        "{POLICY}{PATIENT}[slm]\nmode = \"on\"\nhead = \"{}\"\n",
+        fine.display()
+    ));
+    assert_eq!(code, Some(0), "{err}");
+    let asked = routes(&ds, "second_opinion");
+    assert!(!asked.is_empty(), "no second opinion asked");
+    for d in &asked {
+        let sum = probability_sum(d);
+        assert!((sum - 1.0).abs() < 0.01, "{d}");
+    }
+}

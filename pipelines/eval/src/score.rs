@@ -165,24 +165,9 @@ pub fn fast_probabilities(model: &Model, texts: &[&str]) -> (Array2<f32>, Vec<f3
     (out, unseen)
 }
 
-/// The head's column of each of `labels` (an error names a label the head lacks).
-fn head_columns(head: &Head, labels: &[String]) -> Result<Vec<usize>> {
-    labels
-        .iter()
-        .map(|l| {
-            head.labels().iter().position(|h| h == l).ok_or_else(|| {
-                EvalError::Invalid(format!(
-                    "the second-opinion head has no label {l:?} (it has {})",
-                    head.labels().join(", ")
-                ))
-            })
-        })
-        .collect()
-}
-
 /// The head's probabilities for embeddings `x`, in `labels` order.
 fn head_probabilities(head: &Head, x: &Array2<f32>, labels: &[String]) -> Result<Array2<f32>> {
-    let columns = head_columns(head, labels)?;
+    let columns = triage_models::second_opinion::label_columns("frozen", head.labels(), labels)?;
     let hp = head.predict_proba(x)?;
     Ok(hp.select(Axis(1), &columns))
 }
