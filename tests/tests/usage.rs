@@ -229,3 +229,70 @@ fn train_and_eval_read_stdin() {
     let v: serde_json::Value = serde_json::from_str(&report).unwrap();
     assert_eq!(v["n"], 24, "{v}");
 }
+
+/// Distilled rows are checked as labelled rows are. `train --distill` took an empty label (a
+/// class `""` of the model), a confidence of 7, and labels the labelled data lacks (a sentiment
+/// model that answered `activate_my_card`), exit 0; each is now refused (exit 2), naming it.
+#[test]
+fn distilled_rows_are_checked_like_labelled_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = two_label_data(dir.path());
+    let model = dir.path().join("m.triage");
+    let cases = [
+        (
+            r#"{"text":"meh","label":"","confidence":0.9}"#,
+            "the label is empty",
+        ),
+        (
+            r#"{"text":"hmm","label":"positive","confidence":7}"#,
+            "between 0 and 1, not 7",
+        ),
+        (
+            r#"{"text":"my card","label":"activate_my_card","confidence":0.9}"#,
+            "\"activate_my_card\" (1 rows)",
+        ),
+    ];
+    for (row, want) in cases {
+        let distill = dir.path().join("d.jsonl");
+        std::fs::write(
+            &distill,
+            format!("{{\"text\":\"fine\",\"label\":\"negative\"}}\n{row}\n"),
+        )
+        .unwrap();
+        let run = Command::new(triage_bin())
+            .args(["train", "--data"])
+            .arg(&data)
+            .arg("--distill")
+            .arg(&distill)
+            .arg("--out")
+            .arg(&model)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(2), "{row}: {err}");
+        assert!(err.contains(want), "{row}: {err}");
+        assert!(!model.exists(), "{row}: a model was written");
+    }
+    // Rows as `triage slm label` writes them (extra fields, an id) are taken.
+    let distill = dir.path().join("d.jsonl");
+    std::fs::write(
+        &distill,
+        "{\"id\":7,\"text\":\"so good\",\"label\":\"positive\",\"confidence\":0.93,\"probabilities\":{\"positive\":0.93,\"negative\":0.07}}\n",
+    )
+    .unwrap();
+    let run = Command::new(triage_bin())
+        .args(["train", "--data"])
+        .arg(&data)
+        .arg("--distill")
+        .arg(&distill)
+        .arg("--out")
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(model.exists());
+}

@@ -37,17 +37,28 @@ pub struct Distill {
     pub min_confidence: f64,
 }
 
-/// One machine-labelled row.
+/// One machine-labelled row: a labelled example (its label not blank, as in `--data`) and the
+/// second opinion's confidence in it.
 #[derive(Debug, serde::Deserialize)]
 struct DistillRow {
-    text: String,
-    label: String,
-    #[serde(default = "one")]
+    #[serde(flatten)]
+    example: triage_classifier::Example,
+    #[serde(default = "one", deserialize_with = "probability")]
     confidence: f64,
 }
 
 fn one() -> f64 {
     1.0
+}
+
+fn probability<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    let p = <f64 as serde::Deserialize>::deserialize(d)?;
+    if !(0.0..=1.0).contains(&p) {
+        return Err(serde::de::Error::custom(format!(
+            "the confidence must be between 0 and 1, not {p}"
+        )));
+    }
+    Ok(p)
 }
 
 /// The training rows and their weights: `data` at 1, then the distilled rows that pass
@@ -64,14 +75,36 @@ fn with_distilled(
     }
     let rows: Vec<DistillRow> =
         triage_core::jsonl::read(&d.path, "{\"text\", \"label\", \"confidence\"}")?;
+    // A label the labelled data lacks means the file came from another model (a second opinion
+    // has the fast model's labels): it would become a class of this one.
+    let known: std::collections::BTreeSet<&str> = data.iter().map(|e| e.label.as_str()).collect();
+    let mut unknown = std::collections::BTreeMap::<&str, usize>::new();
+    for r in &rows {
+        if !known.contains(r.example.label.as_str()) {
+            *unknown.entry(&r.example.label).or_default() += 1;
+        }
+    }
+    if !unknown.is_empty() {
+        let list: Vec<String> = unknown
+            .iter()
+            .take(5)
+            .map(|(l, n)| format!("{l:?} ({n} rows)"))
+            .collect();
+        return Err(EvalError::Invalid(format!(
+            "--distill {}: labels the labelled data (--data) lacks: {}{}; distil the labels of a \
+             second opinion trained on the same labels",
+            d.path.display(),
+            list.join(", "),
+            if unknown.len() > 5 { ", ..." } else { "" }
+        )));
+    }
     let mut weights = vec![1.0; data.len()];
     let mut kept = 0;
     for r in rows {
         if r.confidence >= d.min_confidence {
             data.push(triage_classifier::Example {
                 id: None,
-                text: r.text,
-                label: r.label,
+                ..r.example
             });
             weights.push(d.weight);
             kept += 1;

@@ -37,7 +37,8 @@ pub struct Args {
     #[arg(long)]
     json: bool,
     /// Also learn from rows the second opinion labelled (`triage slm label` output: JSONL with
-    /// "text", "label", "confidence"): distillation into the fast model.
+    /// "text", "label", "confidence"): distillation into the fast model. Checked as --data is
+    /// (no blank label), with each confidence between 0 and 1, and only labels --data has.
     #[arg(long)]
     distill: Option<PathBuf>,
     /// Weight of each distilled row, relative to a labelled row.
