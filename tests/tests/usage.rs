@@ -296,3 +296,35 @@ fn distilled_rows_are_checked_like_labelled_ones() {
     );
     assert!(model.exists());
 }
+
+/// A reader that goes away (`triage eval | head -1`) ends the command quietly with 141, as the
+/// help says, on stdout or stderr: `println!` had panicked with a backtrace, exit 101.
+#[test]
+fn a_closed_output_ends_quietly_with_141() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = two_label_data(dir.path());
+    let model = dir.path().join("m.triage");
+    // The pipe's read end is closed before the command writes anything.
+    let mut eval = Command::new(triage_bin())
+        .args(["eval", "--data"])
+        .arg(&data)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(eval.stdout.take());
+    let out = eval.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{err}");
+    assert!(err.is_empty(), "not quiet: {err}");
+    let mut train = Command::new(triage_bin())
+        .args(["train", "--data"])
+        .arg(&data)
+        .arg("--out")
+        .arg(&model)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(train.stderr.take());
+    assert_eq!(train.wait().unwrap().code(), Some(141));
+}

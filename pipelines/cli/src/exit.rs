@@ -15,6 +15,23 @@ use triage_service::ServiceError;
 /// The exit code of a process that SIGPIPE ended: 128 + 13.
 const OUTPUT_CLOSED: u8 = 141;
 
+/// `println!` and `eprintln!` panic when their stream is a pipe whose reader went away (`triage
+/// eval | head -1`: a backtrace and exit 101). Such a panic now ends the process quietly with 141,
+/// as SIGPIPE ends a C tool; any other panic goes to the default hook. (Rust ignores SIGPIPE so
+/// that a socket's closed peer is an error, not the process's end: `triage run` needs that.)
+pub fn exit_quietly_when_output_closes() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info.payload_as_str().unwrap_or_default();
+        if message.starts_with("failed printing to std")
+            && (message.contains("Broken pipe") || message.contains("os error 32"))
+        {
+            std::process::exit(OUTPUT_CLOSED.into());
+        }
+        default(info);
+    }));
+}
+
 /// A command's failure.
 pub enum Failure {
     /// An error, with whose problem it is.

@@ -66,6 +66,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    exit::exit_quietly_when_output_closes();
     let command = Cli::parse().command;
     // `triage run` logs as its configuration says; the offline commands log warnings (a
     // second opinion that fell back, injected faults), or what RUST_LOG asks for.
