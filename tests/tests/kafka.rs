@@ -733,3 +733,32 @@ fn two_classify_threads_lose_nothing_and_keep_each_partitions_order() {
         "{batches} batches"
     );
 }
+
+/// `--exit-when-idle` on a topic that does not exist: the run had waited forever (the idle clock
+/// started only with the first partitions). It now gives up once the group join's grace (30 s)
+/// is over, exit 1, naming the topic and the consumer's error.
+#[test]
+fn exit_when_idle_ends_a_run_that_never_gets_a_partition() {
+    let addr = broker();
+    require_broker(&addr);
+    let missing = triage_tests::unique("never-created");
+    let group = triage_tests::unique("never-group");
+    let c = ServiceConfig {
+        broker: &addr,
+        group: &group,
+        input: &missing,
+        output: "never-out",
+        dlq: "never-dlq",
+        extra: "",
+    };
+    let started = std::time::Instant::now();
+    let mut svc = Service::start(&c, &["--exit-when-idle", "1"]);
+    let code = svc.wait(Duration::from_secs(90));
+    let log = svc.log_text();
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains(&format!("no partition of {missing} was assigned")),
+        "{log}"
+    );
+    assert!(started.elapsed() >= Duration::from_secs(30), "{log}");
+}

@@ -28,7 +28,10 @@ pub struct Args {
     /// Consumer group id (overrides the configuration and the replay group).
     #[arg(long)]
     group: Option<String>,
-    /// Exit cleanly once no message has arrived for this many seconds (for replays).
+    /// Exit cleanly once no message has arrived for this many seconds (for replays). A run that
+    /// gets no partition in this time (and at least 30 s, for the group join) stops too: exit 1
+    /// naming the consumer's last error (a topic that does not exist, brokers out of reach), or
+    /// 0 with a warning where there was none (the group's other members hold every partition).
     #[arg(long)]
     exit_when_idle: Option<f64>,
 }

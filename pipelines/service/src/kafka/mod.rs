@@ -120,6 +120,9 @@ struct Loop {
     summary: RunSummary,
     /// When the last message arrived (or partitions were first assigned): the idle clock.
     last_message: Option<Instant>,
+    /// The last error the consumer reported (a topic that does not exist, brokers down), for a
+    /// run that `exit_when_idle` ends before any partition was assigned.
+    consumer_error: Option<String>,
     /// Records failing transiently, by input position, with when they first failed.
     retrying: HashMap<(Tp, i64), Instant>,
     /// A fatal producer error: the run drains, commits, and returns it.
@@ -543,6 +546,10 @@ fn shutdown_signal() -> impl Future<Output = &'static str> {
 /// abort, the seeks of a rewind).
 const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a run with `exit_when_idle` waits for its first partitions (at least its idle time):
+/// a group join takes a few seconds, longer on a busy cluster.
+const UNASSIGNED_GRACE: Duration = Duration::from_secs(30);
+
 /// Runs the service until a signal (or `exit_when_idle`).
 pub async fn run(
     processor: Arc<Processor>,
@@ -655,6 +662,7 @@ pub async fn run(
         batch_probs: Vec::new(),
         summary: RunSummary::default(),
         last_message: opts.from_timestamp.map(|_| Instant::now()),
+        consumer_error: None,
         retrying: HashMap::new(),
         fatal: None,
         txn,
@@ -664,6 +672,7 @@ pub async fn run(
     let mut lag_tick =
         tokio::time::interval(Duration::from_millis(lp.kafka.lag_interval_ms.max(100)));
     let mut beat = tokio::time::interval(Duration::from_millis(500));
+    let started = Instant::now();
     tokio::pin!(signal);
     // Every way out of the loop, an error included, goes through the drain and commit below.
     let mut failed: Option<ServiceError> = None;
@@ -710,6 +719,7 @@ pub async fn run(
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "consumer error");
+                    lp.consumer_error = Some(e.to_string());
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     Ok(())
                 }
@@ -732,7 +742,38 @@ pub async fn run(
                 {
                     break "idle".to_string();
                 }
-                Ok(())
+                // No partition at all: a topic that does not exist, brokers out of reach, or
+                // every partition held by the group's other members. The clock starts at the
+                // start, with time for a group join, so that a replay job does not wait forever.
+                if let Some(idle) = opts.exit_when_idle
+                    && lp.last_message.is_none()
+                    && started.elapsed() >= idle.max(UNASSIGNED_GRACE)
+                {
+                    let waited = format!(
+                        "no partition of {} was assigned in {:.0} s",
+                        lp.kafka.input_topics.join(", "),
+                        started.elapsed().as_secs_f64()
+                    );
+                    match lp.consumer_error.take() {
+                        Some(e) => Err(ServiceError::Kafka {
+                            message: format!(
+                                "{waited} (--exit-when-idle); the consumer's last error: {e} \
+                                 (brokers {})",
+                                lp.kafka.brokers
+                            ),
+                            retryable: true,
+                        }),
+                        None => {
+                            tracing::warn!(
+                                "{waited}, and the consumer reported no error: the group's other \
+                                 members may hold them all"
+                            );
+                            break "idle".to_string();
+                        }
+                    }
+                } else {
+                    Ok(())
+                }
             }
         };
         let step = match step {
