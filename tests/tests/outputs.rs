@@ -267,3 +267,100 @@ fn finetune_replaces_no_directory_but_a_model() {
     assert_eq!(std::fs::read(&data).unwrap(), before);
     assert_eq!(std::fs::read(mine.join("notes.txt")).unwrap(), b"keep me");
 }
+
+/// A file the configuration names is an input too. `replay --output`, `slm label --output` and
+/// `calibrate --out` naming the configured `[model] path` (or `[slm] head`) had replaced the
+/// model with decisions, exit 0; each is now refused before anything is read or written.
+#[test]
+fn no_command_writes_over_a_file_its_configuration_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = labelled(dir.path());
+    let model = dir.path().join("m.triage");
+    let (code, stderr) = run(&[
+        "train".as_ref(),
+        "--data".as_ref(),
+        data.as_os_str(),
+        "--out".as_ref(),
+        model.as_os_str(),
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let before = std::fs::read(&model).unwrap();
+    let head = dir.path().join("h.json");
+    std::fs::write(&head, "{}").unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[model]\npath = \"{}\"\n[slm]\nhead = \"{}\"\n",
+            model.display(),
+            head.display()
+        ),
+    )
+    .unwrap();
+    let s = |p: &Path| p.as_os_str().to_owned();
+    let o = |x: &str| std::ffi::OsString::from(x);
+    let same_model = dir.path().join(".").join("m.triage");
+    let cases: Vec<(Vec<std::ffi::OsString>, &str)> = vec![
+        (
+            vec![
+                o("replay"),
+                o("--config"),
+                s(&config),
+                o("--input"),
+                s(&data),
+                o("--output"),
+                s(&same_model),
+            ],
+            "[model] path",
+        ),
+        (
+            vec![
+                o("replay"),
+                o("--config"),
+                s(&config),
+                o("--input"),
+                s(&data),
+                o("--output"),
+                s(&dir.path().join("out.jsonl")),
+                o("--dead-letter"),
+                s(&head),
+            ],
+            "[slm] head",
+        ),
+        (
+            vec![
+                o("slm"),
+                o("label"),
+                o("--config"),
+                s(&config),
+                o("--input"),
+                s(&data),
+                o("--output"),
+                s(&model),
+            ],
+            "[model] path",
+        ),
+        (
+            vec![
+                o("calibrate"),
+                o("--config"),
+                s(&config),
+                o("--dev"),
+                s(&data),
+                o("--budget"),
+                o("0.2"),
+                o("--out"),
+                s(&model),
+            ],
+            "[model] path",
+        ),
+    ];
+    for (args, named) in cases {
+        let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        let (code, stderr) = run(&refs);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(named), "{args:?}: {stderr}");
+        assert_eq!(std::fs::read(&model).unwrap(), before, "{args:?}");
+        assert_eq!(std::fs::read(&head).unwrap(), b"{}", "{args:?}");
+    }
+}

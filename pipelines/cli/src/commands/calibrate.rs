@@ -91,6 +91,13 @@ pub fn run(a: Args) -> CmdResult {
         ],
     )?;
     let mut config = Config::load(a.config.as_deref())?;
+    super::refuse_overwriting_configured(
+        &config,
+        &[
+            ("--out", Some(&a.out)),
+            ("--deferral-out", Some(&deferral_out)),
+        ],
+    )?;
     let goal = match (a.budget, a.target_accuracy) {
         (Some(b), None) if (0.0..=1.0).contains(&b) => Goal::Budget(b),
         (None, Some(t)) if (0.0..=1.0).contains(&t) => Goal::TargetAccuracy(t),

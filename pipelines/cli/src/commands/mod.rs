@@ -25,6 +25,21 @@ pub fn root() -> Result<PathBuf, crate::exit::Failure> {
 
 /// A `clap` value parser for a share, a score or a margin: a finite number in 0..=1 (`NaN` had
 /// turned `eval --min-accuracy` off, and `50`, meant as per cent, failed as a quality gate).
+/// Refuses outputs that name a file the configuration names (`[model] path`, `[slm] head`, ...),
+/// as [`triage_core::paths::refuse_overwriting`] does for a command's own options: `replay
+/// --output` naming the configured model had replaced it with decisions.
+pub fn refuse_overwriting_configured(
+    config: &Config,
+    outputs: &[(&str, Option<&std::path::Path>)],
+) -> Result<(), crate::exit::Failure> {
+    let named = config.named_files();
+    let inputs: Vec<(&str, Option<&std::path::Path>)> = named
+        .iter()
+        .map(|(key, path)| (key.as_str(), Some(path.as_path())))
+        .collect();
+    Ok(triage_core::paths::refuse_overwriting(&inputs, outputs)?)
+}
+
 pub fn unit_interval(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),

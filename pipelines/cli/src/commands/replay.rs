@@ -52,8 +52,6 @@ pub fn run(a: Args) -> CmdResult {
     // calls first come, first served and sheds none (the same log gives the same decisions on a
     // slow machine and a fast one, timeouts apart).
     config.slm.executor.admission = Admission::Arrival;
-    let model = Model::load_or_default(a.model.as_deref().or(config.model.path.as_deref()))?;
-    let processor = Processor::from_config(Arc::new(model), &config, &super::root()?)?;
     let dead_letter = a.dead_letter.clone().unwrap_or_else(|| {
         if a.output == Path::new("-") {
             PathBuf::from("dead-letter.jsonl")
@@ -63,6 +61,25 @@ pub fn run(a: Args) -> CmdResult {
             PathBuf::from(p)
         }
     });
+    triage_core::paths::refuse_overwriting(
+        &[
+            ("--config", a.config.as_deref()),
+            ("--model", a.model.as_deref()),
+        ],
+        &[
+            ("--output", Some(&a.output)),
+            ("--dead-letter", Some(&dead_letter)),
+        ],
+    )?;
+    super::refuse_overwriting_configured(
+        &config,
+        &[
+            ("--output", Some(&a.output)),
+            ("--dead-letter", Some(&dead_letter)),
+        ],
+    )?;
+    let model = Model::load_or_default(a.model.as_deref().or(config.model.path.as_deref()))?;
+    let processor = Processor::from_config(Arc::new(model), &config, &super::root()?)?;
     let opts = ReplayOptions {
         input: a.input.clone(),
         output: a.output.clone(),

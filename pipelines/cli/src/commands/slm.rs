@@ -155,6 +155,7 @@ fn label(a: LabelArgs) -> CmdResult {
         &[("--output", Some(&a.output))],
     )?;
     let config = Config::load(a.config.as_deref())?;
+    super::refuse_overwriting_configured(&config, &[("--output", Some(&a.output))])?;
     let model = triage_classifier::Model::load_or_default(
         a.model.as_deref().or(config.model.path.as_deref()),
     )?;

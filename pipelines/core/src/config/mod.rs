@@ -88,6 +88,35 @@ pub enum LogFormat {
 }
 
 impl Config {
+    /// The files this configuration names, which a command reads: the fast model, the deferral
+    /// model, the second opinion's head, and the files of the model directories it sets
+    /// (`[slm] finetuned`, `[slm.models] encoder_dir`, `generator_dir`), each with its key. A
+    /// command checks its outputs against them as against its options
+    /// ([`crate::paths::refuse_overwriting`]): `replay --output` naming the `[model] path` had
+    /// replaced the model with decisions.
+    pub fn named_files(&self) -> Vec<(String, PathBuf)> {
+        let mut files: Vec<(String, PathBuf)> = [
+            ("[model] path", &self.model.path),
+            ("[router] deferral", &self.router.deferral),
+            ("[slm] head", &self.slm.head),
+            ("[slm.models] runtime_path", &self.slm.models.runtime_path),
+        ]
+        .into_iter()
+        .filter_map(|(key, path)| Some((key.to_owned(), path.clone()?)))
+        .collect();
+        for (key, dir) in [
+            ("[slm] finetuned", &self.slm.finetuned),
+            ("[slm.models] encoder_dir", &self.slm.models.encoder_dir),
+            ("[slm.models] generator_dir", &self.slm.models.generator_dir),
+        ] {
+            let Some(entries) = dir.as_deref().and_then(|d| std::fs::read_dir(d).ok()) else {
+                continue;
+            };
+            files.extend(entries.flatten().map(|e| (key.to_owned(), e.path())));
+        }
+        files
+    }
+
     /// Defaults, then the TOML file (if any), then `TRIAGE__…` environment variables
     /// (`TRIAGE__KAFKA__BROKERS=host:9092` sets `kafka.brokers`).
     pub fn load(file: Option<&Path>) -> Result<Self, CoreError> {
