@@ -196,6 +196,33 @@ impl KafkaConfig {
         {
             return Err("an input topic cannot also be the output or dead-letter topic".into());
         }
+        // A pattern subscription (`^...`, a regular expression) that takes in triage's own
+        // output would consume its decisions and dead letters without end. (librdkafka's
+        // patterns are POSIX ones; one the regex crate cannot read is left to librdkafka.)
+        for pattern in self.input_topics.iter().filter(|t| t.starts_with('^')) {
+            let Ok(re) = regex::Regex::new(pattern) else {
+                continue;
+            };
+            for (key, topic) in [
+                ("output_topic", &self.output_topic),
+                ("dead_letter_topic", &self.dead_letter_topic),
+            ] {
+                if re.is_match(topic) {
+                    return Err(format!(
+                        "kafka.input_topics: the pattern {pattern:?} matches kafka.{key} {topic:?}: \
+                         triage would consume its own records without end; narrow the pattern \
+                         (e.g. `^orders\\.in\\..*`)"
+                    ));
+                }
+            }
+        }
+        if self.commit_interval_ms == 0 {
+            return Err(
+                "kafka.commit_interval_ms must be at least 1 (librdkafka's 0 turns periodic \
+                 commits off: nothing would be committed until a clean shutdown)"
+                    .into(),
+            );
+        }
         if !(1..=MAX_CLASSIFY_THREADS).contains(&self.classify_threads) {
             return Err(format!(
                 "kafka.classify_threads must be 1 to {MAX_CLASSIFY_THREADS}, got {}",
@@ -278,6 +305,27 @@ impl KafkaConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A pattern that takes in the output or dead-letter topic, and periodic commits turned
+    /// off, are refused; a pattern that does not, and plain names, are not.
+    #[test]
+    fn a_subscription_never_takes_in_triages_own_records() {
+        let with = |topics: &[&str]| KafkaConfig {
+            input_topics: topics.iter().map(|t| t.to_string()).collect(),
+            output_topic: "rx.out".into(),
+            dead_letter_topic: "rx.dlq".into(),
+            ..KafkaConfig::default()
+        };
+        let err = with(&["^rx\\..*"]).validate().unwrap_err();
+        assert!(err.contains("matches kafka.output_topic"), "{err}");
+        let err = with(&["in", "^.*dlq$"]).validate().unwrap_err();
+        assert!(err.contains("kafka.dead_letter_topic"), "{err}");
+        with(&["^rx\\.in\\..*"]).validate().unwrap();
+        with(&["rx.in", "rx.other"]).validate().unwrap();
+        let mut c = with(&["rx.in"]);
+        c.commit_interval_ms = 0;
+        assert!(c.validate().unwrap_err().contains("commit_interval_ms"));
+    }
 
     #[test]
     fn secrets_are_redacted() {
