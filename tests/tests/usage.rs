@@ -328,3 +328,46 @@ fn a_closed_output_ends_quietly_with_141() {
     drop(train.stderr.take());
     assert_eq!(train.wait().unwrap().code(), Some(141));
 }
+
+/// `config --check` reads the Kafka settings as librdkafka does, as `run` does when it starts:
+/// an unknown property, or TLS in this build without OpenSSL, had "checked out" (exit 0) and then
+/// stopped `run` (exit 2). And a property set from the environment by its librdkafka name.
+#[test]
+fn config_check_refuses_what_librdkafka_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("k.toml");
+    for (props, want) in [
+        ("\"foo.bar\" = \"1\"", "foo.bar"),
+        ("\"security.protocol\" = \"SASL_SSL\"", "OpenSSL"),
+    ] {
+        std::fs::write(
+            &cfg,
+            format!("[kafka.properties]\n{props}\n[slm]\nmode = \"off\"\n"),
+        )
+        .unwrap();
+        let run = Command::new(triage_bin())
+            .args(["config", "--check", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(2), "{props}: {err}");
+        assert!(err.contains(want), "{props}: {err}");
+    }
+    std::fs::write(&cfg, "[slm]\nmode = \"off\"\n").unwrap();
+    let run = Command::new(triage_bin())
+        .args(["config", "--check", "--config"])
+        .arg(&cfg)
+        .env("TRIAGE__KAFKA__PROPERTIES__SESSION_TIMEOUT_MS", "7000")
+        .env("TRIAGE__KAFKA__PROPERTIES__sasl.username", "alice")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(out.contains("\"session.timeout.ms\" = \"7000\""), "{out}");
+    assert!(out.contains("\"sasl.username\" = \"alice\""), "{out}");
+}

@@ -24,6 +24,7 @@ pub fn run(a: Args) -> CmdResult {
     print!("{}", config.redacted_toml()?);
     if a.check {
         let processor = super::run::prepare(&config)?;
+        triage_service::kafka::check_client_configs(&config.kafka)?;
         let slm = match processor.slm_status() {
             Ok(()) => "the small language models are loaded".to_string(),
             Err(why) => format!("no second opinion: its routes degrade ({why})"),

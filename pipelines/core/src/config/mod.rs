@@ -9,6 +9,7 @@ pub mod output;
 pub mod router;
 pub mod slm;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use figment::Figment;
@@ -142,7 +143,15 @@ impl Config {
             fig = fig.merge(Toml::file_exact(path));
         }
         if env {
-            fig = fig.merge(Env::prefixed("TRIAGE__").split("__"));
+            fig = fig
+                .merge(
+                    Env::prefixed("TRIAGE__")
+                        .filter(|key| property_var(key.as_str()).is_none())
+                        .split("__"),
+                )
+                .merge(Serialized::defaults(kafka_properties_from_env(
+                    std::env::vars(),
+                )));
         }
         fig.extract().map_err(|e| CoreError::Config(describe(e)))
     }
@@ -153,6 +162,51 @@ impl Config {
         c.kafka = c.kafka.redacted();
         toml::to_string(&c).map_err(|e| CoreError::Config(e.to_string()))
     }
+}
+
+/// The librdkafka property maps of `[kafka]`, which environment variables reach by their own rule.
+const PROPERTY_MAPS: [&str; 3] = ["properties", "consumer_properties", "producer_properties"];
+
+/// `KAFKA__PROPERTIES__SASL_PASSWORD` (a variable's name after `TRIAGE__`): the map and the
+/// librdkafka property it sets. figment splits keys at dots, so `sasl.password` could not be
+/// named the usual way; here the property's name is taken whole, and one without a dot is read as
+/// librdkafka spells it, lower case with dots (`SASL_PASSWORD` is `sasl.password`, as in
+/// Confluent's images).
+fn property_var(key: &str) -> Option<(&'static str, String)> {
+    let (section, rest) = key.split_once("__")?;
+    let (map, name) = rest.split_once("__")?;
+    if !section.eq_ignore_ascii_case("kafka") || name.is_empty() {
+        return None;
+    }
+    let map = PROPERTY_MAPS
+        .into_iter()
+        .find(|m| m.eq_ignore_ascii_case(map))?;
+    let name = if name.contains('.') {
+        name.to_owned()
+    } else {
+        name.to_ascii_lowercase().replace('_', ".")
+    };
+    Some((map, name))
+}
+
+/// `{"kafka": {"properties": {...}, ...}}` from the `TRIAGE__KAFKA__<MAP>__<NAME>` variables.
+fn kafka_properties_from_env(
+    vars: impl Iterator<Item = (String, String)>,
+) -> BTreeMap<&'static str, BTreeMap<&'static str, BTreeMap<String, String>>> {
+    let mut maps: BTreeMap<&'static str, BTreeMap<String, String>> = BTreeMap::new();
+    for (var, value) in vars {
+        let Some(key) = var.strip_prefix("TRIAGE__") else {
+            continue;
+        };
+        if let Some((map, name)) = property_var(key) {
+            maps.entry(map).or_default().insert(name, value);
+        }
+    }
+    let mut out = BTreeMap::new();
+    if !maps.is_empty() {
+        out.insert("kafka", maps);
+    }
+    out
 }
 
 /// figment's errors, each with its key as the file spells it (`router.foo`: figment's own
@@ -180,6 +234,36 @@ fn describe(err: figment::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A librdkafka property from the environment: its name has dots, which figment splits
+    /// into tables ("found map, expected a string" for `sasl.password`). The name is taken
+    /// whole, or in upper case with `_` for its dots; the other variables work as before.
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own large error
+    fn kafka_properties_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "t.toml",
+                "[kafka.properties]
+\"client.id\" = \"file\"\n",
+            )?;
+            jail.set_env("TRIAGE__KAFKA__PROPERTIES__sasl.password", "s3cret");
+            jail.set_env("TRIAGE__KAFKA__PROPERTIES__SESSION_TIMEOUT_MS", "7000");
+            jail.set_env("TRIAGE__KAFKA__PRODUCER_PROPERTIES__LINGER_MS", "20");
+            jail.set_env("TRIAGE__KAFKA__BROKERS", "env:9092");
+            let c = Config::load(Some(Path::new("t.toml"))).expect("valid");
+            let p = &c.kafka.properties;
+            assert_eq!(p["sasl.password"], "s3cret");
+            assert_eq!(p["session.timeout.ms"], "7000");
+            assert_eq!(p["client.id"], "file");
+            assert_eq!(c.kafka.producer_properties["linger.ms"], "20");
+            assert_eq!(c.kafka.brokers, "env:9092");
+            // Not from the environment where the file alone is asked for.
+            let f = Config::load_file(Some(Path::new("t.toml"))).expect("valid");
+            assert!(!f.kafka.properties.contains_key("sasl.password"));
+            Ok(())
+        });
+    }
 
     #[test]
     #[allow(clippy::result_large_err)] // figment's Jail API returns its own large error

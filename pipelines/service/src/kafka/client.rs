@@ -130,11 +130,33 @@ fn client_config(k: &KafkaConfig, extra: &BTreeMap<String, String>) -> ClientCon
     c
 }
 
+/// Checks the consumer's and the producer's settings as librdkafka reads them, without creating a
+/// client or reaching a broker: an unknown property, or a value this build cannot take
+/// (`security.protocol = "SASL_SSL"` needs OpenSSL), is a configuration error here rather than
+/// when `triage run` starts. `triage config --check` calls it.
+pub fn check_client_configs(k: &KafkaConfig) -> Result<()> {
+    consumer_config(k, &k.group_id, None)
+        .create_native_config()
+        .map_err(|e| kafka_err("the consumer's settings", e))?;
+    let transactional = (k.delivery == Delivery::ExactlyOnce).then_some("triage-check");
+    producer_config(k, transactional)
+        .create_native_config()
+        .map_err(|e| kafka_err("the producer's settings", e))?;
+    Ok(())
+}
+
 pub(crate) fn make_consumer(
     k: &KafkaConfig,
     group: &str,
     instance_id: Option<&str>,
 ) -> Result<Arc<Consumer_>> {
+    let consumer: Consumer_ = consumer_config(k, group, instance_id)
+        .create_with_context(Ctx::default())
+        .map_err(|e| kafka_err("creating the consumer", e))?;
+    Ok(Arc::new(consumer))
+}
+
+fn consumer_config(k: &KafkaConfig, group: &str, instance_id: Option<&str>) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set_log_level(log_level(k, &k.consumer_properties));
     if let Some(id) = instance_id {
@@ -166,10 +188,7 @@ pub(crate) fn make_consumer(
         c.set("enable.auto.commit", "false")
             .set("isolation.level", "read_committed");
     }
-    let consumer: Consumer_ = c
-        .create_with_context(Ctx::default())
-        .map_err(|e| kafka_err("creating the consumer", e))?;
-    Ok(Arc::new(consumer))
+    c
 }
 
 /// The producer; transactional (`transactional.id`) when `transactional_id` is given.
@@ -177,6 +196,12 @@ pub(crate) fn make_producer(
     k: &KafkaConfig,
     transactional_id: Option<&str>,
 ) -> Result<FutureProducer> {
+    producer_config(k, transactional_id)
+        .create()
+        .map_err(|e| kafka_err("creating the producer", e))
+}
+
+fn producer_config(k: &KafkaConfig, transactional_id: Option<&str>) -> ClientConfig {
     let mut c = client_config(k, &BTreeMap::new());
     c.set_log_level(log_level(k, &k.producer_properties));
     c.set("acks", "all")
@@ -189,6 +214,5 @@ pub(crate) fn make_producer(
     if let Some(id) = transactional_id {
         c.set("transactional.id", id);
     }
-    c.create()
-        .map_err(|e| kafka_err("creating the producer", e))
+    c
 }

@@ -21,6 +21,7 @@
 
 mod batch;
 mod client;
+pub use client::check_client_configs;
 mod instance;
 pub mod offsets;
 mod sink;
