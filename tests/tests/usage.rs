@@ -31,6 +31,20 @@ fn out_of_range_options_are_usage_errors() {
         ),
         (&["tune", "--data", data, "--margin", "NaN"], "--margin"),
         (&["tune", "--data", data, "--margin", "5"], "--margin"),
+        (
+            &[
+                "train",
+                "--data",
+                data,
+                "--distill",
+                data,
+                "--distill-min-confidence",
+                "NaN",
+                "--out",
+                out,
+            ],
+            "--distill-min-confidence",
+        ),
         (&["tune", "--data", data, "--folds", "24"], "--folds 24"),
         (
             &[
@@ -109,6 +123,12 @@ fn out_of_range_options_are_usage_errors() {
             "input.max_message_bytes",
         ),
         ("TRIAGE__INPUT__TEXT_FIELD", "", "input.text_field"),
+        // Every drafted reply failed with it ("degraded"), after a clean start.
+        (
+            "TRIAGE__SLM__GENERATE__TEMPERATURE",
+            "-1",
+            "slm.generate.temperature",
+        ),
     ] {
         let run = Command::new(triage_bin())
             .current_dir(workspace())

@@ -45,7 +45,7 @@ pub struct Args {
     #[arg(long, default_value_t = 0.5, requires = "distill")]
     distill_weight: f64,
     /// Leave out distilled rows whose confidence is below this.
-    #[arg(long, default_value_t = 0.0, requires = "distill")]
+    #[arg(long, default_value_t = 0.0, requires = "distill", value_parser = super::unit_interval)]
     distill_min_confidence: f64,
 }
 

@@ -59,6 +59,28 @@ impl Default for GenerateConfig {
     }
 }
 
+impl GenerateConfig {
+    /// Refuses the settings every drafted reply would fail or come out empty with.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            return Err(format!(
+                "slm.generate.temperature must be 0 (greedy) or more, got {}",
+                self.temperature
+            ));
+        }
+        if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
+            return Err(format!(
+                "slm.generate.repetition_penalty must be above 0 (1.0: none), got {}",
+                self.repetition_penalty
+            ));
+        }
+        if self.max_new_tokens == 0 {
+            return Err("slm.generate.max_new_tokens must be > 0".into());
+        }
+        Ok(())
+    }
+}
+
 /// Fault injection, for testing that failures degrade instead of stalling. Off by default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]

@@ -59,6 +59,7 @@ impl SlmStage {
         // not installed, not for a setting no executor runs with or a file the user named and
         // mistyped.
         config.executor.validate().map_err(ServiceError::Config)?;
+        config.generate.validate().map_err(ServiceError::Config)?;
         for (key, path, made_by) in [
             ("slm.head", &config.head, "triage slm train-head"),
             ("slm.finetuned", &config.finetuned, "triage slm finetune"),
