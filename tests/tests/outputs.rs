@@ -364,3 +364,28 @@ fn no_command_writes_over_a_file_its_configuration_names() {
         assert_eq!(std::fs::read(&head).unwrap(), b"{}", "{args:?}");
     }
 }
+
+/// `-` as an output is stdout, as it is stdin as an input: `train --out -` (and `slm label
+/// --output -`, `slm train-head --out -`) had written a file named `-` in the working directory.
+#[test]
+fn a_dash_output_is_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = labelled(dir.path());
+    let out = Command::new(triage_tests::triage_bin())
+        .current_dir(dir.path())
+        .args(["train", "--data"])
+        .arg(&data)
+        .args(["--out", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stdout.starts_with(b"TRIAGE-MODEL"),
+        "no model on stdout"
+    );
+    assert!(!dir.path().join("-").exists(), "a file named - was written");
+}

@@ -98,7 +98,7 @@ fn same_new(a: &Path, b: &Path) -> bool {
     !a.exists() && !b.exists() && resolved(a).is_some_and(|r| Some(r) == resolved(b))
 }
 
-/// Writes a file whole or not at all. `write` fills a new temporary file beside `path` (a name no
+/// Writes a file whole or not at all (`-`: stdout). `write` fills a new temporary file beside `path` (a name no
 /// other file has: never an input that happens to be called `model.tmp`), which is synced and
 /// then renamed over `path`, so that a reader sees the old file or the new one, never half of one,
 /// and a failed write leaves the old one in place. The file gets `path`'s permissions where it
@@ -110,6 +110,11 @@ pub fn write_file(
     path: &Path,
     write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
+    if path.as_os_str() == STDIO {
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        write(&mut out)?;
+        return out.flush();
+    }
     let existing = std::fs::metadata(path).ok();
     if let Some(m) = &existing
         && !m.is_file()

@@ -35,9 +35,21 @@ pub fn label(
     let texts = triage_core::jsonl::read_texts(input, triage_core::jsonl::OtherLines::Skip)?;
     let refs: Vec<&str> = texts.texts.iter().map(String::as_str).collect();
     let probs = second.probabilities(&refs, progress)?;
-    let file = std::fs::File::create(output).map_err(|e| EvalError::io(output, e))?;
-    let mut w = std::io::BufWriter::new(file);
-    for (text, row) in texts.texts.iter().zip(probs.rows()) {
+    triage_core::paths::write_file(output, |w| write_rows(w, labels, &texts.texts, &probs))
+        .map_err(|e| EvalError::io(output, e))?;
+    Ok(Labelled {
+        rows: texts.texts.len(),
+        skipped: texts.skipped.len(),
+    })
+}
+
+fn write_rows(
+    w: &mut dyn Write,
+    labels: &[String],
+    texts: &[String],
+    probs: &ndarray::Array2<f32>,
+) -> std::io::Result<()> {
+    for (text, row) in texts.iter().zip(probs.rows()) {
         let row = row.to_vec();
         let (best, p) = argmax(&row);
         let probabilities: serde_json::Map<String, serde_json::Value> = labels
@@ -51,13 +63,9 @@ pub fn label(
             "confidence": round4(p),
             "probabilities": probabilities,
         });
-        writeln!(w, "{line}").map_err(|e| EvalError::io(output, e))?;
+        writeln!(w, "{line}")?;
     }
-    w.flush().map_err(|e| EvalError::io(output, e))?;
-    Ok(Labelled {
-        rows: texts.texts.len(),
-        skipped: texts.skipped.len(),
-    })
+    Ok(())
 }
 
 /// `p` to four decimals, as the decision records write probabilities.
