@@ -63,4 +63,7 @@ pub mod header {
     pub const ERROR_KIND: &str = "triage.error.kind";
     /// On a dead letter: where the input was (`topic/partition/offset`).
     pub const SOURCE: &str = "triage.source";
+    /// Every header triage writes: an input's header of one of these names is not copied onto
+    /// the record (a reader taking the first `triage.label` got the producer's).
+    pub const ALL: [&str; 6] = [LABEL, ROUTE, MODEL, ERROR, ERROR_KIND, SOURCE];
 }

@@ -178,9 +178,10 @@ fn unsent(
 const ADDED_HEADERS: usize = 3;
 
 /// An input record's headers, copied with room for the ones triage adds (librdkafka grows a
-/// full header list by reallocating it).
+/// full header list by reallocating it), but for those named as triage's own: triage writes
+/// them, and a reader must find only triage's.
 pub(crate) fn input_headers(h: &BorrowedHeaders) -> OwnedHeaders {
-    h.iter().fold(
+    h.iter().filter(|hd| !header::ALL.contains(&hd.key)).fold(
         OwnedHeaders::new_with_capacity(h.count() + ADDED_HEADERS),
         OwnedHeaders::insert,
     )
