@@ -784,3 +784,46 @@ fn exit_when_idle_ends_a_run_that_never_gets_a_partition() {
     );
     assert!(started.elapsed() >= Duration::from_secs(30), "{log}");
 }
+
+/// `/health` while the brokers are out of reach: the loop's beat had never run (the consumer's
+/// errors came first in its select), so it reported a beat 56 years old. It beats now, and says
+/// so with a small age.
+#[test]
+fn health_beats_while_the_brokers_are_down() {
+    use std::io::{Read, Write};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let c = ServiceConfig {
+        broker: "127.0.0.1:1",
+        group: "down-group",
+        input: "down-in",
+        output: "down-out",
+        dlq: "down-dlq",
+        extra: "",
+    };
+    let mut svc = Service::start_env(
+        &c,
+        &[],
+        &[
+            ("TRIAGE__METRICS__ENABLED", "true"),
+            ("TRIAGE__METRICS__LISTEN", &format!("127.0.0.1:{port}")),
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    svc.assert_running();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics endpoint");
+    s.write_all(b"GET /health HTTP/1.0\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    let body = reply.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(body.trim()).expect(&reply);
+    let age = v["last_beat_ms_ago"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no beat: {reply}"));
+    assert!(age < 5_000, "{reply}");
+    svc.terminate();
+}

@@ -38,25 +38,26 @@ impl Health {
 
     /// What `/health` answers.
     pub fn report(&self) -> (StatusCode, String) {
-        let age = Duration::from_millis(
-            now_ms().saturating_sub(self.last_beat_ms.load(Ordering::Relaxed)),
-        );
+        let last = self.last_beat_ms.load(Ordering::Relaxed);
+        let age = Duration::from_millis(now_ms().saturating_sub(last));
+        // No beat yet (starting): no age to report, rather than the time since 1970.
+        let age_ms = if last == 0 {
+            "null".to_string()
+        } else {
+            age.as_millis().to_string()
+        };
         let ready = self.ready.load(Ordering::Relaxed);
         let stalled = self.produce_stalled.load(Ordering::Relaxed);
         if ready && age < Duration::from_secs(30) && !stalled {
             (
                 StatusCode::OK,
-                format!(
-                    "{{\"status\":\"ok\",\"last_beat_ms_ago\":{}}}\n",
-                    age.as_millis()
-                ),
+                format!("{{\"status\":\"ok\",\"last_beat_ms_ago\":{age_ms}}}\n"),
             )
         } else {
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!(
-                    "{{\"status\":\"unavailable\",\"ready\":{ready},\"produce_stalled\":{stalled},\"last_beat_ms_ago\":{}}}\n",
-                    age.as_millis()
+                    "{{\"status\":\"unavailable\",\"ready\":{ready},\"produce_stalled\":{stalled},\"last_beat_ms_ago\":{age_ms}}}\n"
                 ),
             )
         }
@@ -134,11 +135,10 @@ mod tests {
     #[test]
     fn stalled_deliveries_make_health_unavailable_until_they_clear() {
         let h = Health::default();
-        assert_eq!(
-            h.report().0,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready yet"
-        );
+        let (code, body) = h.report();
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "not ready yet");
+        // No beat yet: no age (it had been the milliseconds since 1970).
+        assert!(body.contains("\"last_beat_ms_ago\":null"), "{body}");
         h.ready.store(true, Ordering::Relaxed);
         h.beat();
         assert_eq!(h.report().0, StatusCode::OK);

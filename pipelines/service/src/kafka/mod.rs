@@ -690,47 +690,8 @@ pub async fn run(
             Some(done) = lp.slm_pending.next(), if !lp.slm_pending.is_empty() => {
                 lp.publish_resolved(&consumer, done).await
             }
-            // A closing transaction takes no more messages: they wait in librdkafka's queue.
-            msg = consumer.recv(), if !closing => match msg {
-                Ok(m) => {
-                    // Exactly once, a rebalance recorded by this recv() is applied before its
-                    // message joins the transaction: a partition revoked and assigned again
-                    // must be forgotten before, not after, what it delivers anew.
-                    if lp.txn.is_some() && consumer.context().has_events() {
-                        lp.apply_rebalances(&consumer);
-                    }
-                    if lp.workers.is_some() {
-                        // The messages already waiting join it (none is waited for).
-                        let mut batch = Vec::with_capacity(BATCH_MAX);
-                        batch.push(m);
-                        while batch.len() < BATCH_MAX {
-                            match consumer.recv().now_or_never() {
-                                Some(Ok(m)) => batch.push(m),
-                                Some(Err(e)) => {
-                                    tracing::warn!(error = %e, "consumer error");
-                                    break;
-                                }
-                                None => break,
-                            }
-                        }
-                        lp.handle_batch(&consumer, &batch).await
-                    } else {
-                        lp.handle(&consumer, &m).await
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "consumer error");
-                    lp.consumer_error = Some(e.to_string());
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    Ok(())
-                }
-            },
-            _ = tokio::time::sleep_until(txn_due.map_or_else(tokio::time::Instant::now, tokio::time::Instant::from_std)), if txn_due.is_some() && !closing => Ok(()),
-            _ = lag_tick.tick() => {
-                let c = Arc::clone(&consumer);
-                tokio::task::spawn_blocking(move || sample_lag(c));
-                Ok(())
-            }
+            // Before the consumer: while it fails at once (brokers down), the beat would never
+            // run, and /health would report no beat and no stalled delivery.
             _ = beat.tick() => {
                 health.beat();
                 health.set_producing(!lp.stalled());
@@ -775,6 +736,47 @@ pub async fn run(
                 } else {
                     Ok(())
                 }
+            }
+            // A closing transaction takes no more messages: they wait in librdkafka's queue.
+            msg = consumer.recv(), if !closing => match msg {
+                Ok(m) => {
+                    // Exactly once, a rebalance recorded by this recv() is applied before its
+                    // message joins the transaction: a partition revoked and assigned again
+                    // must be forgotten before, not after, what it delivers anew.
+                    if lp.txn.is_some() && consumer.context().has_events() {
+                        lp.apply_rebalances(&consumer);
+                    }
+                    if lp.workers.is_some() {
+                        // The messages already waiting join it (none is waited for).
+                        let mut batch = Vec::with_capacity(BATCH_MAX);
+                        batch.push(m);
+                        while batch.len() < BATCH_MAX {
+                            match consumer.recv().now_or_never() {
+                                Some(Ok(m)) => batch.push(m),
+                                Some(Err(e)) => {
+                                    tracing::warn!(error = %e, "consumer error");
+                                    break;
+                                }
+                                None => break,
+                            }
+                        }
+                        lp.handle_batch(&consumer, &batch).await
+                    } else {
+                        lp.handle(&consumer, &m).await
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "consumer error");
+                    lp.consumer_error = Some(e.to_string());
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    Ok(())
+                }
+            },
+            _ = tokio::time::sleep_until(txn_due.map_or_else(tokio::time::Instant::now, tokio::time::Instant::from_std)), if txn_due.is_some() && !closing => Ok(()),
+            _ = lag_tick.tick() => {
+                let c = Arc::clone(&consumer);
+                tokio::task::spawn_blocking(move || sample_lag(c));
+                Ok(())
             }
         };
         let step = match step {
