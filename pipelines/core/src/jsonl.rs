@@ -94,12 +94,17 @@ pub fn read<T: DeserializeOwned>(path: &Path, expected: &str) -> Result<Vec<T>, 
         .and_then(decoded)
         .map_err(|e| CoreError::io(path, e))?;
     let mut out = Vec::new();
-    for (i, line) in std::io::BufReader::new(input).lines().enumerate() {
+    for (i, line) in std::io::BufReader::new(input).split(b'\n').enumerate() {
         let line = line.map_err(|e| CoreError::io(path, e))?;
+        let line = utf8_line(&line).map_err(|reason| CoreError::Line {
+            path: path.to_path_buf(),
+            line: i + 1,
+            reason,
+        })?;
         let line = if i == 0 {
-            line.strip_prefix('\u{feff}').unwrap_or(&line)
+            line.strip_prefix('\u{feff}').unwrap_or(line)
         } else {
-            &line
+            line
         };
         if line.trim().is_empty() {
             continue;
@@ -118,6 +123,14 @@ pub fn read<T: DeserializeOwned>(path: &Path, expected: &str) -> Result<Vec<T>, 
         });
     }
     Ok(out)
+}
+
+/// A line's text without its `\r\n` or `\n`, or why it has none (the bytes are not UTF-8:
+/// say, a Latin-1 export, which the rest of the file need not be).
+fn utf8_line(bytes: &[u8]) -> Result<&str, String> {
+    let bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+    std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8 ({e})"))
 }
 
 /// The texts of a file of messages, and the lines that gave none.
@@ -141,14 +154,21 @@ pub enum OtherLines {
 /// The non-empty `text` fields of a JSONL file of messages (`{"text": ...}` per line; other
 /// fields ignored); `-` reads standard input.
 pub fn read_texts(path: &Path, other: OtherLines) -> Result<Texts, CoreError> {
-    let mut raw = String::new();
+    let mut raw = Vec::new();
     open(path)
         .and_then(decoded)
-        .and_then(|mut input| input.read_to_string(&mut raw))
+        .and_then(|mut input| input.read_to_end(&mut raw))
         .map_err(|e| CoreError::io(path, e))?;
-    let raw = raw.strip_prefix('\u{feff}').unwrap_or(&raw);
+    let raw = raw.strip_prefix("\u{feff}".as_bytes()).unwrap_or(&raw);
     let mut out = Texts::default();
-    for (i, line) in raw.lines().enumerate() {
+    for (i, line) in raw.split(|&b| b == b'\n').enumerate() {
+        let line = match utf8_line(line) {
+            Ok(line) => line,
+            Err(why) => {
+                out.skipped.push((i + 1, why));
+                continue;
+            }
+        };
         if line.trim().is_empty() {
             continue;
         }
@@ -177,6 +197,28 @@ pub fn read_texts(path: &Path, other: OtherLines) -> Result<Texts, CoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A line that is not UTF-8 (a Latin-1 `é`) is skipped and counted by `read_texts`, and named
+    /// by its number in `read`'s error: both had failed on the whole file, with no line named.
+    #[test]
+    fn a_line_that_is_not_utf8_is_named_or_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("latin1.jsonl");
+        std::fs::write(
+            &path,
+            b"{\"text\":\"caf\xe9 terrible\",\"label\":\"a\"}\r\n{\"text\":\"ok fine\",\"label\":\"b\"}\r\n",
+        )
+        .unwrap();
+        let t = read_texts(&path, OtherLines::Skip).unwrap();
+        assert_eq!(t.texts, ["ok fine"]);
+        assert_eq!(t.skipped.len(), 1);
+        assert_eq!(t.skipped[0].0, 1);
+        assert!(t.skipped[0].1.contains("not UTF-8"), "{:?}", t.skipped);
+        let err = read::<serde_json::Value>(&path, "JSON")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(":1:") && err.contains("not UTF-8"), "{err}");
+    }
 
     /// Data sets are read as replay reads logs: gzip, UTF-16 (here big-endian, compressed), and
     /// inputs too short to hold a mark.
