@@ -109,7 +109,9 @@ pub async fn serve(
         .route("/metrics", get(render))
         .route("/health", get(health_check))
         .with_state((handle, health));
-    tracing::info!(listen = %config.listen, "metrics and health endpoint up");
+    // The address bound (`127.0.0.1:0` asks for any free port: say which one).
+    let listen = listener.local_addr().unwrap_or(config.listen);
+    tracing::info!(%listen, "metrics and health endpoint up");
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "metrics endpoint stopped");
