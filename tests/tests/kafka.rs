@@ -516,6 +516,36 @@ fn replay_from_the_beginning_reclassifies_the_topic() {
         counts.values().all(|&c| c == 2),
         "each message classified twice"
     );
+    // A group named with --group that has committed offsets would resume from them and re-read
+    // nothing (it had ended "idle", exit 0, consumed 0); the service's own group would also take
+    // the live service's partitions. Both are refused.
+    for (group, why) in [
+        (t.group.as_str(), "the service's own group"),
+        ("committed-elsewhere", "committed offsets"),
+    ] {
+        if group == "committed-elsewhere" {
+            let mut other = Service::start(
+                &config(&addr, &t),
+                &["--group", group, "--exit-when-idle", "3"],
+            );
+            assert_eq!(other.wait(Duration::from_secs(120)), Some(0));
+            assert_eq!(other.summary()["consumed"], n);
+        }
+        let mut refused = Service::start(
+            &config(&addr, &t),
+            &[
+                "--from-beginning",
+                "--group",
+                group,
+                "--exit-when-idle",
+                "3",
+            ],
+        );
+        let code = refused.wait(Duration::from_secs(60));
+        let log = refused.log_text();
+        assert_eq!(code, Some(2), "{log}");
+        assert!(log.contains(why), "{log}");
+    }
 }
 
 #[test]

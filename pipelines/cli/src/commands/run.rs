@@ -25,7 +25,9 @@ pub struct Args {
     /// with a consumer group of its own.
     #[arg(long)]
     from_timestamp: Option<String>,
-    /// Consumer group id (overrides the configuration and the replay group).
+    /// Consumer group id (overrides the configuration and the replay group). With
+    /// --from-beginning it must be a group with no committed offsets on the topics (they would
+    /// win over the beginning), and not the service's own.
     #[arg(long)]
     group: Option<String>,
     /// Exit cleanly once no message has arrived for this many seconds (for replays). A run that

@@ -547,6 +547,53 @@ fn shutdown_signal() -> impl Future<Output = &'static str> {
 /// abort, the seeks of a rewind).
 const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// `--from-beginning --group G`: a group's committed offsets win over where a new group starts,
+/// so a G that has any would re-read nothing (exit 0, nothing consumed), and the service's own
+/// group would take partitions from the live service. Both are refused.
+fn refuse_a_group_that_resumes(
+    consumer: &Consumer_,
+    group: &str,
+    service_group: &str,
+    topics: &[&str],
+) -> Result<()> {
+    let refuse = |why: String| {
+        Err(ServiceError::Config(format!(
+            "--from-beginning with --group {group}: {why}; name a new group, or leave --group out \
+             (a group of the replay's own)"
+        )))
+    };
+    if group == service_group {
+        return refuse("it is the service's own group, whose partitions it would take".into());
+    }
+    let mut tpl = TopicPartitionList::new();
+    for t in topics {
+        let md = consumer
+            .fetch_metadata(Some(t), Duration::from_secs(10))
+            .map_err(|e| kafka_err("reading topic metadata", e))?;
+        for mt in md.topics() {
+            for p in mt.partitions() {
+                tpl.add_partition(mt.name(), p.id());
+            }
+        }
+    }
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .map_err(|e| kafka_err("reading the group's committed offsets", e))?;
+    let resumes: Vec<String> = committed
+        .elements()
+        .iter()
+        .filter(|e| matches!(e.offset(), Offset::Offset(o) if o > 0))
+        .map(|e| format!("{}[{}] at {:?}", e.topic(), e.partition(), e.offset()))
+        .collect();
+    if !resumes.is_empty() {
+        return refuse(format!(
+            "the group has committed offsets ({}), which win over the beginning",
+            resumes.join(", ")
+        ));
+    }
+    Ok(())
+}
+
 /// How long a run with `exit_when_idle` waits for its first partitions (at least its idle time):
 /// a group join takes a few seconds, longer on a busy cluster.
 const UNASSIGNED_GRACE: Duration = Duration::from_secs(30);
@@ -631,6 +678,9 @@ pub async fn run(
             .assign(&at)
             .map_err(|e| kafka_err("assigning partitions", e))?;
     } else {
+        if opts.from_beginning && opts.group_id.is_some() {
+            refuse_a_group_that_resumes(&consumer, &group, &kafka.group_id, &topics)?;
+        }
         consumer
             .subscribe(&topics)
             .map_err(|e| kafka_err("subscribing", e))?;
