@@ -519,6 +519,14 @@ fn replay_from_the_beginning_reclassifies_the_topic() {
     // A group named with --group that has committed offsets would resume from them and re-read
     // nothing (it had ended "idle", exit 0, consumed 0); the service's own group would also take
     // the live service's partitions. Both are refused.
+    let mut by_time = Service::start(
+        &config(&addr, &t),
+        &["--from-timestamp", "0", "--group", &t.group],
+    );
+    let code = by_time.wait(Duration::from_secs(60));
+    let log = by_time.log_text();
+    assert_eq!(code, Some(2), "{log}");
+    assert!(log.contains("the service's own group"), "{log}");
     for (group, why) in [
         (t.group.as_str(), "the service's own group"),
         ("committed-elsewhere", "committed offsets"),

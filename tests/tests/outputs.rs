@@ -355,13 +355,69 @@ fn no_command_writes_over_a_file_its_configuration_names() {
             "[model] path",
         ),
     ];
-    for (args, named) in cases {
+    // A model directory given as an option is the configuration's too; and the commands that
+    // write a head check the other files (a head may replace the configured head).
+    let finetuned = dir.path().join("ft");
+    std::fs::create_dir(&finetuned).unwrap();
+    std::fs::write(finetuned.join("model_int8.onnx"), "onnx").unwrap();
+    let descriptions = dir.path().join("labels.toml");
+    std::fs::write(
+        &descriptions,
+        "positive = \"happy\"\nnegative = \"angry\"\n",
+    )
+    .unwrap();
+    let more: Vec<(Vec<std::ffi::OsString>, &str)> = vec![
+        (
+            vec![
+                o("slm"),
+                o("label"),
+                o("--finetuned"),
+                s(&finetuned),
+                o("--input"),
+                s(&data),
+                o("--output"),
+                s(&finetuned.join("model_int8.onnx")),
+            ],
+            "[slm] finetuned",
+        ),
+        (
+            vec![
+                o("slm"),
+                o("train-head"),
+                o("--config"),
+                s(&config),
+                o("--data"),
+                s(&data),
+                o("--out"),
+                s(&model),
+            ],
+            "[model] path",
+        ),
+        (
+            vec![
+                o("slm"),
+                o("zero-shot"),
+                o("--config"),
+                s(&config),
+                o("--descriptions"),
+                s(&descriptions),
+                o("--out"),
+                s(&same_model),
+            ],
+            "[model] path",
+        ),
+    ];
+    for (args, named) in cases.into_iter().chain(more) {
         let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
         let (code, stderr) = run(&refs);
         assert_eq!(code, Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(named), "{args:?}: {stderr}");
         assert_eq!(std::fs::read(&model).unwrap(), before, "{args:?}");
         assert_eq!(std::fs::read(&head).unwrap(), b"{}", "{args:?}");
+        assert_eq!(
+            std::fs::read(finetuned.join("model_int8.onnx")).unwrap(),
+            b"onnx"
+        );
     }
 }
 

@@ -391,3 +391,30 @@ fn config_check_refuses_what_librdkafka_refuses() {
     assert!(out.contains("\"session.timeout.ms\" = \"7000\""), "{out}");
     assert!(out.contains("\"sasl.username\" = \"alice\""), "{out}");
 }
+
+/// Generation settings with which every drafted reply comes out wrong are refused at start: an
+/// empty stop string (every reply empty, exit 0) and a per-label prompt for a label the model
+/// does not have (never used; a misspelt `generative` label was already refused).
+#[test]
+fn generation_settings_that_fail_every_reply_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("g.toml");
+    let out = dir.path().join("out.jsonl");
+    for (generate, named) in [
+        ("stop = [\"\"]", "slm.generate.stop"),
+        ("[slm.generate.per_label]\nnegativ = \"x\"", "negativ"),
+    ] {
+        std::fs::write(&cfg, format!("[slm.generate]\n{generate}\n")).unwrap();
+        let run = Command::new(triage_bin())
+            .current_dir(workspace())
+            .args(["replay", "--input", "examples/messages.jsonl", "--config"])
+            .arg(&cfg)
+            .arg("--output")
+            .arg(&out)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(2), "{generate}: {err}");
+        assert!(err.contains(named), "{generate}: {err}");
+    }
+}

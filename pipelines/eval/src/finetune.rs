@@ -124,6 +124,8 @@ fn run_ok(cmd: &mut Command, what: &str) -> Result<std::process::Output> {
 
 /// The fine-tuning log, beside the model directory.
 fn log_path(out: &Path) -> PathBuf {
+    // `DIR/` names DIR: the log goes beside it, not into it.
+    let out: PathBuf = out.components().collect();
     PathBuf::from(format!("{}.finetune.log", out.display()))
 }
 
@@ -474,6 +476,8 @@ mod tests {
         std::fs::create_dir(model.join("sub")).unwrap();
         assert!(check(&model).unwrap_err().contains("sub"));
 
+        // `DIR/`: the log beside DIR, not in it.
+        assert_eq!(log_path(Path::new("a/m/")), Path::new("a/m.finetune.log"));
         let log = d.join("m.finetune.log");
         std::fs::write(&log, "{}\n").unwrap();
         let err = check_out(&request(&log, &d.join("m")))

@@ -59,7 +59,7 @@ pub struct Args {
     #[arg(long, conflicts_with_all = ["no_deferral", "target_accuracy"])]
     only_deferral: bool,
     /// Where the learned deferral model is written when it is chosen [default: OUT with
-    /// `.deferral.json` appended].
+    /// `.deferral.json` appended; `deferral.json` with `--out -`].
     #[arg(long)]
     deferral_out: Option<PathBuf>,
     /// The label of messages no other label fits (CLINC150's `oos`). When the model has it,
@@ -72,6 +72,10 @@ pub struct Args {
 
 pub fn run(a: Args) -> CmdResult {
     let deferral_out = a.deferral_out.clone().unwrap_or_else(|| {
+        if a.out == std::path::Path::new("-") {
+            // The configuration goes to stdout; the model beside the working directory.
+            return PathBuf::from("deferral.json");
+        }
         let mut p = a.out.clone().into_os_string();
         p.push(".deferral.json");
         PathBuf::from(p)
@@ -92,7 +96,7 @@ pub fn run(a: Args) -> CmdResult {
     )?;
     let mut config = Config::load(a.config.as_deref())?;
     super::refuse_overwriting_configured(
-        &config,
+        &a.second.applied(&config),
         &[
             ("--out", Some(&a.out)),
             ("--deferral-out", Some(&deferral_out)),

@@ -32,9 +32,20 @@ pub fn refuse_overwriting_configured(
     config: &Config,
     outputs: &[(&str, Option<&std::path::Path>)],
 ) -> Result<(), crate::exit::Failure> {
+    refuse_overwriting_configured_but(config, outputs, &[])
+}
+
+/// As [`refuse_overwriting_configured`], but for the keys in `except`: the file a command makes
+/// anew (`slm train-head --out` may replace the `[slm] head` it does not read).
+pub fn refuse_overwriting_configured_but(
+    config: &Config,
+    outputs: &[(&str, Option<&std::path::Path>)],
+    except: &[&str],
+) -> Result<(), crate::exit::Failure> {
     let named = config.named_files();
     let inputs: Vec<(&str, Option<&std::path::Path>)> = named
         .iter()
+        .filter(|(key, _)| !except.contains(&key.as_str()))
         .map(|(key, path)| (key.as_str(), Some(path.as_path())))
         .collect();
     Ok(triage_core::paths::refuse_overwriting(&inputs, outputs)?)
@@ -107,6 +118,16 @@ pub struct SecondOpinionArgs {
 }
 
 impl SecondOpinionArgs {
+    /// `config` with these overrides, to check outputs against the files they name.
+    pub fn applied(&self, config: &Config) -> Config {
+        let mut c = config.clone();
+        if self.finetuned.is_some() || self.head.is_some() {
+            c.slm.finetuned = self.finetuned.clone();
+            c.slm.head = self.head.clone();
+        }
+        c
+    }
+
     /// The second opinion of `config` for `model`, with these overrides.
     pub fn load(
         &self,

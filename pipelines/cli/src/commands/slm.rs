@@ -155,7 +155,10 @@ fn label(a: LabelArgs) -> CmdResult {
         &[("--output", Some(&a.output))],
     )?;
     let config = Config::load(a.config.as_deref())?;
-    super::refuse_overwriting_configured(&config, &[("--output", Some(&a.output))])?;
+    super::refuse_overwriting_configured(
+        &a.second.applied(&config),
+        &[("--output", Some(&a.output))],
+    )?;
     let model = triage_classifier::Model::load_or_default(
         a.model.as_deref().or(config.model.path.as_deref()),
     )?;
@@ -241,6 +244,7 @@ fn train(a: TrainHeadArgs) -> CmdResult {
         &[("--out", Some(&a.out))],
     )?;
     let config = Config::load(a.config.as_deref())?;
+    super::refuse_overwriting_configured_but(&config, &[("--out", Some(&a.out))], &["[slm] head"])?;
     let models = super::models(&config)?;
     let data = read_jsonl(&a.data)?;
     let encoder = Encoder::from_config(&models)?;
@@ -280,6 +284,7 @@ fn zero_shot(a: ZeroShotArgs) -> CmdResult {
         &[("--out", Some(&a.out))],
     )?;
     let config = Config::load(a.config.as_deref())?;
+    super::refuse_overwriting_configured_but(&config, &[("--out", Some(&a.out))], &["[slm] head"])?;
     let text = std::fs::read_to_string(&a.descriptions)
         .map_err(|e| Failure::external(anyhow!("reading {}: {e}", a.descriptions.display())))?;
     let table: std::collections::BTreeMap<String, String> = toml::from_str(&text)

@@ -197,12 +197,13 @@ impl KafkaConfig {
             return Err("an input topic cannot also be the output or dead-letter topic".into());
         }
         // A pattern subscription (`^...`, a regular expression) that takes in triage's own
-        // output would consume its decisions and dead letters without end. (librdkafka's
-        // patterns are POSIX ones; one the regex crate cannot read is left to librdkafka.)
+        // output would consume its decisions and dead letters without end. librdkafka's patterns
+        // are a POSIX subset (no look-around, no back-references), which the regex crate reads:
+        // one it cannot read would fail the subscription at start.
         for pattern in self.input_topics.iter().filter(|t| t.starts_with('^')) {
-            let Ok(re) = regex::Regex::new(pattern) else {
-                continue;
-            };
+            let re = regex::Regex::new(pattern).map_err(|e| {
+                format!("kafka.input_topics: {pattern:?} is not a pattern librdkafka can use: {e}")
+            })?;
             for (key, topic) in [
                 ("output_topic", &self.output_topic),
                 ("dead_letter_topic", &self.dead_letter_topic),
@@ -240,15 +241,27 @@ impl KafkaConfig {
         if self.max_in_flight_per_partition == 0 {
             return Err("kafka.max_in_flight_per_partition must be > 0".into());
         }
-        for key in self
+        for (key, value) in self
             .properties
-            .keys()
-            .chain(self.consumer_properties.keys())
-            .chain(self.producer_properties.keys())
+            .iter()
+            .chain(&self.consumer_properties)
+            .chain(&self.producer_properties)
         {
+            if self.delivery == Delivery::AtLeastOnce
+                && key == "enable.auto.commit"
+                && value.trim().eq_ignore_ascii_case("false")
+            {
+                return Err(
+                    "kafka property \"enable.auto.commit\" = \"false\" would commit offsets only \
+                     at a clean shutdown (a crash re-reads everything since the start); set \
+                     kafka.commit_interval_ms instead"
+                        .into(),
+                );
+            }
             if matches!(
                 key.as_str(),
                 "enable.auto.offset.store"
+                    | "auto.commit.interval.ms"
                     | "group.id"
                     | "bootstrap.servers"
                     | "group.instance.id"
@@ -322,6 +335,10 @@ mod tests {
         assert!(err.contains("kafka.dead_letter_topic"), "{err}");
         with(&["^rx\\.in\\..*"]).validate().unwrap();
         with(&["rx.in", "rx.other"]).validate().unwrap();
+        for bad in ["^(?!in).*", "^in[2"] {
+            let err = with(&[bad]).validate().unwrap_err();
+            assert!(err.contains("not a pattern"), "{err}");
+        }
         let mut c = with(&["rx.in"]);
         c.commit_interval_ms = 0;
         assert!(c.validate().unwrap_err().contains("commit_interval_ms"));
@@ -426,6 +443,16 @@ mod tests {
         c.consumer_properties
             .insert("enable.auto.commit".into(), "true".into());
         assert!(c.validate().is_ok());
+        // ...but not off, nor its interval by another name: nothing would be committed.
+        c.consumer_properties
+            .insert("enable.auto.commit".into(), "False".into());
+        assert!(c.validate().unwrap_err().contains("clean shutdown"));
+        let mut d = KafkaConfig::default();
+        d.properties
+            .insert("auto.commit.interval.ms".into(), "0".into());
+        assert!(d.validate().unwrap_err().contains("managed by triage"));
+        c.consumer_properties
+            .insert("enable.auto.commit".into(), "true".into());
         c.delivery = Delivery::ExactlyOnce;
         assert!(c.validate().unwrap_err().contains("exactly_once"));
         let c = KafkaConfig {

@@ -77,6 +77,12 @@ impl GenerateConfig {
         if self.max_new_tokens == 0 {
             return Err("slm.generate.max_new_tokens must be > 0".into());
         }
+        if self.stop.iter().any(String::is_empty) {
+            return Err(
+                "slm.generate.stop has an empty string, which every reply would stop at (empty)"
+                    .into(),
+            );
+        }
         Ok(())
     }
 }

@@ -621,6 +621,12 @@ pub async fn run(
         ),
         (None, false) => kafka.group_id.clone(),
     };
+    if opts.from_timestamp.is_some() && group == kafka.group_id {
+        return Err(ServiceError::Config(format!(
+            "--from-timestamp with --group {group}: it is the service's own group, whose \
+             partitions it would take; name a new group, or leave --group out"
+        )));
+    }
     // A replay's group is used once: static membership would only leave lock files behind.
     let instance = if replay && opts.group_id.is_none() {
         None

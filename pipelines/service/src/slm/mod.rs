@@ -60,6 +60,17 @@ impl SlmStage {
         // mistyped.
         config.executor.validate().map_err(ServiceError::Config)?;
         config.generate.validate().map_err(ServiceError::Config)?;
+        if let Some(label) = config
+            .generate
+            .per_label
+            .keys()
+            .find(|l| !model.labels().contains(l))
+        {
+            return Err(ServiceError::Config(format!(
+                "slm.generate.per_label names {label:?}, which the model does not have (it has {})",
+                model.labels().join(", ")
+            )));
+        }
         for (key, path, made_by) in [
             ("slm.head", &config.head, "triage slm train-head"),
             ("slm.finetuned", &config.finetuned, "triage slm finetune"),
