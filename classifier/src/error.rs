@@ -61,6 +61,13 @@ impl ClassifierError {
 }
 
 impl Diagnose for ClassifierError {
+    fn io_error(&self) -> Option<&std::io::Error> {
+        match self {
+            ClassifierError::Io { cause, .. } => Some(cause),
+            ClassifierError::Dataset(e) => e.io_error(),
+            _ => None,
+        }
+    }
     fn domain(&self) -> ErrorDomain {
         match self {
             ClassifierError::Config(_) | ClassifierError::Data(_) => ErrorDomain::User,

@@ -160,6 +160,12 @@ impl ModelsError {
 }
 
 impl triage_core::Diagnose for ModelsError {
+    fn io_error(&self) -> Option<&std::io::Error> {
+        match self {
+            Self::Io { cause, .. } => Some(cause),
+            _ => None,
+        }
+    }
     fn domain(&self) -> triage_core::ErrorDomain {
         use triage_core::ErrorDomain;
         match self {

@@ -347,6 +347,21 @@ fn a_closed_output_ends_quietly_with_141() {
         .unwrap();
     drop(train.stderr.take());
     assert_eq!(train.wait().unwrap().code(), Some(141));
+    // A file written to `-` (stdout) whose reader went away: 141 too, quietly (it had been
+    // "error: -: Broken pipe", exit 1).
+    let mut to_stdout = Command::new(triage_bin())
+        .args(["train", "--data"])
+        .arg(&data)
+        .args(["--out", "-"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(to_stdout.stdout.take());
+    let out = to_stdout.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{err}");
+    assert!(!err.contains("error"), "{err}");
 }
 
 /// `config --check` reads the Kafka settings as librdkafka does, as `run` does when it starts:

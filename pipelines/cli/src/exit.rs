@@ -53,6 +53,12 @@ pub enum Failure {
 
 impl<E: Diagnose + std::error::Error + Send + Sync + 'static> From<E> for Failure {
     fn from(e: E) -> Self {
+        // `--out -` or `--output -` into `| head`: the reader went away, as SIGPIPE would say.
+        if e.io_error()
+            .is_some_and(|c| c.kind() == std::io::ErrorKind::BrokenPipe)
+        {
+            return Failure::OutputClosed;
+        }
         Failure::Error {
             domain: e.domain(),
             retry: e.retry(),

@@ -42,6 +42,11 @@ pub trait Diagnose {
     fn retry(&self) -> RetryHint {
         RetryHint::NoRetry
     }
+    /// The I/O error underneath, if it is one (a write to a pipe nobody reads any more is the
+    /// binary's exit 141, not a failure).
+    fn io_error(&self) -> Option<&std::io::Error> {
+        None
+    }
 }
 
 /// The errors of this crate: loading the configuration and reading files.
@@ -126,6 +131,12 @@ impl CoreError {
 }
 
 impl Diagnose for CoreError {
+    fn io_error(&self) -> Option<&std::io::Error> {
+        match self {
+            CoreError::Io { cause, .. } => Some(cause),
+            _ => None,
+        }
+    }
     fn domain(&self) -> ErrorDomain {
         match self {
             CoreError::Io { .. } => ErrorDomain::External,

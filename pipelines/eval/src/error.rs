@@ -54,6 +54,15 @@ impl EvalError {
 }
 
 impl Diagnose for EvalError {
+    fn io_error(&self) -> Option<&std::io::Error> {
+        match self {
+            EvalError::Io { cause, .. } => Some(cause),
+            EvalError::Core(e) => e.io_error(),
+            EvalError::Classifier(e) => e.io_error(),
+            EvalError::Models(e) => e.io_error(),
+            _ => None,
+        }
+    }
     fn domain(&self) -> ErrorDomain {
         match self {
             EvalError::Invalid(_) => ErrorDomain::User,

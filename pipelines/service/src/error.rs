@@ -64,6 +64,15 @@ impl ServiceError {
 }
 
 impl Diagnose for ServiceError {
+    fn io_error(&self) -> Option<&std::io::Error> {
+        match self {
+            ServiceError::Io { cause, .. } => Some(cause),
+            ServiceError::Core(e) => e.io_error(),
+            ServiceError::Classifier(e) => e.io_error(),
+            ServiceError::Models(e) => e.io_error(),
+            _ => None,
+        }
+    }
     fn domain(&self) -> ErrorDomain {
         match self {
             ServiceError::Config(_) => ErrorDomain::User,
