@@ -114,6 +114,16 @@ pub fn triage(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Runs a `triage` command (`Command::new(triage_bin()).args(...)`) to its end: its exit code and
+/// its stderr.
+pub fn code_and_stderr(cmd: &mut Command) -> (Option<i32>, String) {
+    let out = cmd.output().expect("run triage");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Writes 24 labelled lines, two labels (`positive`, `negative`), to `dir/train.jsonl`.
 pub fn two_label_data(dir: &Path) -> PathBuf {
     let p = dir.join("train.jsonl");

@@ -7,7 +7,7 @@
 
 use std::process::Command;
 
-use triage_tests::{triage_bin, two_label_data, workspace};
+use triage_tests::{code_and_stderr, triage_bin, two_label_data, workspace};
 
 #[test]
 fn out_of_range_options_are_usage_errors() {
@@ -258,6 +258,17 @@ fn distilled_rows_are_checked_like_labelled_ones() {
     let dir = tempfile::tempdir().unwrap();
     let data = two_label_data(dir.path());
     let model = dir.path().join("m.triage");
+    let train_with = |distill: &std::path::Path| {
+        code_and_stderr(
+            Command::new(triage_bin())
+                .args(["train", "--data"])
+                .arg(&data)
+                .arg("--distill")
+                .arg(distill)
+                .arg("--out")
+                .arg(&model),
+        )
+    };
     let cases = [
         (
             r#"{"text":"meh","label":"","confidence":0.9}"#,
@@ -279,17 +290,8 @@ fn distilled_rows_are_checked_like_labelled_ones() {
             format!("{{\"text\":\"fine\",\"label\":\"negative\"}}\n{row}\n"),
         )
         .unwrap();
-        let run = Command::new(triage_bin())
-            .args(["train", "--data"])
-            .arg(&data)
-            .arg("--distill")
-            .arg(&distill)
-            .arg("--out")
-            .arg(&model)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&run.stderr);
-        assert_eq!(run.status.code(), Some(2), "{row}: {err}");
+        let (code, err) = train_with(&distill);
+        assert_eq!(code, Some(2), "{row}: {err}");
         assert!(err.contains(want), "{row}: {err}");
         assert!(!model.exists(), "{row}: a model was written");
     }
@@ -300,20 +302,8 @@ fn distilled_rows_are_checked_like_labelled_ones() {
         "{\"id\":7,\"text\":\"so good\",\"label\":\"positive\",\"confidence\":0.93,\"probabilities\":{\"positive\":0.93,\"negative\":0.07}}\n",
     )
     .unwrap();
-    let run = Command::new(triage_bin())
-        .args(["train", "--data"])
-        .arg(&data)
-        .arg("--distill")
-        .arg(&distill)
-        .arg("--out")
-        .arg(&model)
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let (code, err) = train_with(&distill);
+    assert_eq!(code, Some(0), "{err}");
     assert!(model.exists());
 }
 
@@ -380,13 +370,12 @@ fn config_check_refuses_what_librdkafka_refuses() {
             format!("[kafka.properties]\n{props}\n[slm]\nmode = \"off\"\n"),
         )
         .unwrap();
-        let run = Command::new(triage_bin())
-            .args(["config", "--check", "--config"])
-            .arg(&cfg)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&run.stderr);
-        assert_eq!(run.status.code(), Some(2), "{props}: {err}");
+        let (code, err) = code_and_stderr(
+            Command::new(triage_bin())
+                .args(["config", "--check", "--config"])
+                .arg(&cfg),
+        );
+        assert_eq!(code, Some(2), "{props}: {err}");
         assert!(err.contains(want), "{props}: {err}");
     }
     std::fs::write(&cfg, "[slm]\nmode = \"off\"\n").unwrap();
@@ -420,16 +409,15 @@ fn generation_settings_that_fail_every_reply_are_refused() {
         ("[slm.generate.per_label]\nnegativ = \"x\"", "negativ"),
     ] {
         std::fs::write(&cfg, format!("[slm.generate]\n{generate}\n")).unwrap();
-        let run = Command::new(triage_bin())
-            .current_dir(workspace())
-            .args(["replay", "--input", "examples/messages.jsonl", "--config"])
-            .arg(&cfg)
-            .arg("--output")
-            .arg(&out)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&run.stderr);
-        assert_eq!(run.status.code(), Some(2), "{generate}: {err}");
+        let (code, err) = code_and_stderr(
+            Command::new(triage_bin())
+                .current_dir(workspace())
+                .args(["replay", "--input", "examples/messages.jsonl", "--config"])
+                .arg(&cfg)
+                .arg("--output")
+                .arg(&out),
+        );
+        assert_eq!(code, Some(2), "{generate}: {err}");
         assert!(err.contains(named), "{generate}: {err}");
     }
 }
