@@ -12,9 +12,10 @@
 //! - `train/train_5000/<data>`: `Model::train` on the first 5,000 training messages, with the default
 //!   model's own settings (analyser, TF-IDF, logistic);
 //! - `labels/<k>_<data>_<format>`: `predict_into` over each data set's test split, at 4 labels (the
-//!   default model, GoEmotions), 77 (banking77) and 151 (clinc150), with the weights held as f32
-//!   and as int8 ([`WeightFormat`]). The banking77 and clinc150 models are trained once with
-//!   `configs/<data>.toml` on their train split and cached under `target/bench-models/`.
+//!   default model, GoEmotions), 77 (banking77) and 151 (clinc150), with the weights held as f32,
+//!   as int8 and as 4-bit weights ([`WeightFormat`]). The banking77 and clinc150 models are
+//!   trained once with `configs/<data>.toml` on their train split and cached under
+//!   `target/bench-models/`.
 //!
 //! The model is the built-in default, `models/default/sentiment4.triage`. Messages are the
 //! GoEmotions sentiment4 test split (training: the train split) under `$TRIAGE_DATA` (default
@@ -223,7 +224,7 @@ fn hex_prefix(bytes: &[u8]) -> String {
     bytes[..6].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// `predict_into` at 4, 77 and 151 labels, with f32 and int8 weights.
+/// `predict_into` at 4, 77 and 151 labels, with f32, int8 and 4-bit weights.
 fn labels(c: &mut Criterion) {
     let default = Model::default_model();
     let (texts, _, _, tag) = data(&default);
@@ -236,7 +237,7 @@ fn labels(c: &mut Criterion) {
     let mut g = c.benchmark_group("labels");
     for (mut model, texts, tag) in sets {
         g.throughput(Throughput::Elements(texts.len() as u64));
-        for format in [WeightFormat::F32, WeightFormat::Int8] {
+        for format in [WeightFormat::F32, WeightFormat::Int8, WeightFormat::Int4] {
             model.set_weight_format(format);
             let k = model.labels().len();
             g.bench_function(format!("{k}_{tag}_{format:?}").to_lowercase(), |b| {

@@ -107,3 +107,46 @@ fn few_labels_stay_exact() {
 fn argmax(p: &[f32]) -> usize {
     (0..p.len()).fold(0, |b, i| if p[i] > p[b] { i } else { b })
 }
+
+/// 4-bit weights (the default from 128 labels) against f32 on the same model: what they lose is
+/// a rounding of each weight to a sixteenth of its row's range.
+#[test]
+fn int4_weights_score_close_to_f32_weights() {
+    let (mut model, texts) = many_label_model();
+    let mut s = Scratch::default();
+    let mut score = |m: &Model| -> Vec<Vec<f32>> {
+        texts
+            .iter()
+            .map(|t| {
+                let mut p = Vec::new();
+                m.predict_into(t, &mut s, &mut p);
+                p
+            })
+            .collect()
+    };
+    model.set_weight_format(WeightFormat::Int4);
+    assert_eq!(model.weight_format(), WeightFormat::Int4);
+    let int4 = score(&model);
+    model.set_weight_format(WeightFormat::F32);
+    let f32s = score(&model);
+    let mut same_top = 0;
+    let mut max_diff = 0.0f32;
+    for (a, b) in int4.iter().zip(&f32s) {
+        assert_eq!(a.len(), 24);
+        assert!((a.iter().sum::<f32>() - 1.0).abs() < 1e-4);
+        same_top += usize::from(argmax(a) == argmax(b));
+        for (x, y) in a.iter().zip(b) {
+            max_diff = max_diff.max((x - y).abs());
+        }
+    }
+    eprintln!(
+        "int4 against f32: {same_top} of {} top labels, largest difference {max_diff}",
+        texts.len()
+    );
+    assert!(max_diff < 0.05, "largest probability difference {max_diff}");
+    assert!(
+        same_top * 100 >= texts.len() * 98,
+        "{same_top} of {} top labels agree",
+        texts.len()
+    );
+}

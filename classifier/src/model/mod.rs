@@ -19,7 +19,9 @@ pub use trainer::TrainingInfo;
 
 use crate::analyzer::{Analyzer, Scratch};
 use crate::error::Result;
-use scoring::{F32Blocks, Int8Table, Kernel, LabelLoop, Portable, RowIndex, block_f32, block_int8};
+use scoring::{
+    F32Blocks, Kernel, LabelLoop, Portable, QuantTable, RowIndex, block_f32, block_int4, block_int8,
+};
 
 /// A bucket with no row (before unknown buckets are pointed at the all-zero row).
 const NONE: u32 = u32::MAX;
@@ -51,7 +53,8 @@ pub struct Model {
     /// word rows, then the character rows), then one row of zeros for unknown buckets: the
     /// file's table, which `scoring` is built from.
     table: Vec<f32>,
-    /// The tables the model is scored with ([`WeightFormat`]): f32 rows per block, or int8.
+    /// The tables the model is scored with ([`WeightFormat`]): f32 rows per block, or one
+    /// quantised table (int8 or 4-bit).
     scoring: Scoring,
     intercept: Vec<f32>,
     sha256: String,
@@ -150,7 +153,7 @@ impl Model {
         let sublinear = self.header.tfidf.sublinear_tf;
         let char_offset = self.analyzer.char_offset();
         let n_word = match &self.scoring {
-            Scoring::Int8(q) => match q.index() {
+            Scoring::Quant(q) => match q.index() {
                 RowIndex::U16(ix) => rows_of(ix, q.zero_row(), s, sublinear, char_offset),
                 RowIndex::U32(ix) => rows_of(ix, q.zero_row(), s, sublinear, char_offset),
             },
@@ -230,16 +233,22 @@ impl Model {
             (Scoring::F32(t), 5) => self.score_k::<5>(t, word, char, out),
             (Scoring::F32(t), 6) => self.score_k::<6>(t, word, char, out),
             (scoring, k) => {
-                // The int8 rows hold whole 16-label groups; the accumulators match them.
+                // The quantised rows hold whole 16-label groups (pairs of them with 4-bit
+                // weights); the accumulators match them.
                 let k = match scoring {
-                    Scoring::Int8(q) => q.padded_labels(),
+                    Scoring::Quant(q) => q.padded_labels(),
                     Scoring::F32(_) => k,
                 };
                 part.clear();
                 part.resize(2 * k, 0.0);
                 let (w, ch) = part.split_at_mut(k);
                 let (nw, nc) = match scoring {
-                    Scoring::Int8(q) => (block_int8::<L>(q, word, w), block_int8::<L>(q, char, ch)),
+                    Scoring::Quant(q) if q.nibbles => {
+                        (block_int4::<L>(q, word, w), block_int4::<L>(q, char, ch))
+                    }
+                    Scoring::Quant(q) => {
+                        (block_int8::<L>(q, word, w), block_int8::<L>(q, char, ch))
+                    }
                     Scoring::F32(t) => {
                         (block_f32(t.word(), word, w), block_f32(t.char(), char, ch))
                     }
@@ -274,9 +283,10 @@ impl Model {
 
     /// How the weights are held for scoring.
     pub fn weight_format(&self) -> WeightFormat {
-        match self.scoring {
+        match &self.scoring {
             Scoring::F32(_) => WeightFormat::F32,
-            Scoring::Int8(_) => WeightFormat::Int8,
+            Scoring::Quant(q) if q.nibbles => WeightFormat::Int4,
+            Scoring::Quant(_) => WeightFormat::Int8,
         }
     }
 
@@ -346,14 +356,15 @@ impl Model {
 /// `n_word` word rows, its character rows, the all-zero row) and `index` at load.
 enum Scoring {
     F32(F32Blocks),
-    Int8(Int8Table),
+    Quant(QuantTable),
 }
 
 impl Scoring {
     fn new(format: WeightFormat, table: &[f32], k: usize, index: &[u32], n_word: usize) -> Self {
         match format {
             WeightFormat::F32 => Self::F32(F32Blocks::new(table, k, index, n_word)),
-            WeightFormat::Int8 => Self::Int8(Int8Table::new(table, k, index)),
+            WeightFormat::Int8 => Self::Quant(QuantTable::new(table, k, index, false)),
+            WeightFormat::Int4 => Self::Quant(QuantTable::new(table, k, index, true)),
         }
     }
 
@@ -492,7 +503,7 @@ mod tests {
             config.tfidf.min_df = 1;
             config.logistic.max_iterations = 30;
             let mut model = Model::train(&data, &config, &mut NoProgress).expect("trains");
-            for format in [WeightFormat::F32, WeightFormat::Int8] {
+            for format in [WeightFormat::F32, WeightFormat::Int8, WeightFormat::Int4] {
                 model.set_weight_format(format);
                 let mut s = Scratch::default();
                 for i in 0..200 {

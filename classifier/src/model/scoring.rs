@@ -4,12 +4,14 @@
 //! one cache line ([`WeightFormat::F32`]). With many, the bytes grow with the label count, so
 //! from [`INT8_FROM_LABELS`] labels each row is held as int8 with one f32 scale
 //! ([`WeightFormat::Int8`]): a quarter of the bytes, and a rounding error of at most
-//! `max|w| / 254` per weight. (Pruning the small weights into (label, weight) pairs was measured
-//! and lost: see docs/accuracy.md.)
+//! `max|w| / 254` per weight; from [`INT4_FROM_LABELS`] as 4-bit weights from the row's
+//! minimum ([`WeightFormat::Int4`]), an eighth of the bytes (clinc150's 20,010 rows of 151
+//! labels: 1.7 MiB instead of 3.2, within a 2 MiB L2 cache). (Pruning the small weights into
+//! (label, weight) pairs was measured and lost: see docs/accuracy.md.)
 //!
-//! The model file keeps f32 weights; the int8 table is built at load, its weights padded to
-//! whole groups of 16 labels, and scoring reads it two rows a pass while asking for
-//! the rows a few features ahead to be fetched into cache. The kernels are compiled three times,
+//! The model file keeps f32 weights; the quantised table is built at load, its weights padded
+//! to whole groups of 16 labels (32 for 4-bit weights), and scoring reads it two rows a pass
+//! while asking for the rows a few features ahead to be fetched into cache. The kernels are compiled three times,
 //! for the x86-64 baseline, for AVX2 + FMA and for AVX-512, and the widest the CPU has is
 //! picked at run time ([`Kernel`]: 4, 8 or 16 lanes in the dense label loops and in the
 //! softmax's exponentials). Every kernel does the same arithmetic in the same order, so they
@@ -25,13 +27,19 @@ pub enum WeightFormat {
     F32,
     /// `[idf, scale]` as f32, then `k` int8 weights (`w ≈ scale · q`).
     Int8,
+    /// `[idf, scale]` as f32, then `k` 4-bit weights (`w ≈ min + scale · q`, `q` in 0..=15):
+    /// the row's minimum adds the same to every label's score, so scoring leaves it out.
+    Int4,
 }
 
 impl WeightFormat {
     /// The format a model with `k` labels is scored with by default: f32 up to
-    /// [`INT8_FROM_LABELS`] − 1 labels (a row is at most two cache lines), int8 from there.
+    /// [`INT8_FROM_LABELS`] − 1 labels (a row is at most two cache lines), int8 from there,
+    /// 4-bit from [`INT4_FROM_LABELS`].
     pub fn for_labels(k: usize) -> Self {
-        if k >= INT8_FROM_LABELS {
+        if k >= INT4_FROM_LABELS {
+            Self::Int4
+        } else if k >= INT8_FROM_LABELS {
             Self::Int8
         } else {
             Self::F32
@@ -41,6 +49,12 @@ impl WeightFormat {
 
 /// The label count from which [`WeightFormat::for_labels`] picks int8.
 pub const INT8_FROM_LABELS: usize = 16;
+
+/// The label count from which [`WeightFormat::for_labels`] picks 4-bit weights. At 151 labels
+/// (clinc150) they scored 5% faster than int8 with AVX-512 and 3–4% with AVX2, at the same
+/// accuracy; at 77 (banking77) as fast with AVX-512 and 3–6% slower with AVX2, whose int8
+/// kernel holds up to 80 labels' sums in registers (docs/accuracy.md, "Scoring many labels").
+pub const INT4_FROM_LABELS: usize = 128;
 
 /// `x / scale` rounded to int8.
 #[inline]
@@ -63,22 +77,29 @@ const Q_HEAD: usize = 8;
 /// compiled loop over exactly 151 ran its last 23 labels four or one at a time.
 pub(crate) const LABEL_GROUP: usize = 16;
 
-/// The int8 table: one row per feature, `[idf f32][scale f32][k × i8]`, the weights padded with
-/// zeros to a whole number of [`LABEL_GROUP`]s, then an all-zero row for unknown buckets; and
-/// its own bucket → row index.
+/// The quantised table: one row per feature, `[idf f32][scale f32][k × i8]`, the weights padded
+/// with zeros to a whole number of [`LABEL_GROUP`]s, then an all-zero row for unknown buckets;
+/// and its own bucket → row index. With 4-bit weights (`nibbles`) a row is `[idf f32][scale
+/// f32]` and `k` weights `q` in 0..=15 (`w ≈ min + scale · q`), padded to whole pairs of groups:
+/// byte `j` of each 16 holds label `j` of the pair's first group in its low four bits and label
+/// `j` of the second in its high four. The row's minimum times its TF-IDF value would add the
+/// same to every label's score, which the softmax cancels, so it is not kept.
 ///
 /// The rows are ordered by IDF, the feature in most training messages first, so that the rows
 /// most messages read share cache lines and pages with each other instead of with rare ones.
 #[derive(Debug, Clone)]
-pub(crate) struct Int8Table {
+pub(crate) struct QuantTable {
     bytes: Vec<u8>,
     stride: usize,
-    /// The label count padded to whole [`LABEL_GROUP`]s: the weights a row holds.
+    /// 4-bit weights (two a byte) instead of int8.
+    pub(crate) nibbles: bool,
+    /// The label count padded to whole [`LABEL_GROUP`]s (pairs of them with `nibbles`): the
+    /// weights a row holds.
     padded: usize,
     index: RowIndex,
 }
 
-/// Bucket → row of an [`Int8Table`] or of an [`F32Blocks`] block: two bytes a bucket while the
+/// Bucket → row of a [`QuantTable`] or of an [`F32Blocks`] block: two bytes a bucket while the
 /// rows fit, so that the index takes half the cache it would.
 #[derive(Debug, Clone)]
 pub(crate) enum RowIndex {
@@ -86,12 +107,16 @@ pub(crate) enum RowIndex {
     U32(Vec<u32>),
 }
 
-impl Int8Table {
+impl QuantTable {
     /// Quantises the f32 `table` (rows of `1 + k`: IDF then weights; the last row all zero),
-    /// whose rows `index` gives by bucket.
-    pub(crate) fn new(table: &[f32], k: usize, index: &[u32]) -> Self {
-        let padded = k.next_multiple_of(LABEL_GROUP);
-        let stride = Q_HEAD + padded;
+    /// whose rows `index` gives by bucket, to int8 or to 4-bit weights (`nibbles`).
+    pub(crate) fn new(table: &[f32], k: usize, index: &[u32], nibbles: bool) -> Self {
+        let padded = k.next_multiple_of(if nibbles {
+            2 * LABEL_GROUP
+        } else {
+            LABEL_GROUP
+        });
+        let stride = Q_HEAD + if nibbles { padded / 2 } else { padded };
         let rows = table.len() / (k + 1);
         let features = rows - 1;
         let idf = |r: usize| table[r * (k + 1)];
@@ -111,8 +136,23 @@ impl Int8Table {
         for (src, &to) in table.chunks_exact(k + 1).zip(&place) {
             let dst = &mut bytes[to as usize * stride..(to as usize + 1) * stride];
             let (idf, w) = (src[0], &src[1..]);
-            let scale = row_scale(w);
             dst[..4].copy_from_slice(&idf.to_le_bytes());
+            if nibbles {
+                let lo = w.iter().fold(f32::INFINITY, |m, &x| m.min(x));
+                let hi = w.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+                let scale = if hi > lo { (hi - lo) / 15.0 } else { 0.0 };
+                dst[4..8].copy_from_slice(&scale.to_le_bytes());
+                if scale > 0.0 {
+                    for (l, &x) in w.iter().enumerate() {
+                        let q = ((x - lo) / scale).round().clamp(0.0, 15.0) as u8;
+                        let (c, j) = (l / (2 * LABEL_GROUP), l % (2 * LABEL_GROUP));
+                        let at = Q_HEAD + c * LABEL_GROUP + j % LABEL_GROUP;
+                        dst[at] |= if j < LABEL_GROUP { q } else { q << 4 };
+                    }
+                }
+                continue;
+            }
+            let scale = row_scale(w);
             dst[4..8].copy_from_slice(&scale.to_le_bytes());
             if scale > 0.0 {
                 for (q, &x) in dst[Q_HEAD..Q_HEAD + k].iter_mut().zip(w) {
@@ -123,6 +163,7 @@ impl Int8Table {
         Self {
             bytes,
             stride,
+            nibbles,
             padded,
             index,
         }
@@ -243,10 +284,10 @@ pub(crate) fn block_f32(table: &[f32], rows: &[(u32, f32)], part: &mut [f32]) ->
 /// [`block_f32`] over the int8 table, two rows a pass (one load and store of `part` for two
 /// rows' weights), [`LABEL_GROUP`] labels a step, with the rows [`PREFETCH_AHEAD`] ahead fetched
 /// into cache meanwhile: from a few dozen labels the table outgrows the caches, and a row read
-/// on demand waited for memory. `part` has [`Int8Table::padded_labels`] slots.
+/// on demand waited for memory. `part` has [`QuantTable::padded_labels`] slots.
 #[inline(always)]
 pub(crate) fn block_int8<L: LabelLoop>(
-    t: &Int8Table,
+    t: &QuantTable,
     rows: &[(u32, f32)],
     part: &mut [f32],
 ) -> f32 {
@@ -254,7 +295,7 @@ pub(crate) fn block_int8<L: LabelLoop>(
     if let Some(norm2) = L::block_in_registers(t, rows, part) {
         return norm2;
     }
-    int8_rows(
+    quant_rows(
         t,
         rows,
         part,
@@ -267,12 +308,60 @@ pub(crate) fn block_int8<L: LabelLoop>(
     )
 }
 
+/// [`block_int8`] over a table of 4-bit weights: `part[l] += sa · a[l] + sb · b[l]` a pair of
+/// rows, in that order of operations in every kernel, the weights unsigned (the row's minimum
+/// left out: the same for every label).
+#[inline(always)]
+pub(crate) fn block_int4<L: LabelLoop>(
+    t: &QuantTable,
+    rows: &[(u32, f32)],
+    part: &mut [f32],
+) -> f32 {
+    assert_eq!(part.len(), t.padded, "one slot per padded label");
+    if let Some(norm2) = L::block4_in_registers(t, rows, part) {
+        return norm2;
+    }
+    quant_rows(
+        t,
+        rows,
+        part,
+        |part, qa, qb, sa, sb| {
+            let chunks = part.as_chunks_mut::<{ 2 * LABEL_GROUP }>().0;
+            let (qa, qb) = (
+                qa.as_chunks::<LABEL_GROUP>().0,
+                qb.as_chunks::<LABEL_GROUP>().0,
+            );
+            for ((p, a), b) in chunks.iter_mut().zip(qa).zip(qb) {
+                let (lo, hi) = p.split_at_mut(LABEL_GROUP);
+                for j in 0..LABEL_GROUP {
+                    lo[j] += sa * f32::from(a[j] & 15) + sb * f32::from(b[j] & 15);
+                }
+                for j in 0..LABEL_GROUP {
+                    hi[j] += sa * f32::from(a[j] >> 4) + sb * f32::from(b[j] >> 4);
+                }
+            }
+        },
+        |part, q, s| {
+            let chunks = part.as_chunks_mut::<{ 2 * LABEL_GROUP }>().0;
+            for (p, a) in chunks.iter_mut().zip(q.as_chunks::<LABEL_GROUP>().0) {
+                let (lo, hi) = p.split_at_mut(LABEL_GROUP);
+                for j in 0..LABEL_GROUP {
+                    lo[j] += s * f32::from(a[j] & 15);
+                }
+                for j in 0..LABEL_GROUP {
+                    hi[j] += s * f32::from(a[j] >> 4);
+                }
+            }
+        },
+    )
+}
+
 /// The row loop of [`block_int8`] and its versions: each pair of rows' weights and scales to
 /// `pair`, the last odd row's to `one`, each adding to the accumulators `acc`, with the rows
 /// [`PREFETCH_AHEAD`] ahead asked for meanwhile; returns the block's squared norm.
 #[inline(always)]
-fn int8_rows<A: ?Sized>(
-    t: &Int8Table,
+fn quant_rows<A: ?Sized>(
+    t: &QuantTable,
     rows: &[(u32, f32)],
     acc: &mut A,
     pair: impl Fn(&mut A, &[u8], &[u8], f32, f32),
@@ -313,7 +402,18 @@ pub(crate) trait LabelLoop {
     /// [`block_int8`] with its label accumulators held in registers, where this loop has such
     /// a version for `part`'s length (`part` zero on entry); `None` where it has not.
     #[inline(always)]
-    fn block_in_registers(_t: &Int8Table, _rows: &[(u32, f32)], _part: &mut [f32]) -> Option<f32> {
+    fn block_in_registers(_t: &QuantTable, _rows: &[(u32, f32)], _part: &mut [f32]) -> Option<f32> {
+        None
+    }
+
+    /// [`block_int4`] with its label accumulators in registers, where this loop has such a
+    /// version.
+    #[inline(always)]
+    fn block4_in_registers(
+        _t: &QuantTable,
+        _rows: &[(u32, f32)],
+        _part: &mut [f32],
+    ) -> Option<f32> {
         None
     }
 }
@@ -367,10 +467,88 @@ impl LabelLoop for Avx2 {
     /// the rows, each holding half the groups, were slower at 151 labels (−2% to −12%, four
     /// rounds) than the sums in memory.
     #[inline(always)]
-    fn block_in_registers(t: &Int8Table, rows: &[(u32, f32)], part: &mut [f32]) -> Option<f32> {
+    fn block_in_registers(t: &QuantTable, rows: &[(u32, f32)], part: &mut [f32]) -> Option<f32> {
         // SAFETY: as `add_pair` above.
         by_groups!(block_int8_avx2, t, rows, part; 1 2 3 4 5)
     }
+
+    #[inline(always)]
+    fn block4_in_registers(t: &QuantTable, rows: &[(u32, f32)], part: &mut [f32]) -> Option<f32> {
+        // SAFETY: `Avx2` is used only where the CPU has AVX2 (as `add_pair` above).
+        #[allow(unsafe_code)]
+        Some(unsafe { block_int4_avx2(t, rows, part) })
+    }
+}
+
+/// [`block_int4`] with AVX2, the accumulators in `part`: the same operations in the same order
+/// as the other kernels.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+fn block_int4_avx2(t: &QuantTable, rows: &[(u32, f32)], part: &mut [f32]) -> f32 {
+    use std::arch::x86_64::*;
+    // Labels `8h..8h + 8` of the two groups of a 32-label chunk `q` (16 bytes), as f32.
+    #[inline(always)]
+    fn eighths(q: &[u8; LABEL_GROUP], h: usize) -> (__m256, __m256) {
+        // SAFETY: 8 bytes inside `q` (an unaligned load); AVX2 is enabled in the caller.
+        #[allow(unsafe_code)]
+        unsafe {
+            let x = _mm256_cvtepu8_epi32(_mm_loadl_epi64(q[8 * h..].as_ptr().cast()));
+            let lo = _mm256_and_si256(x, _mm256_set1_epi32(15));
+            let hi = _mm256_srli_epi32::<4>(x);
+            (_mm256_cvtepi32_ps(lo), _mm256_cvtepi32_ps(hi))
+        }
+    }
+    // `p[at..at + 8] += v`.
+    #[inline(always)]
+    fn add(p: &mut [f32], at: usize, v: __m256) {
+        let p = p[at..at + 8].as_mut_ptr();
+        // SAFETY: 8 elements inside `p` (unaligned loads and stores).
+        #[allow(unsafe_code)]
+        unsafe {
+            _mm256_storeu_ps(p, _mm256_add_ps(_mm256_loadu_ps(p), v))
+        };
+    }
+    quant_rows(
+        t,
+        rows,
+        part,
+        |part, qa, qb, sa, sb| {
+            let (sa, sb) = (_mm256_set1_ps(sa), _mm256_set1_ps(sb));
+            let chunks = part.as_chunks_mut::<{ 2 * LABEL_GROUP }>().0;
+            let (qa, qb) = (
+                qa.as_chunks::<LABEL_GROUP>().0,
+                qb.as_chunks::<LABEL_GROUP>().0,
+            );
+            for ((p, a), b) in chunks.iter_mut().zip(qa).zip(qb) {
+                for h in 0..2 {
+                    let (a0, a1) = eighths(a, h);
+                    let (b0, b1) = eighths(b, h);
+                    add(
+                        p,
+                        8 * h,
+                        _mm256_add_ps(_mm256_mul_ps(sa, a0), _mm256_mul_ps(sb, b0)),
+                    );
+                    add(
+                        p,
+                        LABEL_GROUP + 8 * h,
+                        _mm256_add_ps(_mm256_mul_ps(sa, a1), _mm256_mul_ps(sb, b1)),
+                    );
+                }
+            }
+        },
+        |part, q, s| {
+            let s = _mm256_set1_ps(s);
+            let chunks = part.as_chunks_mut::<{ 2 * LABEL_GROUP }>().0;
+            for (p, a) in chunks.iter_mut().zip(q.as_chunks::<LABEL_GROUP>().0) {
+                for h in 0..2 {
+                    let (a0, a1) = eighths(a, h);
+                    add(p, 8 * h, _mm256_mul_ps(s, a0));
+                    add(p, LABEL_GROUP + 8 * h, _mm256_mul_ps(s, a1));
+                }
+            }
+        },
+    )
 }
 
 /// [`block_int8`] for `G` label groups with AVX2, the accumulators in registers (two 8-lane
@@ -378,7 +556,7 @@ impl LabelLoop for Avx2 {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[inline]
-fn block_int8_avx2<const G: usize>(t: &Int8Table, rows: &[(u32, f32)], part: &mut [f32]) -> f32 {
+fn block_int8_avx2<const G: usize>(t: &QuantTable, rows: &[(u32, f32)], part: &mut [f32]) -> f32 {
     use std::arch::x86_64::*;
     assert_eq!(part.len(), G * LABEL_GROUP, "one slot per padded label");
     // The int8 weights of half `h` of group `g` of a row's weights, as f32.
@@ -392,7 +570,7 @@ fn block_int8_avx2<const G: usize>(t: &Int8Table, rows: &[(u32, f32)], part: &mu
         }
     }
     let mut acc = [[_mm256_setzero_ps(); 2]; G];
-    let norm2 = int8_rows(
+    let norm2 = quant_rows(
         t,
         rows,
         &mut acc,
@@ -479,10 +657,71 @@ impl LabelLoop for Avx512 {
     /// accumulators, the rest for the rows), instead of a load and a store of `part` for every
     /// pair of rows.
     #[inline(always)]
-    fn block_in_registers(t: &Int8Table, rows: &[(u32, f32)], part: &mut [f32]) -> Option<f32> {
+    fn block_in_registers(t: &QuantTable, rows: &[(u32, f32)], part: &mut [f32]) -> Option<f32> {
         // SAFETY: as `add_pair` above.
         by_groups!(block_int8_avx512, t, rows, part; 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16)
     }
+
+    #[inline(always)]
+    fn block4_in_registers(t: &QuantTable, rows: &[(u32, f32)], part: &mut [f32]) -> Option<f32> {
+        // SAFETY: as `add_pair` above.
+        by_groups!(block_int4_avx512, t, rows, part; 2 4 6 8 10 12 14 16)
+    }
+}
+
+/// [`block_int4`] for `G` label groups with AVX-512, the accumulators in registers.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn block_int4_avx512<const G: usize>(t: &QuantTable, rows: &[(u32, f32)], part: &mut [f32]) -> f32 {
+    use std::arch::x86_64::*;
+    assert_eq!(part.len(), G * LABEL_GROUP, "one slot per padded label");
+    // The 4-bit weights of groups `2c` and `2c + 1` of a row's weights, as f32.
+    #[inline(always)]
+    fn chunk(q: &[u8], c: usize) -> (__m512, __m512) {
+        let q = &q[c * LABEL_GROUP..(c + 1) * LABEL_GROUP];
+        // SAFETY: 16 bytes inside `q` (an unaligned load); AVX-512F is enabled in the caller.
+        #[allow(unsafe_code)]
+        unsafe {
+            let x = _mm512_cvtepu8_epi32(_mm_loadu_si128(q.as_ptr().cast()));
+            let lo = _mm512_and_si512(x, _mm512_set1_epi32(15));
+            let hi = _mm512_srli_epi32::<4>(x);
+            (_mm512_cvtepi32_ps(lo), _mm512_cvtepi32_ps(hi))
+        }
+    }
+    let mut acc = [_mm512_setzero_ps(); G];
+    let norm2 = quant_rows(
+        t,
+        rows,
+        &mut acc,
+        |acc, qa, qb, sa, sb| {
+            let (sa, sb) = (_mm512_set1_ps(sa), _mm512_set1_ps(sb));
+            for (c, acc) in acc.as_chunks_mut::<2>().0.iter_mut().enumerate() {
+                let (a0, a1) = chunk(qa, c);
+                let (b0, b1) = chunk(qb, c);
+                let s0 = _mm512_add_ps(_mm512_mul_ps(sa, a0), _mm512_mul_ps(sb, b0));
+                let s1 = _mm512_add_ps(_mm512_mul_ps(sa, a1), _mm512_mul_ps(sb, b1));
+                acc[0] = _mm512_add_ps(acc[0], s0);
+                acc[1] = _mm512_add_ps(acc[1], s1);
+            }
+        },
+        |acc, q, s| {
+            let s = _mm512_set1_ps(s);
+            for (c, acc) in acc.as_chunks_mut::<2>().0.iter_mut().enumerate() {
+                let (a0, a1) = chunk(q, c);
+                acc[0] = _mm512_add_ps(acc[0], _mm512_mul_ps(s, a0));
+                acc[1] = _mm512_add_ps(acc[1], _mm512_mul_ps(s, a1));
+            }
+        },
+    );
+    for (p, acc) in part.as_chunks_mut::<LABEL_GROUP>().0.iter_mut().zip(acc) {
+        // SAFETY: a whole 16-element group of `part` (an unaligned store).
+        #[allow(unsafe_code)]
+        unsafe {
+            _mm512_storeu_ps(p.as_mut_ptr(), acc)
+        };
+    }
+    norm2
 }
 
 /// [`block_int8`] for `G` label groups with AVX-512, the accumulators in registers: the same
@@ -491,7 +730,7 @@ impl LabelLoop for Avx512 {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
-fn block_int8_avx512<const G: usize>(t: &Int8Table, rows: &[(u32, f32)], part: &mut [f32]) -> f32 {
+fn block_int8_avx512<const G: usize>(t: &QuantTable, rows: &[(u32, f32)], part: &mut [f32]) -> f32 {
     use std::arch::x86_64::*;
     assert_eq!(part.len(), G * LABEL_GROUP, "one slot per padded label");
     // The int8 weights of group `g` of a row's (padded) weights, as f32.
@@ -505,7 +744,7 @@ fn block_int8_avx512<const G: usize>(t: &Int8Table, rows: &[(u32, f32)], part: &
         }
     }
     let mut acc = [_mm512_setzero_ps(); G];
-    let norm2 = int8_rows(
+    let norm2 = quant_rows(
         t,
         rows,
         &mut acc,
@@ -562,7 +801,7 @@ fn add_pair_avx512(part: &mut [f32], a: &[u8], b: &[u8], sa: f32, sb: f32) {
 /// How many rows ahead [`block_int8`] asks for rows to be fetched into cache.
 const PREFETCH_AHEAD: usize = 8;
 
-impl Int8Table {
+impl QuantTable {
     /// The TF-IDF value of `(row, tf)`, that value times the row's scale, and the row's
     /// weights (padded).
     #[inline(always)]
@@ -740,7 +979,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn int8_rows_round_to_within_half_a_step() {
+    fn quant_rows_round_to_within_half_a_step() {
         let k = 20;
         // Two rows with different ranges, then the zero row.
         let mut table = Vec::new();
@@ -751,7 +990,7 @@ mod tests {
         }
         table.extend(std::iter::repeat_n(0.0, k + 1));
         // Buckets 0 and 1 hold rows 0 and 1; bucket 2 is unknown (the zero row).
-        let q = Int8Table::new(&table, k, &[0, 1, 2]);
+        let q = QuantTable::new(&table, k, &[0, 1, 2], false);
         assert_eq!(q.padded_labels(), 32);
         assert_eq!(q.len_bytes(), 3 * (8 + 32));
         assert_eq!([q.row_of(0), q.row_of(1), q.row_of(2)], [1, 0, 2]);
@@ -782,6 +1021,50 @@ mod tests {
     }
 
     #[test]
+    fn int4_rows_round_to_within_half_a_step_from_the_rows_minimum() {
+        let k = 40;
+        let mut table = Vec::new();
+        for (r, amp) in [(0, 3.0f32), (1, 0.01)] {
+            table.push(2.5 - r as f32);
+            table.extend((0..k).map(|i| amp * ((i as f32 * 0.7 + r as f32).sin())));
+        }
+        table.extend(std::iter::repeat_n(0.0, k + 1));
+        let q = QuantTable::new(&table, k, &[0, 1, 2], true);
+        assert_eq!(q.padded_labels(), 64, "whole pairs of 16-label groups");
+        assert_eq!(q.len_bytes(), 3 * (8 + 32), "two weights a byte");
+        for row in 0..2u32 {
+            let mut exact = vec![0.0f32; k];
+            let mut approx = vec![0.0f32; q.padded_labels()];
+            let n_exact = block_f32(&table, &[(row, 2.0)], &mut exact);
+            let n_approx =
+                block_int4::<Portable>(&q, &[(q.row_of(row as usize), 2.0)], &mut approx);
+            assert_eq!(n_exact, n_approx, "the norm uses the exact IDF");
+            let src = &table[row as usize * (k + 1) + 1..(row as usize + 1) * (k + 1)];
+            let lo = src.iter().fold(f32::INFINITY, |m, &x| m.min(x));
+            let hi = src.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+            let v = 2.0 * table[row as usize * (k + 1)];
+            // The score leaves out the row's minimum, the same for every label.
+            for (e, a) in exact.iter().zip(&approx) {
+                let step = (hi - lo) / 15.0;
+                assert!(
+                    (e - v * lo - a).abs() <= v * step / 2.0 * 1.001 + 1e-6,
+                    "{e} vs {a}"
+                );
+            }
+            assert!(
+                approx[k..].iter().all(|&x| x == 0.0),
+                "the padding adds nothing"
+            );
+        }
+        let mut zero = vec![0.0f32; q.padded_labels()];
+        assert_eq!(
+            block_int4::<Portable>(&q, &[(q.row_of(2), 5.0)], &mut zero),
+            0.0
+        );
+        assert!(zero.iter().all(|&x| x == 0.0));
+    }
+
+    #[test]
     fn the_format_follows_the_label_count() {
         assert_eq!(WeightFormat::for_labels(4), WeightFormat::F32);
         assert_eq!(
@@ -789,5 +1072,10 @@ mod tests {
             WeightFormat::F32
         );
         assert_eq!(WeightFormat::for_labels(77), WeightFormat::Int8);
+        assert_eq!(
+            WeightFormat::for_labels(INT4_FROM_LABELS - 1),
+            WeightFormat::Int8
+        );
+        assert_eq!(WeightFormat::for_labels(151), WeightFormat::Int4);
     }
 }

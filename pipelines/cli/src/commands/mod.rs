@@ -73,8 +73,8 @@ pub fn models(config: &Config) -> Result<triage_core::config::ModelsConfig, crat
 /// How the fast model holds its weights for scoring (`--weights`), for bench and eval.
 #[derive(clap::Args, Debug)]
 pub struct WeightsArgs {
-    /// How the fast model holds its weights: `auto` (f32 below 16 labels, int8 from 16), `f32`
-    /// or `int8`. The model file is the same; only scoring changes.
+    /// How the fast model holds its weights: `auto` (f32 below 16 labels, int8 from 16, 4-bit
+    /// from 128), `f32`, `int8` or `int4`. The model file is the same; only scoring changes.
     #[arg(long, value_enum, default_value_t = Weights::Auto)]
     pub weights: Weights,
 }
@@ -82,12 +82,14 @@ pub struct WeightsArgs {
 /// `--weights`.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Weights {
-    /// By label count: f32 below 16 labels, int8 from 16.
+    /// By label count: f32 below 16 labels, int8 from 16, 4-bit from 128.
     Auto,
     /// Exact f32 weights.
     F32,
     /// int8 weights with a per-row scale.
     Int8,
+    /// 4-bit weights with a per-row scale and minimum.
+    Int4,
 }
 
 impl WeightsArgs {
@@ -98,6 +100,7 @@ impl WeightsArgs {
             Weights::Auto => WeightFormat::for_labels(model.labels().len()),
             Weights::F32 => WeightFormat::F32,
             Weights::Int8 => WeightFormat::Int8,
+            Weights::Int4 => WeightFormat::Int4,
         };
         if model.weight_format() != format {
             model.set_weight_format(format);
