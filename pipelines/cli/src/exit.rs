@@ -10,7 +10,6 @@
 use std::process::ExitCode;
 
 use triage_core::{Diagnose, ErrorDomain, RetryHint};
-use triage_service::ServiceError;
 
 /// The exit code of a process that SIGPIPE ended: 128 + 13.
 const OUTPUT_CLOSED: u8 = 141;
@@ -83,17 +82,6 @@ impl Failure {
             domain: ErrorDomain::External,
             retry: RetryHint::NoRetry,
             error: error.into(),
-        }
-    }
-
-    /// `e`, or [`Failure::OutputClosed`] where it is a write to a pipe that nobody reads any more
-    /// (`EPIPE`: Rust ignores SIGPIPE, so the write fails instead of ending the process).
-    pub fn or_output_closed(e: ServiceError) -> Self {
-        match &e {
-            ServiceError::Io { cause, .. } if cause.kind() == std::io::ErrorKind::BrokenPipe => {
-                Failure::OutputClosed
-            }
-            _ => e.into(),
         }
     }
 

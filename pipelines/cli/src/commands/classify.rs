@@ -34,7 +34,7 @@ pub fn run(a: Args) -> CmdResult {
     config
         .validate()
         .map_err(|e| Failure::usage(anyhow::anyhow!("{e}")))?;
-    let refused = classify_lines(&model, stdin, out, &config).map_err(Failure::or_output_closed)?;
+    let refused = classify_lines(&model, stdin, out, &config)?;
     if refused > 0 {
         eprintln!(
             "{refused} line{} could not be classified: {} an \"error\" record in its place",

@@ -90,8 +90,7 @@ pub fn run(a: Args) -> CmdResult {
         }),
         stop: stop_on_signals()?,
     };
-    let summary =
-        replay(&processor, &opts, &mut Bars::default()).map_err(Failure::or_output_closed)?;
+    let summary = replay(&processor, &opts, &mut Bars::default())?;
     if a.json && a.output != Path::new("-") {
         println!(
             "{}",
