@@ -445,3 +445,59 @@ fn a_dash_output_is_stdout() {
     );
     assert!(!dir.path().join("-").exists(), "a file named - was written");
 }
+
+/// An output that is a file, named as a directory, is refused before any work, exit 2: `train
+/// --out .` had trained and then failed to write ("Is a directory", exit 1).
+#[test]
+fn a_file_output_naming_a_directory_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = labelled(dir.path());
+    let sub = dir.path().join("models");
+    std::fs::create_dir(&sub).unwrap();
+    let s = |p: &Path| p.as_os_str().to_owned();
+    let o = |x: &str| std::ffi::OsString::from(x);
+    let cases: Vec<(Vec<std::ffi::OsString>, &str)> = vec![
+        (
+            vec![o("train"), o("--data"), s(&data), o("--out"), s(&sub)],
+            "--out",
+        ),
+        (
+            vec![o("tune"), o("--data"), s(&data), o("--out"), s(&sub)],
+            "--out",
+        ),
+        (
+            vec![o("replay"), o("--input"), s(&data), o("--output"), s(&sub)],
+            "--output",
+        ),
+        (
+            vec![
+                o("replay"),
+                o("--input"),
+                s(&data),
+                o("--output"),
+                s(&dir.path().join("out.jsonl")),
+                o("--dead-letter"),
+                s(&sub),
+            ],
+            "--dead-letter",
+        ),
+    ];
+    for (args, option) in cases {
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        let (code, stderr) = run(&args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(option) && stderr.contains("is a directory"),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            !stderr.contains("fit") && !stderr.contains("wrote"),
+            "{args:?} worked before refusing: {stderr}"
+        );
+        assert_eq!(
+            std::fs::read_dir(&sub).unwrap().count(),
+            0,
+            "{args:?} wrote into the directory"
+        );
+    }
+}

@@ -118,6 +118,15 @@ pub enum CoreError {
         /// The second output's path.
         path: std::path::PathBuf,
     },
+
+    /// An output that is a file names a directory ([`crate::paths::refuse_overwriting`]).
+    #[error("{output} {} is a directory; the output is a file: name one inside it", path.display())]
+    OutputIsDirectory {
+        /// The output's option (`--out`).
+        output: String,
+        /// The output's path.
+        path: std::path::PathBuf,
+    },
 }
 
 impl CoreError {
@@ -144,7 +153,8 @@ impl Diagnose for CoreError {
             | CoreError::Line { .. }
             | CoreError::Empty { .. }
             | CoreError::Overwrite { .. }
-            | CoreError::SameOutput { .. } => ErrorDomain::User,
+            | CoreError::SameOutput { .. }
+            | CoreError::OutputIsDirectory { .. } => ErrorDomain::User,
         }
     }
     fn retry(&self) -> RetryHint {

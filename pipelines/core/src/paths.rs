@@ -36,7 +36,8 @@ use crate::error::CoreError;
 /// `-`: stdin as an input, stdout as an output; never the same file as a named path.
 const STDIO: &str = "-";
 
-/// Refuses outputs that would write over an input, or over each other.
+/// Refuses file outputs that would write over an input, or over each other, or that name a
+/// directory (`train --out .` had trained for minutes and then failed to write, exit 1).
 ///
 /// `inputs` and `outputs` are `(option, path)` pairs (`("--data", Some(path))`; `None` for an
 /// option not given). An output names an input when both are the same file, however spelled
@@ -44,6 +45,25 @@ const STDIO: &str = "-";
 /// neither exists yet, the same path once their directories are resolved. `-` (stdin or stdout)
 /// is never a clash.
 pub fn refuse_overwriting(
+    inputs: &[(&str, Option<&Path>)],
+    outputs: &[(&str, Option<&Path>)],
+) -> Result<(), CoreError> {
+    for &(option, path) in outputs {
+        if let Some(path) = path
+            && path.is_dir()
+        {
+            return Err(CoreError::OutputIsDirectory {
+                output: option.to_owned(),
+                path: path.to_path_buf(),
+            });
+        }
+    }
+    refuse_clashes(inputs, outputs)
+}
+
+/// [`refuse_overwriting`] for outputs that may be directories (`slm finetune --out DIR`): only
+/// the clashes with inputs and with each other.
+pub fn refuse_clashes(
     inputs: &[(&str, Option<&Path>)],
     outputs: &[(&str, Option<&Path>)],
 ) -> Result<(), CoreError> {

@@ -139,7 +139,7 @@ const MANIFEST: &str = "MANIFEST.sha256";
 pub fn check_out(req: &FinetuneRequest) -> Result<()> {
     let out = &req.out;
     let log = log_path(out);
-    triage_core::paths::refuse_overwriting(
+    triage_core::paths::refuse_clashes(
         &[
             ("--data", Some(&req.data)),
             ("--dev", req.dev.as_deref()),

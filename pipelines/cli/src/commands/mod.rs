@@ -23,8 +23,6 @@ pub fn root() -> Result<PathBuf, crate::exit::Failure> {
         .map_err(|e| crate::exit::Failure::external(anyhow::anyhow!("current directory: {e}")))
 }
 
-/// A `clap` value parser for a share, a score or a margin: a finite number in 0..=1 (`NaN` had
-/// turned `eval --min-accuracy` off, and `50`, meant as per cent, failed as a quality gate).
 /// Refuses outputs that name a file the configuration names (`[model] path`, `[slm] head`, ...),
 /// as [`triage_core::paths::refuse_overwriting`] does for a command's own options: `replay
 /// --output` naming the configured model had replaced it with decisions.
@@ -51,6 +49,8 @@ pub fn refuse_overwriting_configured_but(
     Ok(triage_core::paths::refuse_overwriting(&inputs, outputs)?)
 }
 
+/// A `clap` value parser for a share, a score or a margin: a finite number in 0..=1 (`NaN` had
+/// turned `eval --min-accuracy` off, and `50`, meant as per cent, failed as a quality gate).
 pub fn unit_interval(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
