@@ -421,3 +421,26 @@ fn generation_settings_that_fail_every_reply_are_refused() {
         assert!(err.contains(named), "{generate}: {err}");
     }
 }
+
+/// `bench` times the lines it can read and says which it left out: a line that is not UTF-8 had
+/// been dropped without a word, so the rate was of fewer messages than the file holds.
+#[test]
+fn bench_names_the_lines_it_leaves_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("mixed.jsonl");
+    std::fs::write(
+        &data,
+        b"{\"text\":\"hello there\"}\n\xff\xfe not utf-8\n{\"text\":\"thanks a lot\"}\n",
+    )
+    .unwrap();
+    let (code, stderr) = code_and_stderr(
+        Command::new(triage_bin())
+            .args(["bench", "--repeat", "1", "--data"])
+            .arg(&data),
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("1 line(s)") && stderr.contains("line 2"),
+        "no word of the skipped line: {stderr}"
+    );
+}

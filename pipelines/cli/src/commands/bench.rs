@@ -31,7 +31,15 @@ pub struct Args {
 pub fn run(a: Args) -> CmdResult {
     let mut model = Model::load_or_default(a.model.as_deref())?;
     a.weights.apply(&mut model);
-    let texts = read_texts(&a.data, OtherLines::AsText)?.texts;
+    let read = read_texts(&a.data, OtherLines::AsText)?;
+    if let Some((line, why)) = read.skipped.first() {
+        eprintln!(
+            "warning: {} line(s) of {} skipped, not timed (line {line}: {why})",
+            read.skipped.len(),
+            a.data.display()
+        );
+    }
+    let texts = read.texts;
     let t = throughput(&model, &texts, a.repeat as usize);
     if a.json {
         println!(
