@@ -676,41 +676,48 @@ impl LabelLoop for Avx512 {
 fn block_int4_avx512<const G: usize>(t: &QuantTable, rows: &[(u32, f32)], part: &mut [f32]) -> f32 {
     use std::arch::x86_64::*;
     assert_eq!(part.len(), G * LABEL_GROUP, "one slot per padded label");
-    // The 4-bit weights of groups `2c` and `2c + 1` of a row's weights, as f32.
+    // The 4-bit weights of groups `2c` and `2c + 1` of a row's weights `q`, each times the row's
+    // scale: looked up in `times`, the 16 products `scale · 0` .. `scale · 15` (one multiply a
+    // row instead of two conversions and two multiplies a chunk; the same products, so the same
+    // sums). `vpermps` reads an index's low four bits: the low nibble needs no mask.
     #[inline(always)]
-    fn chunk(q: &[u8], c: usize) -> (__m512, __m512) {
+    fn chunk(q: &[u8], c: usize, times: __m512) -> (__m512, __m512) {
         let q = &q[c * LABEL_GROUP..(c + 1) * LABEL_GROUP];
         // SAFETY: 16 bytes inside `q` (an unaligned load); AVX-512F is enabled in the caller.
         #[allow(unsafe_code)]
         unsafe {
             let x = _mm512_cvtepu8_epi32(_mm_loadu_si128(q.as_ptr().cast()));
-            let lo = _mm512_and_si512(x, _mm512_set1_epi32(15));
             let hi = _mm512_srli_epi32::<4>(x);
-            (_mm512_cvtepi32_ps(lo), _mm512_cvtepi32_ps(hi))
+            (
+                _mm512_permutexvar_ps(x, times),
+                _mm512_permutexvar_ps(hi, times),
+            )
         }
     }
+    let levels = _mm512_setr_ps(
+        0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0,
+    );
     let mut acc = [_mm512_setzero_ps(); G];
     let norm2 = quant_rows(
         t,
         rows,
         &mut acc,
         |acc, qa, qb, sa, sb| {
-            let (sa, sb) = (_mm512_set1_ps(sa), _mm512_set1_ps(sb));
+            let ta = _mm512_mul_ps(_mm512_set1_ps(sa), levels);
+            let tb = _mm512_mul_ps(_mm512_set1_ps(sb), levels);
             for (c, acc) in acc.as_chunks_mut::<2>().0.iter_mut().enumerate() {
-                let (a0, a1) = chunk(qa, c);
-                let (b0, b1) = chunk(qb, c);
-                let s0 = _mm512_add_ps(_mm512_mul_ps(sa, a0), _mm512_mul_ps(sb, b0));
-                let s1 = _mm512_add_ps(_mm512_mul_ps(sa, a1), _mm512_mul_ps(sb, b1));
-                acc[0] = _mm512_add_ps(acc[0], s0);
-                acc[1] = _mm512_add_ps(acc[1], s1);
+                let (a0, a1) = chunk(qa, c, ta);
+                let (b0, b1) = chunk(qb, c, tb);
+                acc[0] = _mm512_add_ps(acc[0], _mm512_add_ps(a0, b0));
+                acc[1] = _mm512_add_ps(acc[1], _mm512_add_ps(a1, b1));
             }
         },
         |acc, q, s| {
-            let s = _mm512_set1_ps(s);
+            let ts = _mm512_mul_ps(_mm512_set1_ps(s), levels);
             for (c, acc) in acc.as_chunks_mut::<2>().0.iter_mut().enumerate() {
-                let (a0, a1) = chunk(q, c);
-                acc[0] = _mm512_add_ps(acc[0], _mm512_mul_ps(s, a0));
-                acc[1] = _mm512_add_ps(acc[1], _mm512_mul_ps(s, a1));
+                let (a0, a1) = chunk(q, c, ts);
+                acc[0] = _mm512_add_ps(acc[0], a0);
+                acc[1] = _mm512_add_ps(acc[1], a1);
             }
         },
     );
