@@ -501,3 +501,69 @@ fn a_file_output_naming_a_directory_is_refused_at_once() {
         );
     }
 }
+
+/// A file output under a file is refused before any work, exit 2; one under directories that do
+/// not exist yet makes them, as `replay --output` and `eval --report` did (`train --out
+/// new/m.triage` had trained and then failed, exit 1, naming a temporary `.part` file). An
+/// `eval --report` naming a file is refused before the evaluation (it had ended "File exists",
+/// exit 1).
+#[test]
+fn outputs_under_a_file_are_refused_and_missing_directories_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = labelled(dir.path());
+    let file = dir.path().join("afile");
+    std::fs::write(&file, "x").unwrap();
+    let s = |p: &Path| p.as_os_str().to_owned();
+    let o = |x: &str| std::ffi::OsString::from(x);
+    let under = file.join("m.triage");
+    let cases: Vec<(Vec<std::ffi::OsString>, &str)> = vec![
+        (
+            vec![o("train"), o("--data"), s(&data), o("--out"), s(&under)],
+            "--out",
+        ),
+        (
+            vec![o("tune"), o("--data"), s(&data), o("--out"), s(&under)],
+            "--out",
+        ),
+        (
+            vec![
+                o("replay"),
+                o("--input"),
+                s(&data),
+                o("--output"),
+                s(&under),
+            ],
+            "--output",
+        ),
+        (
+            vec![o("eval"), o("--data"), s(&data), o("--report"), s(&file)],
+            "--report",
+        ),
+    ];
+    for (args, option) in cases {
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        let (code, stderr) = run(&args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(option)
+                && (stderr.contains("not a directory") || stderr.contains("is a file")),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            !stderr.contains("accuracy"),
+            "{args:?} evaluated first: {stderr}"
+        );
+    }
+    assert_eq!(std::fs::read(&file).unwrap(), b"x");
+    // Directories that do not exist yet are made.
+    let model = dir.path().join("new").join("deeper").join("m.triage");
+    let (code, stderr) = run(&[
+        &o("train"),
+        &o("--data"),
+        &s(&data),
+        &o("--out"),
+        &s(&model),
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(model.is_file(), "no model at {}", model.display());
+}

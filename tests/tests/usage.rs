@@ -444,3 +444,22 @@ fn bench_names_the_lines_it_leaves_out() {
         "no word of the skipped line: {stderr}"
     );
 }
+
+/// A file none of whose lines can be read says why (the first line's reason), not only that it
+/// holds no messages.
+#[test]
+fn a_file_of_unreadable_lines_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("latin1.txt");
+    std::fs::write(&data, b"caf\xe9 terrible\nna\xefve\n").unwrap();
+    let (code, stderr) = code_and_stderr(
+        Command::new(triage_bin())
+            .args(["bench", "--repeat", "1", "--data"])
+            .arg(&data),
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(":1:") && stderr.contains("UTF-8") && stderr.contains("2 skipped"),
+        "{stderr}"
+    );
+}

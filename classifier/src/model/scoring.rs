@@ -33,6 +33,15 @@ pub enum WeightFormat {
 }
 
 impl WeightFormat {
+    /// Its name, as `--weights` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::Int8 => "int8",
+            Self::Int4 => "int4",
+        }
+    }
+
     /// The format a model with `k` labels is scored with by default: f32 up to
     /// [`INT8_FROM_LABELS`] − 1 labels (a row is at most two cache lines), int8 from there,
     /// 4-bit from [`INT4_FROM_LABELS`].
@@ -948,7 +957,7 @@ impl Kernel {
             let available = Self::available();
             let widest = *available.last().expect("the baseline is always there");
             match std::env::var("TRIAGE_CPU_KERNEL") {
-                Ok(name) => {
+                Ok(name) if !name.trim().is_empty() => {
                     let names: Vec<&str> = available.iter().map(|k| k.name()).collect();
                     let asked = name.trim().to_ascii_lowercase();
                     available
@@ -964,7 +973,7 @@ impl Kernel {
                             widest
                         })
                 }
-                Err(_) => widest,
+                _ => widest,
             }
         })
     }

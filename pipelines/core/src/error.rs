@@ -119,6 +119,17 @@ pub enum CoreError {
         path: std::path::PathBuf,
     },
 
+    /// An output's directory is a file ([`crate::paths::refuse_overwriting`]).
+    #[error("{output} {}: {} is not a directory", path.display(), parent.display())]
+    OutputParentNotDirectory {
+        /// The output's option (`--out`).
+        output: String,
+        /// The output's path.
+        path: std::path::PathBuf,
+        /// The part of the path that is a file.
+        parent: std::path::PathBuf,
+    },
+
     /// An output that is a file names a directory ([`crate::paths::refuse_overwriting`]).
     #[error("{output} {} is a directory; the output is a file: name one inside it", path.display())]
     OutputIsDirectory {
@@ -154,7 +165,8 @@ impl Diagnose for CoreError {
             | CoreError::Empty { .. }
             | CoreError::Overwrite { .. }
             | CoreError::SameOutput { .. }
-            | CoreError::OutputIsDirectory { .. } => ErrorDomain::User,
+            | CoreError::OutputIsDirectory { .. }
+            | CoreError::OutputParentNotDirectory { .. } => ErrorDomain::User,
         }
     }
     fn retry(&self) -> RetryHint {

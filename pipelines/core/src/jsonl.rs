@@ -186,6 +186,17 @@ pub fn read_texts(path: &Path, other: OtherLines) -> Result<Texts, CoreError> {
         }
     }
     if out.texts.is_empty() {
+        // Every line skipped (a Latin-1 export): say why, not only that nothing was there.
+        if let Some((line, why)) = out.skipped.first() {
+            return Err(CoreError::Line {
+                path: path.to_path_buf(),
+                line: *line,
+                reason: format!(
+                    "{why}; no line holds a message ({} skipped)",
+                    out.skipped.len()
+                ),
+            });
+        }
         return Err(CoreError::Empty {
             path: path.to_path_buf(),
             what: "messages with a \"text\"",

@@ -37,7 +37,9 @@ use crate::error::CoreError;
 const STDIO: &str = "-";
 
 /// Refuses file outputs that would write over an input, or over each other, or that name a
-/// directory (`train --out .` had trained for minutes and then failed to write, exit 1).
+/// directory or a path under a file (`train --out .` had trained for minutes and then failed to
+/// write, exit 1). Directories on an output's path that do not exist yet are made when it is
+/// written ([`write_file`]).
 ///
 /// `inputs` and `outputs` are `(option, path)` pairs (`("--data", Some(path))`; `None` for an
 /// option not given). An output names an input when both are the same file, however spelled
@@ -55,6 +57,19 @@ pub fn refuse_overwriting(
             return Err(CoreError::OutputIsDirectory {
                 output: option.to_owned(),
                 path: path.to_path_buf(),
+            });
+        }
+        // The nearest part of the path that exists must be a directory.
+        if let Some(path) = path
+            && path.as_os_str() != STDIO
+            && let Some(existing) = path.ancestors().skip(1).find(|a| a.exists())
+            && !existing.as_os_str().is_empty()
+            && !existing.is_dir()
+        {
+            return Err(CoreError::OutputParentNotDirectory {
+                output: option.to_owned(),
+                path: path.to_path_buf(),
+                parent: existing.to_path_buf(),
             });
         }
     }
@@ -121,7 +136,7 @@ fn same_new(a: &Path, b: &Path) -> bool {
 /// Writes a file whole or not at all (`-`: stdout). `write` fills a new temporary file beside `path` (a name no
 /// other file has: never an input that happens to be called `model.tmp`), which is synced and
 /// then renamed over `path`, so that a reader sees the old file or the new one, never half of one,
-/// and a failed write leaves the old one in place. The file gets `path`'s permissions where it
+/// and a failed write leaves the old one in place. Missing directories on the way are made. The file gets `path`'s permissions where it
 /// exists, else the usual ones for a new file. A symbolic link is followed (the file it names is
 /// replaced, the link kept). A `path` that exists and is not a regular file (a device such as
 /// `/dev/stdout` or `/dev/full`, a named pipe) is written in place: a rename would put a file
@@ -166,7 +181,12 @@ pub fn write_file(
             None => std::fs::Permissions::from_mode(0o666),
         });
     }
-    let tmp = builder.tempfile_in(dir)?;
+    std::fs::create_dir_all(dir)?;
+    // Its error names the temporary file's path (`.model.triage.x1y2.part`); the directory
+    // means more to the user.
+    let tmp = builder
+        .tempfile_in(dir)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {}", dir.display(), e.kind())))?;
     let mut f = std::io::BufWriter::new(tmp);
     write(&mut f)?;
     let tmp = f.into_inner().map_err(|e| e.into_error())?;

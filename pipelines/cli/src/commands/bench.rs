@@ -50,14 +50,14 @@ pub fn run(a: Args) -> CmdResult {
         );
     } else {
         println!(
-            "{} messages in {:.4}s (best of {}): {:.0} msg/s, {:.3} µs/msg, one thread, {:?} weights, \
+            "{} messages in {:.4}s (best of {}): {:.0} msg/s, {:.3} µs/msg, one thread, {} weights, \
              {} kernel, {:.1} features/message",
             t.messages,
             t.seconds,
             a.repeat,
             t.msgs_per_sec,
             t.us_per_msg,
-            model.weight_format(),
+            model.weight_format().name(),
             Kernel::detected().name(),
             t.features_per_message
         );

@@ -51,6 +51,17 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> CmdResult {
+    if let Some(dir) = &a.report
+        && dir.exists()
+        && !dir.is_dir()
+    {
+        // Found before the evaluation, not after it (it had ended "File exists", exit 1).
+        return Err(Failure::usage(anyhow::anyhow!(
+            "--report {} is a file; the report is a directory (report.html and its charts): \
+             name a new or existing directory",
+            dir.display()
+        )));
+    }
     let config = Config::load(a.config.as_deref())?;
     let mut model = Model::load_or_default(a.model.as_deref().or(config.model.path.as_deref()))?;
     a.weights.apply(&mut model);
@@ -75,14 +86,28 @@ pub fn run(a: Args) -> CmdResult {
             .copied()
             .collect::<Vec<_>>()
             .join(", ");
+        // A few of the model's labels, quoted (a label may hold a comma), not all 711.
+        const MODEL_LABELS_SHOWN: usize = 20;
+        let theirs = model.labels();
+        let listed = theirs
+            .iter()
+            .take(MODEL_LABELS_SHOWN)
+            .map(|l| format!("{l:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         eprintln!(
             "warning: {unknown} of {} messages have a label the model does not know ({} label{}: \
-             {shown}{}); they count as errors. The model's labels: {}",
+             {shown}{}); they count as errors. The model's {} labels: {listed}{}",
             data.len(),
             labels.len(),
             if labels.len() == 1 { "" } else { "s" },
             if labels.len() > 5 { ", …" } else { "" },
-            model.labels().join(", ")
+            theirs.len(),
+            if theirs.len() > MODEL_LABELS_SHOWN {
+                format!(", and {} more", theirs.len() - MODEL_LABELS_SHOWN)
+            } else {
+                String::new()
+            },
         );
     }
     let cascade = if a.cascade {
