@@ -446,115 +446,80 @@ fn a_dash_output_is_stdout() {
     assert!(!dir.path().join("-").exists(), "a file named - was written");
 }
 
-/// An output that is a file, named as a directory, is refused before any work, exit 2: `train
-/// --out .` had trained and then failed to write ("Is a directory", exit 1).
+/// A file output that cannot be a file is refused before any work, exit 2, naming the option:
+/// one that is a directory (`train --out .` had trained and then failed, "Is a directory", exit
+/// 1) or lies under a file; and `eval --report` naming a file (it had evaluated, then ended "File
+/// exists", exit 1). One under directories that do not exist yet makes them, as `replay
+/// --output` and `eval --report` did (`train --out new/m.triage` had trained, then failed naming
+/// a `.part` file).
 #[test]
-fn a_file_output_naming_a_directory_is_refused_at_once() {
+fn outputs_that_cannot_be_files_are_refused_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let data = labelled(dir.path());
     let sub = dir.path().join("models");
     std::fs::create_dir(&sub).unwrap();
-    let s = |p: &Path| p.as_os_str().to_owned();
-    let o = |x: &str| std::ffi::OsString::from(x);
-    let cases: Vec<(Vec<std::ffi::OsString>, &str)> = vec![
-        (
-            vec![o("train"), o("--data"), s(&data), o("--out"), s(&sub)],
-            "--out",
-        ),
-        (
-            vec![o("tune"), o("--data"), s(&data), o("--out"), s(&sub)],
-            "--out",
-        ),
-        (
-            vec![o("replay"), o("--input"), s(&data), o("--output"), s(&sub)],
-            "--output",
-        ),
-        (
-            vec![
-                o("replay"),
-                o("--input"),
-                s(&data),
-                o("--output"),
-                s(&dir.path().join("out.jsonl")),
-                o("--dead-letter"),
-                s(&sub),
-            ],
-            "--dead-letter",
-        ),
-    ];
-    for (args, option) in cases {
-        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
-        let (code, stderr) = run(&args);
-        assert_eq!(code, Some(2), "{args:?}: {stderr}");
-        assert!(
-            stderr.contains(option) && stderr.contains("is a directory"),
-            "{args:?}: {stderr}"
-        );
-        assert!(
-            !stderr.contains("fit") && !stderr.contains("wrote"),
-            "{args:?} worked before refusing: {stderr}"
-        );
-        assert_eq!(
-            std::fs::read_dir(&sub).unwrap().count(),
-            0,
-            "{args:?} wrote into the directory"
-        );
-    }
-}
-
-/// A file output under a file is refused before any work, exit 2; one under directories that do
-/// not exist yet makes them, as `replay --output` and `eval --report` did (`train --out
-/// new/m.triage` had trained and then failed, exit 1, naming a temporary `.part` file). An
-/// `eval --report` naming a file is refused before the evaluation (it had ended "File exists",
-/// exit 1).
-#[test]
-fn outputs_under_a_file_are_refused_and_missing_directories_made() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = labelled(dir.path());
     let file = dir.path().join("afile");
     std::fs::write(&file, "x").unwrap();
+    let under = file.join("m.triage");
+    let elsewhere = dir.path().join("out.jsonl");
     let s = |p: &Path| p.as_os_str().to_owned();
     let o = |x: &str| std::ffi::OsString::from(x);
-    let under = file.join("m.triage");
-    let cases: Vec<(Vec<std::ffi::OsString>, &str)> = vec![
-        (
-            vec![o("train"), o("--data"), s(&data), o("--out"), s(&under)],
-            "--out",
-        ),
-        (
-            vec![o("tune"), o("--data"), s(&data), o("--out"), s(&under)],
-            "--out",
-        ),
-        (
+    let mut cases: Vec<(Vec<std::ffi::OsString>, &str, &str)> = Vec::new();
+    for (out, why) in [(&sub, "is a directory"), (&under, "not a directory")] {
+        for command in ["train", "tune"] {
+            cases.push((
+                vec![o(command), o("--data"), s(&data), o("--out"), s(out)],
+                "--out",
+                why,
+            ));
+        }
+        cases.push((
+            vec![o("replay"), o("--input"), s(&data), o("--output"), s(out)],
+            "--output",
+            why,
+        ));
+        cases.push((
             vec![
                 o("replay"),
                 o("--input"),
                 s(&data),
                 o("--output"),
-                s(&under),
+                s(&elsewhere),
+                o("--dead-letter"),
+                s(out),
             ],
-            "--output",
-        ),
-        (
-            vec![o("eval"), o("--data"), s(&data), o("--report"), s(&file)],
-            "--report",
-        ),
-    ];
-    for (args, option) in cases {
+            "--dead-letter",
+            why,
+        ));
+    }
+    cases.push((
+        vec![o("eval"), o("--data"), s(&data), o("--report"), s(&file)],
+        "--report",
+        "is a file",
+    ));
+    for (args, option, why) in cases {
         let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
         let (code, stderr) = run(&args);
         assert_eq!(code, Some(2), "{args:?}: {stderr}");
         assert!(
-            stderr.contains(option)
-                && (stderr.contains("not a directory") || stderr.contains("is a file")),
+            stderr.contains(option) && stderr.contains(why),
             "{args:?}: {stderr}"
         );
         assert!(
-            !stderr.contains("accuracy"),
-            "{args:?} evaluated first: {stderr}"
+            !stderr.contains("fit") && !stderr.contains("wrote") && !stderr.contains("accuracy"),
+            "{args:?} worked before refusing: {stderr}"
         );
     }
+    assert_eq!(
+        std::fs::read_dir(&sub).unwrap().count(),
+        0,
+        "wrote into the directory"
+    );
     assert_eq!(std::fs::read(&file).unwrap(), b"x");
+    assert!(
+        !elsewhere.exists(),
+        "replay wrote its output before refusing"
+    );
     // Directories that do not exist yet are made.
     let model = dir.path().join("new").join("deeper").join("m.triage");
     let (code, stderr) = run(&[
