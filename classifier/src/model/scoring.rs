@@ -327,7 +327,7 @@ pub(crate) fn block_int4<L: LabelLoop>(
     part: &mut [f32],
 ) -> f32 {
     assert_eq!(part.len(), t.padded, "one slot per padded label");
-    if let Some(norm2) = L::block4_in_registers(t, rows, part) {
+    if let Some(norm2) = L::block_int4_own(t, rows, part) {
         return norm2;
     }
     quant_rows(
@@ -400,9 +400,9 @@ fn quant_rows<A: ?Sized>(
     norm2
 }
 
-/// The label loop of [`block_int8`]: `part[l] += sa · a[l] + sb · b[l]` over whole
-/// [`LABEL_GROUP`]s, in that order of operations whatever the compilation (so every kernel gives
-/// the same sums bit for bit).
+/// The label loop of [`block_int8`] and [`block_int4`]: `part[l] += sa · a[l] + sb · b[l]` over
+/// whole [`LABEL_GROUP`]s, in that order of operations whatever the compilation (so every kernel
+/// gives the same sums bit for bit).
 pub(crate) trait LabelLoop {
     /// Adds two int8 rows, scaled, to `part` (all three of the same length, a multiple of
     /// [`LABEL_GROUP`]).
@@ -415,14 +415,10 @@ pub(crate) trait LabelLoop {
         None
     }
 
-    /// [`block_int4`] with its label accumulators in registers, where this loop has such a
-    /// version.
+    /// [`block_int4`] in this loop's own instructions, where it has them (the accumulators in
+    /// registers with AVX-512, in `part` with AVX2); `None` where it has not.
     #[inline(always)]
-    fn block4_in_registers(
-        _t: &QuantTable,
-        _rows: &[(u32, f32)],
-        _part: &mut [f32],
-    ) -> Option<f32> {
+    fn block_int4_own(_t: &QuantTable, _rows: &[(u32, f32)], _part: &mut [f32]) -> Option<f32> {
         None
     }
 }
@@ -482,7 +478,7 @@ impl LabelLoop for Avx2 {
     }
 
     #[inline(always)]
-    fn block4_in_registers(t: &QuantTable, rows: &[(u32, f32)], part: &mut [f32]) -> Option<f32> {
+    fn block_int4_own(t: &QuantTable, rows: &[(u32, f32)], part: &mut [f32]) -> Option<f32> {
         // SAFETY: `Avx2` is used only where the CPU has AVX2 (as `add_pair` above).
         #[allow(unsafe_code)]
         Some(unsafe { block_int4_avx2(t, rows, part) })
@@ -672,7 +668,7 @@ impl LabelLoop for Avx512 {
     }
 
     #[inline(always)]
-    fn block4_in_registers(t: &QuantTable, rows: &[(u32, f32)], part: &mut [f32]) -> Option<f32> {
+    fn block_int4_own(t: &QuantTable, rows: &[(u32, f32)], part: &mut [f32]) -> Option<f32> {
         // SAFETY: as `add_pair` above.
         by_groups!(block_int4_avx512, t, rows, part; 2 4 6 8 10 12 14 16)
     }
@@ -995,7 +991,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn quant_rows_round_to_within_half_a_step() {
+    fn int8_rows_round_to_within_half_a_step() {
         let k = 20;
         // Two rows with different ranges, then the zero row.
         let mut table = Vec::new();
