@@ -447,11 +447,11 @@ fn a_dash_output_is_stdout() {
 }
 
 /// A file output that cannot be a file is refused before any work, exit 2, naming the option:
-/// one that is a directory (`train --out .` had trained and then failed, "Is a directory", exit
-/// 1) or lies under a file; and `eval --report` naming a file (it had evaluated, then ended "File
-/// exists", exit 1). One under directories that do not exist yet makes them, as `replay
-/// --output` and `eval --report` did (`train --out new/m.triage` had trained, then failed naming
-/// a `.part` file).
+/// one that is a directory (`train --out .` had trained and then failed with "Is a directory",
+/// exit 1) or that lies under a file; and `eval --report` naming a file (it had evaluated, then
+/// ended with "File exists", exit 1). One under directories that do not exist yet makes them, as
+/// `replay --output` and `eval --report` did (`train --out new/m.triage` had trained, then failed
+/// naming a `.part` file).
 #[test]
 fn outputs_that_cannot_be_files_are_refused_at_once() {
     let dir = tempfile::tempdir().unwrap();
