@@ -21,6 +21,11 @@ pub enum ClassifierError {
     #[error(transparent)]
     Dataset(#[from] triage_core::error::CoreError),
 
+    /// The fit would need more memory than the machine (or its container) has free; the message
+    /// gives the estimate and settings that need less.
+    #[error("not enough memory: {0}")]
+    Memory(String),
+
     /// The optimiser failed (not "did not converge": that is reported in the training summary).
     #[error("optimisation failed: {0}")]
     Optimiser(String),
@@ -70,7 +75,9 @@ impl Diagnose for ClassifierError {
     }
     fn domain(&self) -> ErrorDomain {
         match self {
-            ClassifierError::Config(_) | ClassifierError::Data(_) => ErrorDomain::User,
+            ClassifierError::Config(_) | ClassifierError::Data(_) | ClassifierError::Memory(_) => {
+                ErrorDomain::User
+            }
             ClassifierError::Dataset(e) => e.domain(),
             ClassifierError::ModelFile { .. } | ClassifierError::Io { .. } => ErrorDomain::External,
             ClassifierError::Optimiser(_) => ErrorDomain::Internal,

@@ -77,6 +77,37 @@ pub struct LogisticConfig {
     /// Class weights: none, `balanced` (n / (k · n_class)), its square root (the default), or
     /// explicit per label.
     pub class_weight: ClassWeight,
+    /// L-BFGS curvature pairs kept (scikit-learn's and linfa's 10). Each pair holds two vectors
+    /// of every weight, so a many-label fit's memory is mostly here ([`fit_memory`]); fewer
+    /// pairs need less memory and usually more iterations.
+    #[serde(skip_serializing_if = "is_default_history")]
+    pub history: usize,
+}
+
+/// The L-BFGS history of scikit-learn and linfa-logistic.
+pub const DEFAULT_HISTORY: usize = 10;
+
+// A model file written with the default history reads as before (and older triage reads it).
+fn is_default_history(h: &usize) -> bool {
+    *h == DEFAULT_HISTORY
+}
+
+/// Bytes the fit allocates for `n_features × k` weights with an L-BFGS history of `history`
+/// pairs, beyond the training matrix: the parameters, the gradient, the search direction, the
+/// trial point and its gradient (`f64`), `2 · history` vectors of the curvature pairs (`f64`),
+/// and the sweep's weights and gradient (`f32`).
+///
+/// ```
+/// use triage_classifier::logistic::fit_memory;
+/// // 82,292 features × 711 labels (GoEmotions' label strings with default settings): 11.3 GiB.
+/// let gib = fit_memory(82_292, 711, 10) as f64 / (1u64 << 30) as f64;
+/// assert!((gib - 11.3).abs() < 0.1, "{gib}");
+/// assert_eq!(fit_memory(1000, 4, 3) - fit_memory(1000, 4, 2), 2 * 8 * 1001 * 4);
+/// ```
+pub fn fit_memory(n_features: usize, k: usize, history: usize) -> u64 {
+    let params = ((n_features + 1) * k) as u64;
+    let weights = (n_features * k) as u64;
+    params * 8 * (5 + 2 * history.max(1) as u64) + weights * 4 * 2
 }
 
 impl Default for LogisticConfig {
@@ -88,6 +119,7 @@ impl Default for LogisticConfig {
             // A rare class (the hate speech of a moderation stream) is not drowned by the
             // common ones; on balanced data every weight is 1. docs/accuracy.md, "Class weights".
             class_weight: ClassWeight::BalancedSqrt,
+            history: DEFAULT_HISTORY,
         }
     }
 }
@@ -284,11 +316,16 @@ pub fn fit(
             "max_iterations must be at least 1 (0 would write an untrained model)".into(),
         ));
     }
+    if config.history == 0 {
+        return Err(ClassifierError::Config(
+            "history must be at least 1 (L-BFGS needs a curvature pair)".into(),
+        ));
+    }
     let total_weight: f64 = sample_weight.map_or(y.len() as f64, |s| s.iter().sum());
     let d = x.n_cols;
     let mut problem = Problem::new(x, y, sample_weight, k, config.alpha);
     let settings = lbfgs::Settings {
-        history: 10,
+        history: config.history,
         max_iterations: config.max_iterations,
         tolerance_grad: config.gradient_tolerance * total_weight,
         tolerance_cost: 1e-10 * total_weight,
@@ -442,6 +479,7 @@ mod tests {
             max_iterations: 500,
             gradient_tolerance: 1e-10,
             class_weight: ClassWeight::None,
+            history: DEFAULT_HISTORY,
         };
         let (wts, report) = fit(&to_csr(&x), &y, 3, None, &cfg, None).unwrap();
         assert!(report.iterations > 1);

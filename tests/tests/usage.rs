@@ -463,3 +463,54 @@ fn a_file_of_unreadable_lines_says_why() {
         "{stderr}"
     );
 }
+
+/// A many-label fit that would not fit in memory is refused before it starts, naming what it
+/// needs and settings that need less (exit 2), where it used to grow until the kernel or the
+/// allocator killed it. The limit here is `ulimit -v` (a container's cgroup limit and the free
+/// memory are read the same way); the data is 200 labels over about 110,000 distinct words, a
+/// fit of 22M weights (4.2 GiB with the default L-BFGS history), against a 3 GiB address space.
+#[test]
+fn a_fit_that_cannot_fit_in_memory_is_refused_before_it_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("many-labels.jsonl");
+    let mut lines = String::new();
+    // Each word twice, in messages of one label: every word a feature, in few messages.
+    for i in 0..4_000u32 {
+        let words: Vec<String> = (0..56).map(|w| format!("w{}", (i / 2) * 56 + w)).collect();
+        lines.push_str(&format!(
+            "{{\"text\":\"{}\",\"label\":\"l{}\"}}\n",
+            words.join(" "),
+            (i / 2) % 200
+        ));
+    }
+    std::fs::write(&data, lines).unwrap();
+    let config = dir.path().join("words.toml");
+    std::fs::write(
+        &config,
+        "[analyzer]\nword_ngrams = [1, 1]\nchar_ngrams = [0, 0]\nhash_bits = 20\n",
+    )
+    .unwrap();
+    let out = dir.path().join("m.triage");
+    let (code, stderr) = code_and_stderr(
+        Command::new("sh")
+            .arg("-c")
+            .arg("ulimit -v 3145728 && exec \"$0\" \"$@\"")
+            .arg(triage_bin())
+            .args(["train", "--data"])
+            .arg(&data)
+            .arg("--config")
+            .arg(&config)
+            .arg("--out")
+            .arg(&out),
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    for part in [
+        "not enough memory",
+        "× 200 labels",
+        "history of 10",
+        "[tfidf] max_features",
+    ] {
+        assert!(stderr.contains(part), "{part:?} not in {stderr}");
+    }
+    assert!(!out.exists(), "no model is written");
+}

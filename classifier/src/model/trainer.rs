@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use triage_core::{Progress, Unit};
+use triage_core::{Progress, Unit, memory};
 
 use super::{
     Model, ModelHeader, NONE, TrainConfig, interleave, point_unknown_at_zero_row, tf_weight,
@@ -191,6 +191,11 @@ impl Model {
             (None, Some(r)) => Some(r.to_vec()),
             (Some(c), Some(r)) => Some(c.iter().zip(r).map(|(c, r)| c * r).collect()),
         };
+        let k = labels.len();
+        let history = config.logistic.history;
+        if let Some(note) = fit_memory_note(buckets.len(), k, history, memory::available())? {
+            progress.message(&note);
+        }
         progress.phase(
             "fit",
             Some(config.logistic.max_iterations),
@@ -201,16 +206,8 @@ impl Model {
             let _ = tx.send((it, loss));
         });
         let fitted = std::thread::scope(|scope| {
-            let handle = scope.spawn(|| {
-                logistic::fit(
-                    &x,
-                    &y,
-                    labels.len(),
-                    sw.as_deref(),
-                    &config.logistic,
-                    Some(hook),
-                )
-            });
+            let handle = scope
+                .spawn(|| logistic::fit(&x, &y, k, sw.as_deref(), &config.logistic, Some(hook)));
             for (it, loss) in rx {
                 progress.iteration(it, loss);
             }
@@ -263,10 +260,115 @@ impl Model {
     }
 }
 
+/// What a fit of `n_features × k` weights with `history` L-BFGS pairs will hold: an error before
+/// it starts where that is more than `available` bytes, with settings that need less; a note
+/// where it is over a GiB (a many-label fit), so that a user sees it before the wait.
+fn fit_memory_note(
+    n_features: usize,
+    k: usize,
+    history: usize,
+    available: Option<u64>,
+) -> Result<Option<String>> {
+    const GIB: f64 = (1u64 << 30) as f64;
+    let gib = |b: u64| format!("{:.1} GiB", b as f64 / GIB);
+    let need = logistic::fit_memory(n_features, k, history);
+    let what = format!(
+        "{:.1}M weights ({n_features} features × {k} labels) with an L-BFGS history of {history}",
+        (n_features * k) as f64 / 1e6
+    );
+    let Some(free) = available.filter(|&free| need > free) else {
+        return Ok(
+            (need as f64 >= GIB).then(|| format!("the fit will hold about {}: {what}", gib(need)))
+        );
+    };
+    let mut less = Vec::new();
+    if let Some(h) = (3..history)
+        .rev()
+        .find(|&h| logistic::fit_memory(n_features, k, h) <= free)
+    {
+        less.push(format!(
+            "[logistic] history = {h} needs {} (more iterations to the same optimum)",
+            gib(logistic::fit_memory(n_features, k, h))
+        ));
+    }
+    let per_feature = logistic::fit_memory(1, k, history) - logistic::fit_memory(0, k, history);
+    let fixed = logistic::fit_memory(0, k, history);
+    let features = free.saturating_sub(fixed) / per_feature.max(1);
+    if features >= 2 {
+        less.push(format!(
+            "[tfidf] max_features = {} (per block: word and character) keeps at most {} features",
+            features / 2,
+            features / 2 * 2
+        ));
+    }
+    less.push("a higher [tfidf] min_df, or fewer n-gram lengths, keeps fewer features".into());
+    less.push("fewer labels (rare ones merged)".into());
+    Err(ClassifierError::Memory(format!(
+        "the fit needs about {} for {what}, and about {} is free; to need less: {}",
+        gib(need),
+        gib(free),
+        less.join("; ")
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::NoProgress;
+
+    /// A fit that would not fit in memory is refused before it starts, with settings that
+    /// would fit; a large one that fits is announced; a small one says nothing.
+    #[test]
+    fn a_fit_larger_than_free_memory_is_refused_with_what_would_fit() {
+        const GIB: u64 = 1 << 30;
+        // GoEmotions' 711 label strings with default settings: 11.3 GiB.
+        let err = fit_memory_note(82_292, 711, 10, Some(6 * GIB)).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, ClassifierError::Memory(_)), "{err:?}");
+        for part in [
+            "about 11.3 GiB",
+            "about 6.0 GiB is free",
+            "58.5M weights (82292 features × 711 labels)",
+            "history of 10",
+            "[logistic] history = 3 needs 5.2 GiB",
+            "[tfidf] max_features = ",
+            "min_df",
+        ] {
+            assert!(text.contains(part), "{part:?} not in {text}");
+        }
+        // Each suggestion fits.
+        let h: usize = text.split("history = ").nth(1).unwrap()[..1]
+            .parse()
+            .unwrap();
+        assert!(logistic::fit_memory(82_292, 711, h) <= 6 * GIB);
+        assert!(logistic::fit_memory(82_292, 711, h + 1) > 6 * GIB);
+        let per_block: usize = text
+            .split("max_features = ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(logistic::fit_memory(2 * per_block, 711, 10) <= 6 * GIB);
+        assert!(logistic::fit_memory(2 * per_block + 4, 711, 10) > 6 * GIB);
+        // Too little even for three pairs: no history is offered.
+        let text = fit_memory_note(82_292, 711, 10, Some(GIB))
+            .unwrap_err()
+            .to_string();
+        assert!(!text.contains("history ="), "{text}");
+        // Fits: a note over a GiB, nothing under one, nothing where memory is unknown and small.
+        let note = fit_memory_note(82_292, 711, 10, Some(20 * GIB))
+            .unwrap()
+            .unwrap();
+        assert!(
+            note.starts_with("the fit will hold about 11.3 GiB"),
+            "{note}"
+        );
+        assert_eq!(fit_memory_note(82_292, 711, 10, None).unwrap(), Some(note));
+        assert_eq!(fit_memory_note(50_000, 4, 10, Some(GIB)).unwrap(), None);
+    }
 
     fn ex(t: &str, l: &str) -> Example {
         Example {

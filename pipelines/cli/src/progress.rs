@@ -28,7 +28,7 @@ fn bar(len: u64, unit: Unit) -> ProgressBar {
     pb
 }
 
-/// One bar per phase; messages outside a phase go to stderr.
+/// One bar per phase; messages above the bar, or to stderr where no bar is drawn.
 #[derive(Default)]
 pub struct Bars {
     current: Option<(ProgressBar, String)>,
@@ -53,8 +53,9 @@ impl Progress for Bars {
     }
     fn message(&mut self, text: &str) {
         match &self.current {
-            Some((pb, _)) => pb.println(text),
-            None => eprintln!("{text}"),
+            // A hidden bar (stderr piped to a log) prints nothing, and the line must still show.
+            Some((pb, _)) if !pb.is_hidden() => pb.println(text),
+            _ => eprintln!("{text}"),
         }
     }
     fn finish_phase(&mut self) {

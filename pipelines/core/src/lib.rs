@@ -12,6 +12,7 @@
 //! - [`progress`]: the progress callbacks long work reports through (the binary draws bars);
 //! - [`jsonl`]: reading JSONL files, the format of every data set and message log;
 //! - [`paths`]: a command's output paths checked against its inputs before anything is written;
+//! - [`memory`]: how much memory the process can still take (`/proc`, the cgroup's limit);
 //! - [`argmax`] and [`sha256_file`], used across the crates.
 //!
 //! ```
@@ -31,6 +32,7 @@
 pub mod config;
 pub mod error;
 pub mod jsonl;
+pub mod memory;
 pub mod message;
 pub mod names;
 pub mod paths;
