@@ -514,3 +514,47 @@ fn a_fit_that_cannot_fit_in_memory_is_refused_before_it_starts() {
     }
     assert!(!out.exists(), "no model is written");
 }
+
+/// `eval` and `bench` say which weight format they scored with (`--weights`, or `auto`'s choice
+/// for the label count), in text and in JSON: the figures of an int8 or 4-bit model are those of
+/// that format, not of the model file's f32 weights.
+#[test]
+fn eval_and_bench_name_the_weights_they_scored_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = two_label_data(dir.path());
+    let model = dir.path().join("m.triage");
+    let (d, m) = (data.to_str().unwrap(), model.to_str().unwrap());
+    triage_tests::triage(&["train", "--data", d, "--out", m]);
+    for (weights, expected) in [("auto", "f32"), ("int8", "int8"), ("int4", "int4")] {
+        let text = triage_tests::triage(&["eval", "--model", m, "--data", d, "--weights", weights]);
+        let first = text.lines().next().unwrap_or_default();
+        assert!(
+            first.contains(&format!("(2 labels, {expected} weights)")),
+            "--weights {weights}: {first}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&triage_tests::triage(&[
+            "eval",
+            "--model",
+            m,
+            "--data",
+            d,
+            "--weights",
+            weights,
+            "--json",
+        ]))
+        .unwrap();
+        assert_eq!(json["weights"], expected, "--weights {weights}");
+        let bench = triage_tests::triage(&[
+            "bench",
+            "--model",
+            m,
+            "--data",
+            d,
+            "--weights",
+            weights,
+            "--repeat",
+            "1",
+        ]);
+        assert!(bench.contains(&format!("{expected} weights")), "{bench}");
+    }
+}

@@ -127,15 +127,17 @@ pub fn run(a: Args) -> CmdResult {
     if a.json {
         let mut v = serde_json::to_value(report).map_err(Failure::external)?;
         v["model_version"] = json!(model.version());
+        v["weights"] = json!(model.weight_format().name());
         if let Some(c) = &cascade {
             v["cascade"] = serde_json::to_value(c).map_err(Failure::external)?;
         }
         println!("{v}");
     } else {
         println!(
-            "model {} ({} labels), data {}",
+            "model {} ({} labels, {} weights), data {}",
             model.version(),
             model.labels().len(),
+            model.weight_format().name(),
             a.data.display()
         );
         print!("{}", report.to_text());
