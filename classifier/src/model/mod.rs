@@ -472,8 +472,9 @@ mod tests {
         assert_eq!(scoring::exp_nonpositive(f32::NEG_INFINITY), floor);
     }
 
-    /// Every kernel the CPU can run gives the same probabilities, bit for bit, in both weight
-    /// formats and at label counts that fill no whole vector (5, 37, 151).
+    /// Every kernel the CPU can run gives the same probabilities, bit for bit, in every weight
+    /// format and at label counts that fill no whole vector (5, 37, 151), and at 300, past what
+    /// the AVX-512 kernels hold in registers.
     #[test]
     fn every_kernel_gives_the_same_probabilities() {
         use crate::{Example, NoProgress};
@@ -491,7 +492,7 @@ mod tests {
         let kernels = Kernel::available();
         assert_eq!(kernels[0], Kernel::Baseline);
         eprintln!("kernels on this CPU: {kernels:?}");
-        for labels in [5usize, 37, 151] {
+        for labels in [5usize, 37, 151, 300] {
             let data: Vec<Example> = (0..labels * 6)
                 .map(|i| Example {
                     id: None,

@@ -667,11 +667,115 @@ impl LabelLoop for Avx512 {
         by_groups!(block_int8_avx512, t, rows, part; 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16)
     }
 
+    /// Up to 256 labels in registers; above, the same lookups with the sums in `part` (the
+    /// portable loop ran a third of int8's speed at 711 labels).
     #[inline(always)]
     fn block_int4_own(t: &QuantTable, rows: &[(u32, f32)], part: &mut [f32]) -> Option<f32> {
         // SAFETY: as `add_pair` above.
-        by_groups!(block_int4_avx512, t, rows, part; 2 4 6 8 10 12 14 16)
+        by_groups!(block_int4_avx512, t, rows, part; 2 4 6 8 10 12 14 16).or_else(|| {
+            // SAFETY: as `add_pair` above.
+            #[allow(unsafe_code)]
+            Some(unsafe { block_int4_avx512_part(t, rows, part) })
+        })
     }
+}
+
+/// The 4-bit weights of groups `2c` and `2c + 1` of a row's weights `q`, each times the row's
+/// scale: looked up in `times`, the 16 products `scale · 0` .. `scale · 15` (one multiply a row
+/// instead of two conversions and two multiplies a chunk; the same products, so the same sums).
+/// `vpermps` reads an index's low four bits: the low nibble needs no mask. Inlined into
+/// functions compiled with AVX-512F only.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn int4_chunk_avx512(
+    q: &[u8],
+    c: usize,
+    times: std::arch::x86_64::__m512,
+) -> (std::arch::x86_64::__m512, std::arch::x86_64::__m512) {
+    use std::arch::x86_64::*;
+    let q = &q[c * LABEL_GROUP..(c + 1) * LABEL_GROUP];
+    // SAFETY: 16 bytes inside `q` (an unaligned load); AVX-512F is enabled in the callers.
+    #[allow(unsafe_code)]
+    unsafe {
+        let x = _mm512_cvtepu8_epi32(_mm_loadu_si128(q.as_ptr().cast()));
+        let hi = _mm512_srli_epi32::<4>(x);
+        (
+            _mm512_permutexvar_ps(x, times),
+            _mm512_permutexvar_ps(hi, times),
+        )
+    }
+}
+
+/// `scale · 0` .. `scale · 15`, the products [`int4_chunk_avx512`] looks up.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn int4_times_avx512(scale: f32) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    // SAFETY: AVX-512F is enabled in the callers (this is inlined into them).
+    #[allow(unsafe_code)]
+    unsafe {
+        _mm512_mul_ps(
+            _mm512_set1_ps(scale),
+            _mm512_setr_ps(
+                0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0,
+                15.0,
+            ),
+        )
+    }
+}
+
+/// [`block_int4`] with AVX-512 for any number of label groups, the sums in `part`: the
+/// lookups of [`block_int4_avx512`], and a load and a store of `part` a 16-label group and
+/// pair of rows.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn block_int4_avx512_part(t: &QuantTable, rows: &[(u32, f32)], part: &mut [f32]) -> f32 {
+    use std::arch::x86_64::*;
+    // `p[..16] += v`.
+    #[inline(always)]
+    fn add(p: &mut [f32], v: __m512) {
+        let p = p[..LABEL_GROUP].as_mut_ptr();
+        // SAFETY: 16 elements inside `p` (unaligned loads and stores).
+        #[allow(unsafe_code)]
+        unsafe {
+            _mm512_storeu_ps(p, _mm512_add_ps(_mm512_loadu_ps(p), v))
+        };
+    }
+    quant_rows(
+        t,
+        rows,
+        part,
+        |part, qa, qb, sa, sb| {
+            let (ta, tb) = (int4_times_avx512(sa), int4_times_avx512(sb));
+            for (c, p) in part
+                .as_chunks_mut::<{ 2 * LABEL_GROUP }>()
+                .0
+                .iter_mut()
+                .enumerate()
+            {
+                let (a0, a1) = int4_chunk_avx512(qa, c, ta);
+                let (b0, b1) = int4_chunk_avx512(qb, c, tb);
+                let (lo, hi) = p.split_at_mut(LABEL_GROUP);
+                add(lo, _mm512_add_ps(a0, b0));
+                add(hi, _mm512_add_ps(a1, b1));
+            }
+        },
+        |part, q, s| {
+            let ts = int4_times_avx512(s);
+            for (c, p) in part
+                .as_chunks_mut::<{ 2 * LABEL_GROUP }>()
+                .0
+                .iter_mut()
+                .enumerate()
+            {
+                let (a0, a1) = int4_chunk_avx512(q, c, ts);
+                let (lo, hi) = p.split_at_mut(LABEL_GROUP);
+                add(lo, a0);
+                add(hi, a1);
+            }
+        },
+    )
 }
 
 /// [`block_int4`] for `G` label groups with AVX-512, the accumulators in registers.
@@ -681,46 +785,24 @@ impl LabelLoop for Avx512 {
 fn block_int4_avx512<const G: usize>(t: &QuantTable, rows: &[(u32, f32)], part: &mut [f32]) -> f32 {
     use std::arch::x86_64::*;
     assert_eq!(part.len(), G * LABEL_GROUP, "one slot per padded label");
-    // The 4-bit weights of groups `2c` and `2c + 1` of a row's weights `q`, each times the row's
-    // scale: looked up in `times`, the 16 products `scale · 0` .. `scale · 15` (one multiply a
-    // row instead of two conversions and two multiplies a chunk; the same products, so the same
-    // sums). `vpermps` reads an index's low four bits: the low nibble needs no mask.
-    #[inline(always)]
-    fn chunk(q: &[u8], c: usize, times: __m512) -> (__m512, __m512) {
-        let q = &q[c * LABEL_GROUP..(c + 1) * LABEL_GROUP];
-        // SAFETY: 16 bytes inside `q` (an unaligned load); AVX-512F is enabled in the caller.
-        #[allow(unsafe_code)]
-        unsafe {
-            let x = _mm512_cvtepu8_epi32(_mm_loadu_si128(q.as_ptr().cast()));
-            let hi = _mm512_srli_epi32::<4>(x);
-            (
-                _mm512_permutexvar_ps(x, times),
-                _mm512_permutexvar_ps(hi, times),
-            )
-        }
-    }
-    let levels = _mm512_setr_ps(
-        0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0,
-    );
     let mut acc = [_mm512_setzero_ps(); G];
     let norm2 = quant_rows(
         t,
         rows,
         &mut acc,
         |acc, qa, qb, sa, sb| {
-            let ta = _mm512_mul_ps(_mm512_set1_ps(sa), levels);
-            let tb = _mm512_mul_ps(_mm512_set1_ps(sb), levels);
+            let (ta, tb) = (int4_times_avx512(sa), int4_times_avx512(sb));
             for (c, acc) in acc.as_chunks_mut::<2>().0.iter_mut().enumerate() {
-                let (a0, a1) = chunk(qa, c, ta);
-                let (b0, b1) = chunk(qb, c, tb);
+                let (a0, a1) = int4_chunk_avx512(qa, c, ta);
+                let (b0, b1) = int4_chunk_avx512(qb, c, tb);
                 acc[0] = _mm512_add_ps(acc[0], _mm512_add_ps(a0, b0));
                 acc[1] = _mm512_add_ps(acc[1], _mm512_add_ps(a1, b1));
             }
         },
         |acc, q, s| {
-            let ts = _mm512_mul_ps(_mm512_set1_ps(s), levels);
+            let ts = int4_times_avx512(s);
             for (c, acc) in acc.as_chunks_mut::<2>().0.iter_mut().enumerate() {
-                let (a0, a1) = chunk(q, c, ts);
+                let (a0, a1) = int4_chunk_avx512(q, c, ts);
                 acc[0] = _mm512_add_ps(acc[0], a0);
                 acc[1] = _mm512_add_ps(acc[1], a1);
             }
