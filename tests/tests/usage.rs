@@ -558,3 +558,48 @@ fn eval_and_bench_name_the_weights_they_scored_with() {
         assert!(bench.contains(&format!("{expected} weights")), "{bench}");
     }
 }
+
+/// `tune` sizes each fold's fit as `train` does, and what an earlier fold freed counts as free:
+/// three folds of a fit that takes half of a 3 GiB address space run one after the other (the
+/// allocator had kept the first fold's memory, and the second fold was refused). Twelve
+/// iterations, so that the L-BFGS history fills, as it does in a real fit.
+#[test]
+fn tune_folds_each_fit_where_one_fits() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("many-labels.jsonl");
+    let mut lines = String::new();
+    // Each word in three messages of one label: about 36,700 features in a fold's training part
+    // (those in two of its messages), 200 labels: a fit of 7.3M weights, 1.4 GiB.
+    for i in 0..3_000u32 {
+        let words: Vec<String> = (0..56).map(|w| format!("w{}", (i / 3) * 56 + w)).collect();
+        lines.push_str(&format!(
+            "{{\"text\":\"{}\",\"label\":\"l{}\"}}\n",
+            words.join(" "),
+            (i / 3) % 200
+        ));
+    }
+    std::fs::write(&data, lines).unwrap();
+    let config = dir.path().join("words.toml");
+    std::fs::write(
+        &config,
+        "[analyzer]\nword_ngrams = [1, 1]\nchar_ngrams = [0, 0]\nhash_bits = 20\n\n\
+         [logistic]\nmax_iterations = 12\n",
+    )
+    .unwrap();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -v 3145728 && exec \"$0\" \"$@\"")
+        .arg(triage_bin())
+        .args(["tune", "--alpha", "0.1", "--data"])
+        .arg(&data)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("chosen by 3-fold cross-validation"),
+        "{stderr}"
+    );
+}

@@ -193,7 +193,8 @@ impl Model {
         };
         let k = labels.len();
         let history = config.logistic.history;
-        if let Some(note) = fit_memory_note(buckets.len(), k, history, memory::available())? {
+        let blocks = [n_word, buckets.len() - n_word];
+        if let Some(note) = fit_memory_note(blocks, k, history, memory::available())? {
             progress.message(&note);
         }
         progress.phase(
@@ -263,14 +264,18 @@ impl Model {
 /// What a fit of `n_features × k` weights with `history` L-BFGS pairs will hold: an error before
 /// it starts where that is more than `available` bytes, with settings that need less; a note
 /// where it is over a GiB (a many-label fit), so that a user sees it before the wait.
+/// `blocks` are the word and character blocks' feature counts.
 fn fit_memory_note(
-    n_features: usize,
+    blocks: [usize; 2],
     k: usize,
     history: usize,
     available: Option<u64>,
 ) -> Result<Option<String>> {
     const GIB: f64 = (1u64 << 30) as f64;
     let gib = |b: u64| format!("{:.1} GiB", b as f64 / GIB);
+    // Two decimals where need and room are compared: 2.0 against 2.0 says nothing.
+    let gib2 = |b: u64| format!("{:.2} GiB", b as f64 / GIB);
+    let n_features = blocks[0] + blocks[1];
     let need = logistic::fit_memory(n_features, k, history);
     let what = format!(
         "{:.1}M weights ({n_features} features × {k} labels) with an L-BFGS history of {history}",
@@ -288,25 +293,32 @@ fn fit_memory_note(
     {
         less.push(format!(
             "[logistic] history = {h} needs {} (more iterations to the same optimum)",
-            gib(logistic::fit_memory(n_features, k, h))
+            gib2(logistic::fit_memory(n_features, k, h))
         ));
     }
     let per_feature = logistic::fit_memory(1, k, history) - logistic::fit_memory(0, k, history);
     let fixed = logistic::fit_memory(0, k, history);
-    let features = free.saturating_sub(fixed) / per_feature.max(1);
-    if features >= 2 {
+    let room = (free.saturating_sub(fixed) / per_feature.max(1)) as usize;
+    // `max_features` caps each block: the largest cap whose two blocks fit in `room` together.
+    let (small, large) = (blocks[0].min(blocks[1]), blocks[0].max(blocks[1]));
+    let cap = if room >= 2 * small {
+        (room - small).min(large)
+    } else {
+        room / 2
+    };
+    let kept = blocks[0].min(cap) + blocks[1].min(cap);
+    if kept > 0 && cap < large {
         less.push(format!(
-            "[tfidf] max_features = {} (per block: word and character) keeps at most {} features",
-            features / 2,
-            features / 2 * 2
+            "[tfidf] max_features = {cap} (a cap on each block, word and character) keeps {kept} \
+             features of {n_features}"
         ));
     }
     less.push("a higher [tfidf] min_df, or fewer n-gram lengths, keeps fewer features".into());
     less.push("fewer labels (rare ones merged)".into());
     Err(ClassifierError::Memory(format!(
         "the fit needs about {} for {what}, and about {} is free; to need less: {}",
-        gib(need),
-        gib(free),
+        gib2(need),
+        gib2(free),
         less.join("; ")
     )))
 }
@@ -321,53 +333,70 @@ mod tests {
     #[test]
     fn a_fit_larger_than_free_memory_is_refused_with_what_would_fit() {
         const GIB: u64 = 1 << 30;
-        // GoEmotions' 711 label strings with default settings: 13.1 GiB (peak RSS 13.5 GiB).
-        let err = fit_memory_note(95_187, 711, 10, Some(8 * GIB)).unwrap_err();
+        // GoEmotions' 711 label strings with default settings: 88,141 word and 7,046 character
+        // features, 13.1 GiB (peak RSS 13.5 GiB).
+        let goemotions = [88_141, 7_046];
+        let err = fit_memory_note(goemotions, 711, 10, Some(8 * GIB)).unwrap_err();
         let text = err.to_string();
         assert!(matches!(err, ClassifierError::Memory(_)), "{err:?}");
         for part in [
-            "about 13.1 GiB",
-            "about 8.0 GiB is free",
+            "about 13.11 GiB",
+            "about 8.00 GiB is free",
             "67.7M weights (95187 features × 711 labels)",
             "history of 10",
-            "[logistic] history = 4 needs 7.1 GiB",
+            "[logistic] history = 4 needs 7.06 GiB",
             "[tfidf] max_features = ",
             "min_df",
         ] {
             assert!(text.contains(part), "{part:?} not in {text}");
         }
-        // Each suggestion fits.
-        let h: usize = text.split("history = ").nth(1).unwrap()[..1]
-            .parse()
-            .unwrap();
+        // Each suggestion fits, and the next one up would not.
+        let after = |text: &str, key: &str| -> usize {
+            let rest = text.split(key).nth(1).unwrap();
+            rest[..rest.find(|c: char| !c.is_ascii_digit()).unwrap()]
+                .parse()
+                .unwrap()
+        };
+        let h = after(&text, "history = ");
         assert!(logistic::fit_memory(95_187, 711, h) <= 8 * GIB);
         assert!(logistic::fit_memory(95_187, 711, h + 1) > 8 * GIB);
-        let per_block: usize = text
-            .split("max_features = ")
-            .nth(1)
-            .unwrap()
-            .split(' ')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
-        assert!(logistic::fit_memory(2 * per_block, 711, 10) <= 8 * GIB);
-        assert!(logistic::fit_memory(2 * per_block + 4, 711, 10) > 8 * GIB);
+        let kept_with = |blocks: [usize; 2], cap: usize| blocks[0].min(cap) + blocks[1].min(cap);
+        let check_cap = |blocks: [usize; 2], free: u64| {
+            let text = fit_memory_note(blocks, 711, 10, Some(free))
+                .unwrap_err()
+                .to_string();
+            let (cap, kept) = (after(&text, "max_features = "), after(&text, " keeps "));
+            assert_eq!(kept, kept_with(blocks, cap), "{text}");
+            assert!(logistic::fit_memory(kept, 711, 10) <= free, "{text}");
+            let more = kept_with(blocks, cap + 1);
+            assert!(logistic::fit_memory(more, 711, 10) > free, "{text}");
+        };
+        check_cap(goemotions, 8 * GIB);
+        // One block alone (character n-grams off): the cap is not halved.
+        check_cap([106_454, 0], 3 * GIB);
+        // Blocks of similar size: the cap binds both.
+        check_cap([50_000, 45_187], 8 * GIB);
         // Too little even for three pairs: no history is offered.
-        let text = fit_memory_note(95_187, 711, 10, Some(GIB))
+        let text = fit_memory_note(goemotions, 711, 10, Some(GIB))
             .unwrap_err()
             .to_string();
         assert!(!text.contains("history ="), "{text}");
         // Fits: a note over a GiB, nothing under one, nothing where memory is unknown and small.
-        let note = fit_memory_note(95_187, 711, 10, Some(20 * GIB))
+        let note = fit_memory_note(goemotions, 711, 10, Some(20 * GIB))
             .unwrap()
             .unwrap();
         assert!(
             note.starts_with("the fit will hold about 13.1 GiB"),
             "{note}"
         );
-        assert_eq!(fit_memory_note(95_187, 711, 10, None).unwrap(), Some(note));
-        assert_eq!(fit_memory_note(50_000, 4, 10, Some(GIB)).unwrap(), None);
+        assert_eq!(
+            fit_memory_note(goemotions, 711, 10, None).unwrap(),
+            Some(note)
+        );
+        assert_eq!(
+            fit_memory_note([40_000, 10_000], 4, 10, Some(GIB)).unwrap(),
+            None
+        );
     }
 
     fn ex(t: &str, l: &str) -> Example {

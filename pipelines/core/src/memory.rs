@@ -2,13 +2,26 @@
 //! the kernel's `MemAvailable`, capped by the memory limit of the process's cgroup and of each
 //! cgroup above it (a container's limit; cgroup v2's `memory.max`, or v1's
 //! `memory.limit_in_bytes`) and by the address-space limit (`ulimit -v`) less the process's
-//! size. Linux only; elsewhere, or where `/proc` cannot be read, [`available`] is `None` and
+//! resident size. Linux only; elsewhere, or where `/proc` cannot be read, [`available`] is `None` and
 //! callers do not check.
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+static RELEASE: OnceLock<fn()> = OnceLock::new();
+
+/// Registers how to hand back to the OS the memory the process's allocator holds freed (the
+/// binary's allocator: mimalloc's `mi_collect`). [`available`] calls it first, so that what an
+/// earlier fit freed counts as available to the next. The first registration counts.
+pub fn set_release(release: fn()) {
+    let _ = RELEASE.set(release);
+}
 
 /// Bytes this process can still allocate, as far as the kernel says; `None` where unknown.
 pub fn available() -> Option<u64> {
+    if let Some(release) = RELEASE.get() {
+        release();
+    }
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
     let host = meminfo_field(&meminfo, "MemAvailable")?;
     let cgroups = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
@@ -21,7 +34,10 @@ pub fn available() -> Option<u64> {
 }
 
 /// The soft address-space limit (`ulimit -v`, from `/proc/self/limits`) less the process's
-/// virtual size (`VmSize` of `/proc/self/status`); `None` where unlimited.
+/// resident size (`VmRSS` of `/proc/self/status`); `None` where unlimited. Not its virtual
+/// size: the allocator keeps address space it has reserved and freed (mimalloc grows it a GiB
+/// at a time and never gives it back), and reuses it, so that a second fit of the same size
+/// after a first (`tune`'s folds) would be refused although it fits in the same addresses.
 fn address_space_headroom(limits: &str, status: &str) -> Option<u64> {
     let soft = limits
         .lines()
@@ -29,7 +45,7 @@ fn address_space_headroom(limits: &str, status: &str) -> Option<u64> {
         .split_whitespace()
         .next()?;
     let limit: u64 = soft.parse().ok()?;
-    Some(limit.saturating_sub(meminfo_field(status, "VmSize").unwrap_or(0)))
+    Some(limit.saturating_sub(meminfo_field(status, "VmRSS").unwrap_or(0)))
 }
 
 /// A `Key:   123 kB` line of `/proc/meminfo`, in bytes.
@@ -130,10 +146,10 @@ mod tests {
     }
 
     #[test]
-    fn an_address_space_limit_counts_less_the_process_size() {
+    fn an_address_space_limit_counts_less_the_resident_size() {
         let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
                       Max address space         4294967296           unlimited            bytes\n";
-        let status = "Name:\ttriage\nVmPeak:\t  9 kB\nVmSize:\t    1048576 kB\n";
+        let status = "Name:\ttriage\nVmSize:\t 3145728 kB\nVmRSS:\t    1048576 kB\n";
         assert_eq!(address_space_headroom(limits, status), Some(3 << 30));
         let unlimited = limits.replace("4294967296 ", "unlimited  ");
         assert_eq!(address_space_headroom(&unlimited, status), None);
