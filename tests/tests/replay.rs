@@ -77,6 +77,7 @@ fn replays_the_sample_log_with_dead_letters() {
 
     // Nothing lost: every line is either a decision or a dead letter.
     assert_eq!(decisions.len() + dead.len(), input_lines.len());
+    assert!(summary.get("slm_unavailable").is_none(), "{summary}");
     assert_eq!(summary["decisions"], decisions.len());
     assert_eq!(summary["dead_lettered"], dead.len());
 
@@ -443,6 +444,9 @@ fn replay_on_threads_writes_what_one_thread_writes() {
         routes.contains("over_budget") && routes.contains("degraded"),
         "{routes:?}"
     );
+    // The summary says why there is `degraded` and `over_budget` and no second opinion.
+    let why = one.0["slm_unavailable"].as_str().unwrap_or_default();
+    assert!(why.contains("[slm] mode = \"off\""), "{}", one.0);
     for threads in ["2", "3"] {
         let many = run(threads);
         assert_eq!(many.0, one.0, "summary on {threads} threads");

@@ -66,6 +66,11 @@ pub struct ReplaySummary {
     /// Stopped before the end of the input ([`ReplayOptions::stop`]): the rest of it, from line
     /// `lines + 1`, was not read.
     pub interrupted: bool,
+    /// Why no second opinion ran (`[slm] mode = "off"`, or models not installed), if none did:
+    /// then `degraded` counts the messages the SLM would have been asked about, and
+    /// `over_budget` those the budget held back, applied as the service would.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slm_unavailable: Option<String>,
 }
 
 /// A dead-letter record for a bad line.
@@ -852,6 +857,7 @@ pub fn replay(
         )));
     }
     summary.interrupted = interrupted;
+    summary.slm_unavailable = processor.slm_status().err().map(str::to_string);
     progress.finish_phase();
     let labels = processor.labels();
     summary.lines = counts.lines;
@@ -964,6 +970,14 @@ impl ReplaySummary {
         for (k, v) in &self.by_route {
             let _ = writeln!(s, "  {k:<16} {v:>8}  {:>5.1}%", pct(*v));
         }
+        if let Some(why) = &self.slm_unavailable {
+            let _ = writeln!(
+                s,
+                "  no second opinion ran ({why}): `degraded` would have gone to the SLM and \
+                 kept the fast label; `over_budget` is what [budget] held back, applied as the \
+                 service would"
+            );
+        }
         let _ = writeln!(s, "labels:");
         for (k, v) in &self.by_label {
             let _ = writeln!(s, "  {k:<16} {v:>8}  {:>5.1}%", pct(*v));
@@ -992,6 +1006,30 @@ mod tests {
             prop_assert_eq!(split_lines(&bytes), want.clone());
             prop_assert_eq!(line_count(&bytes), want.len() as u64);
         }
+    }
+
+    /// Without a second opinion the text summary says why, and what `degraded` and
+    /// `over_budget` then mean (they had read as a budget too small).
+    #[test]
+    fn a_summary_without_a_second_opinion_says_so() {
+        let mut summary = ReplaySummary {
+            decisions: 37,
+            ..ReplaySummary::default()
+        };
+        summary.by_route.insert("degraded".into(), 10);
+        summary.by_route.insert("over_budget".into(), 22);
+        summary.by_route.insert("fast".into(), 5);
+        assert!(!summary.to_text().contains("no second opinion"));
+        summary.slm_unavailable = Some("the SLM is off ([slm] mode = \"off\")".into());
+        let text = summary.to_text();
+        assert!(
+            text.contains("no second opinion ran (the SLM is off ([slm] mode = \"off\"))"),
+            "{text}"
+        );
+        assert!(
+            text.contains("`over_budget` is what [budget] held back"),
+            "{text}"
+        );
     }
 
     /// A line many chunks long arrives whole, in one chunk, between the lines around it; the
