@@ -603,3 +603,44 @@ fn tune_folds_each_fit_where_one_fits() {
         "{stderr}"
     );
 }
+
+/// `train` warns about what in its data is probably a mistake, and trains on: labels that differ
+/// only in case or white space, a label with one example, a text with two labels, and `--dev`
+/// labels the model does not know (which `eval` warns about too).
+#[test]
+fn train_warns_about_labels_that_look_like_mistakes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = two_label_data(dir.path());
+    let mut text = std::fs::read_to_string(&data).unwrap();
+    text.push_str(
+        "{\"text\": \"thank you so much, lovely help 0\", \"label\": \"negative\"}\n\
+         {\"text\": \"thanks a lot\", \"label\": \"Positive \"}\n",
+    );
+    std::fs::write(&data, text).unwrap();
+    let dev = dir.path().join("dev.jsonl");
+    std::fs::write(
+        &dev,
+        "{\"text\": \"broken\", \"label\": \"negative\"}\n{\"text\": \"meh\", \"label\": \"neutral\"}\n",
+    )
+    .unwrap();
+    let out = dir.path().join("m.triage");
+    let (code, stderr) = code_and_stderr(
+        Command::new(triage_bin())
+            .args(["train", "--data"])
+            .arg(&data)
+            .arg("--dev")
+            .arg(&dev)
+            .arg("--out")
+            .arg(&out),
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    for part in [
+        r#"warning: labels "Positive " and "positive" differ only in case or white space (1, 12 examples)"#,
+        r#"warning: 1 label has a single example: "Positive ""#,
+        r#"warning: 1 text has more than one label: "thank you so much, lovely help 0" ("negative", "positive")"#,
+        "warning: --dev: 1 of 2 messages have a label the model does not know (1 label: neutral)",
+    ] {
+        assert!(stderr.contains(part), "{part:?} not in {stderr}");
+    }
+    assert!(out.exists());
+}

@@ -15,6 +15,52 @@ pub struct Evaluation {
     pub correct: Vec<bool>,
 }
 
+/// The messages of `data` whose label is not one of the model's `labels`, as a warning (they
+/// count as errors); `None` where there are none. Names a few of each side (the model's quoted:
+/// a label may hold a comma), not all 711.
+pub fn unknown_labels(labels: &[String], data: &[Example]) -> Option<String> {
+    let known: std::collections::HashSet<&str> = labels.iter().map(String::as_str).collect();
+    let mut unknown: Vec<&str> = data
+        .iter()
+        .map(|e| e.label.as_str())
+        .filter(|l| !known.contains(l))
+        .collect();
+    if unknown.is_empty() {
+        return None;
+    }
+    let messages = unknown.len();
+    unknown.sort_unstable();
+    unknown.dedup();
+    const SHOWN: usize = 20;
+    let quoted = |ls: &mut dyn Iterator<Item = &str>, n: usize| {
+        ls.take(n)
+            .map(|l| format!("{l:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Some(format!(
+        "{messages} of {} messages have a label the model does not know ({} label{}: {}{}); they \
+         count as errors. The model's {} labels: {}{}",
+        data.len(),
+        unknown.len(),
+        if unknown.len() == 1 { "" } else { "s" },
+        unknown
+            .iter()
+            .take(5)
+            .copied()
+            .collect::<Vec<_>>()
+            .join(", "),
+        if unknown.len() > 5 { ", …" } else { "" },
+        labels.len(),
+        quoted(&mut labels.iter().map(String::as_str), SHOWN),
+        if labels.len() > SHOWN {
+            format!(", and {} more", labels.len() - SHOWN)
+        } else {
+            String::new()
+        },
+    ))
+}
+
 /// The label index of each example (`labels.len()` for a label the model does not know, so that
 /// it counts as an error).
 pub fn truth(labels: &[String], data: &[Example]) -> Vec<usize> {

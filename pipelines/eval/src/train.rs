@@ -4,11 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use triage_classifier::{Model, TrainConfig, read_jsonl};
+use triage_classifier::{Example, Model, TrainConfig, read_jsonl};
 use triage_core::{NoProgress, Progress};
 
 use crate::error::{EvalError, Result};
-use crate::evaluate::evaluate;
+use crate::evaluate::{evaluate, unknown_labels};
 
 /// What to train.
 #[derive(Debug, Clone)]
@@ -122,6 +122,9 @@ pub fn train_and_save(
 ) -> Result<(Model, f64)> {
     let data = read_jsonl(&req.data)?;
     let dev = req.dev.as_deref().map(read_jsonl).transpose()?;
+    for warning in label_warnings(&data) {
+        progress.message(&format!("warning: {warning}"));
+    }
     let (data, weights) = match &req.distill {
         Some(d) => {
             let (data, weights, kept) = with_distilled(data, d)?;
@@ -164,11 +167,112 @@ pub fn train_and_save(
         }
     }
     if let Some(dev) = &dev {
+        if let Some(warning) = unknown_labels(model.labels(), dev) {
+            progress.message(&format!("warning: --dev: {warning}"));
+        }
         let report = evaluate(&model, dev, &mut NoProgress).report;
         model.header_mut().eval = Some(report);
     }
     model.save(out)?;
     Ok((model, seconds))
+}
+
+/// What in labelled training data is probably a mistake, as warnings (the training goes on):
+/// labels that differ only in case or surrounding white space (`spam`, `Spam`, `spam `), labels
+/// with a single example, and texts given more than one label.
+///
+/// ```
+/// use triage_classifier::Example;
+/// use triage_eval::train::label_warnings;
+///
+/// let ex = |text: &str, label: &str| Example { id: None, text: text.into(), label: label.into() };
+/// let data = [ex("win money", "spam"), ex("win cash", "Spam"), ex("hi", "ham"), ex("hi", "spam")];
+/// let w = label_warnings(&data);
+/// assert_eq!(w.len(), 3, "{w:?}");
+/// assert!(w[0].starts_with(r#"labels "Spam" and "spam" differ only in case"#), "{w:?}");
+/// assert!(w[1].starts_with(r#"2 labels have a single example: "Spam", "ham""#), "{w:?}");
+/// assert!(w[2].starts_with(r#"1 text has more than one label: "hi" ("ham", "spam")"#), "{w:?}");
+/// ```
+pub fn label_warnings(data: &[Example]) -> Vec<String> {
+    use std::collections::{BTreeMap, HashMap};
+    const SHOWN: usize = 5;
+    let more = |n: usize| if n > SHOWN { ", …" } else { "" };
+    let quoted = |ls: &[&str]| -> String {
+        ls.iter()
+            .take(SHOWN)
+            .map(|l| format!("{l:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for e in data {
+        *counts.entry(&e.label).or_default() += 1;
+    }
+    let mut warnings = Vec::new();
+    let mut alike: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    for &label in counts.keys() {
+        alike
+            .entry(label.trim().to_lowercase())
+            .or_default()
+            .push(label);
+    }
+    for group in alike.values().filter(|g| g.len() > 1) {
+        let (last, first) = group.split_last().expect("more than one");
+        warnings.push(format!(
+            "labels {} and {last:?} differ only in case or white space ({} examples): probably \
+             one label, which the model learns as {} different ones",
+            first
+                .iter()
+                .map(|l| format!("{l:?}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            group
+                .iter()
+                .map(|l| counts[l].to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            group.len()
+        ));
+    }
+    let single: Vec<&str> = counts
+        .iter()
+        .filter(|(_, n)| **n == 1)
+        .map(|(l, _)| *l)
+        .collect();
+    if !single.is_empty() {
+        warnings.push(format!(
+            "{} label{} a single example: {}{} (too few to learn; add examples or merge them)",
+            single.len(),
+            if single.len() == 1 { " has" } else { "s have" },
+            quoted(&single),
+            more(single.len())
+        ));
+    }
+    let mut by_text: HashMap<&str, Vec<&str>> = HashMap::new();
+    for e in data {
+        let labels = by_text.entry(e.text.as_str()).or_default();
+        if !labels.contains(&e.label.as_str()) {
+            labels.push(&e.label);
+        }
+    }
+    let mut mixed: Vec<(&str, Vec<&str>)> =
+        by_text.into_iter().filter(|(_, l)| l.len() > 1).collect();
+    if !mixed.is_empty() {
+        mixed.sort_unstable();
+        let n = mixed.len();
+        let (text, labels) = &mut mixed[0];
+        labels.sort_unstable();
+        let shown: String = text.chars().take(60).collect();
+        warnings.push(format!(
+            "{} text{} more than one label: {shown:?} ({}){} (the model cannot tell such \
+             messages apart; check the labels)",
+            n,
+            if n == 1 { " has" } else { "s have" },
+            quoted(labels),
+            if n > 1 { ", …" } else { "" }
+        ));
+    }
+    warnings
 }
 
 /// Reads training settings (TOML: `[analyzer]`, `[tfidf]`, `[logistic]`), or the defaults.

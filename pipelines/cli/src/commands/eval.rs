@@ -6,7 +6,7 @@ use serde_json::json;
 use triage_classifier::{Model, read_jsonl};
 use triage_core::config::Config;
 use triage_eval::cascade::evaluate_config;
-use triage_eval::evaluate::evaluate;
+use triage_eval::evaluate::{evaluate, unknown_labels};
 use triage_eval::report::{OperatingPoint, ReportInput, write_report};
 
 use crate::exit::{CmdResult, Failure};
@@ -66,49 +66,8 @@ pub fn run(a: Args) -> CmdResult {
     let mut model = Model::load_or_default(a.model.as_deref().or(config.model.path.as_deref()))?;
     a.weights.apply(&mut model);
     let data = read_jsonl(&a.data)?;
-    let known: std::collections::HashSet<&str> =
-        model.labels().iter().map(String::as_str).collect();
-    let unknown = data
-        .iter()
-        .filter(|e| !known.contains(e.label.as_str()))
-        .count();
-    if unknown > 0 {
-        let mut labels: Vec<&str> = data
-            .iter()
-            .map(|e| e.label.as_str())
-            .filter(|l| !known.contains(l))
-            .collect();
-        labels.sort_unstable();
-        labels.dedup();
-        let shown = labels
-            .iter()
-            .take(5)
-            .copied()
-            .collect::<Vec<_>>()
-            .join(", ");
-        // A few of the model's labels, quoted (a label may hold a comma), not all 711.
-        const MODEL_LABELS_SHOWN: usize = 20;
-        let theirs = model.labels();
-        let listed = theirs
-            .iter()
-            .take(MODEL_LABELS_SHOWN)
-            .map(|l| format!("{l:?}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        eprintln!(
-            "warning: {unknown} of {} messages have a label the model does not know ({} label{}: \
-             {shown}{}); they count as errors. The model's {} labels: {listed}{}",
-            data.len(),
-            labels.len(),
-            if labels.len() == 1 { "" } else { "s" },
-            if labels.len() > 5 { ", …" } else { "" },
-            theirs.len(),
-            if theirs.len() > MODEL_LABELS_SHOWN {
-                format!(", and {} more", theirs.len() - MODEL_LABELS_SHOWN)
-            } else {
-                String::new()
-            },
-        );
+    if let Some(warning) = unknown_labels(model.labels(), &data) {
+        eprintln!("warning: {warning}");
     }
     let cascade = if a.cascade {
         let second = a.second.load(&config, &model)?;
