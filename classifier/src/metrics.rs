@@ -222,13 +222,21 @@ impl EvalReport {
             "\ncoverage: defer messages below a confidence threshold\nthreshold  deferred  kept-accuracy  deferred-accuracy"
         );
         for r in &self.coverage {
+            // Nothing kept (or nothing deferred) has no accuracy: a dash, not 0.00%.
+            let pct = |share: f64, of: f64| {
+                if of > 0.0 {
+                    format!("{:.2}%", 100.0 * share)
+                } else {
+                    "–".to_string()
+                }
+            };
             let _ = writeln!(
                 s,
-                "{:>9.2}  {:>7.1}%  {:>12.2}%  {:>16.2}%",
+                "{:>9.2}  {:>7.1}%  {:>13}  {:>17}",
                 r.threshold,
                 100.0 * r.deferred,
-                100.0 * r.kept_accuracy,
-                100.0 * r.deferred_accuracy
+                pct(r.kept_accuracy, 1.0 - r.deferred),
+                pct(r.deferred_accuracy, r.deferred)
             );
         }
         s
@@ -273,5 +281,23 @@ mod tests {
         assert!((row.kept_accuracy - 1.0).abs() < 1e-12);
         assert!((row.deferred_accuracy - 0.0).abs() < 1e-12);
         assert!(r.to_text().contains("macro-F1 0.7333"));
+        // Nothing deferred has no deferred accuracy, nothing kept no kept accuracy: a dash.
+        let all_kept = EvalReport::new(&labels, &[0, 1], &[0, 1], &[0.99, 0.99]);
+        let none_kept = EvalReport::new(&labels, &[0, 1], &[0, 1], &[0.4, 0.4]);
+        let rows = |r: &EvalReport| -> Vec<String> {
+            let text = r.to_text();
+            let table = text
+                .split("deferred-accuracy\n")
+                .nth(1)
+                .unwrap()
+                .to_string();
+            table.lines().map(str::to_string).collect()
+        };
+        for line in rows(&all_kept) {
+            assert!(line.ends_with('–') && line.contains("100.00%"), "{line}");
+        }
+        for line in rows(&none_kept) {
+            assert!(line.contains("100.0%") && line.contains("  –  "), "{line}");
+        }
     }
 }
