@@ -5,6 +5,7 @@
 //! process (`replay --threads 20000`), or wrote a model never trained (`train --max-iterations
 //! 0`).
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use triage_tests::{code_and_stderr, triage_bin, two_label_data, workspace};
@@ -464,6 +465,41 @@ fn a_file_of_unreadable_lines_says_why() {
     );
 }
 
+/// `n` messages over 200 labels, 56 words each, each word in `copies` messages of one label, and
+/// a configuration of word unigrams only (plus `extra`): a fit whose size is set by `n / copies`.
+fn many_labels(dir: &Path, n: u32, copies: u32, extra: &str) -> (PathBuf, PathBuf) {
+    let data = dir.join("many-labels.jsonl");
+    let mut lines = String::new();
+    for i in 0..n {
+        let group = i / copies;
+        let words: Vec<String> = (0..56).map(|w| format!("w{}", group * 56 + w)).collect();
+        lines.push_str(&format!(
+            "{{\"text\":\"{}\",\"label\":\"l{}\"}}\n",
+            words.join(" "),
+            group % 200
+        ));
+    }
+    std::fs::write(&data, lines).unwrap();
+    let config = dir.join("words.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[analyzer]\nword_ngrams = [1, 1]\nchar_ngrams = [0, 0]\nhash_bits = 20\n\n{extra}"
+        ),
+    )
+    .unwrap();
+    (data, config)
+}
+
+/// `triage` (its arguments to be added) under a 3 GiB address-space limit (`ulimit -v`).
+fn in_3_gib_of_address_space() -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg("ulimit -v 3145728 && exec \"$0\" \"$@\"")
+        .arg(triage_bin());
+    cmd
+}
+
 /// A many-label fit that would not fit in memory is refused before it starts, naming what it
 /// needs and settings that need less (exit 2), where it used to grow until the kernel or the
 /// allocator killed it. The limit here is `ulimit -v` (a container's cgroup limit and the free
@@ -472,30 +508,11 @@ fn a_file_of_unreadable_lines_says_why() {
 #[test]
 fn a_fit_that_cannot_fit_in_memory_is_refused_before_it_starts() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("many-labels.jsonl");
-    let mut lines = String::new();
-    // Each word twice, in messages of one label: every word a feature, in few messages.
-    for i in 0..4_000u32 {
-        let words: Vec<String> = (0..56).map(|w| format!("w{}", (i / 2) * 56 + w)).collect();
-        lines.push_str(&format!(
-            "{{\"text\":\"{}\",\"label\":\"l{}\"}}\n",
-            words.join(" "),
-            (i / 2) % 200
-        ));
-    }
-    std::fs::write(&data, lines).unwrap();
-    let config = dir.path().join("words.toml");
-    std::fs::write(
-        &config,
-        "[analyzer]\nword_ngrams = [1, 1]\nchar_ngrams = [0, 0]\nhash_bits = 20\n",
-    )
-    .unwrap();
+    // Each word in two messages of one label: every word a feature, in few messages.
+    let (data, config) = many_labels(dir.path(), 4_000, 2, "");
     let out = dir.path().join("m.triage");
     let (code, stderr) = code_and_stderr(
-        Command::new("sh")
-            .arg("-c")
-            .arg("ulimit -v 3145728 && exec \"$0\" \"$@\"")
-            .arg(triage_bin())
+        in_3_gib_of_address_space()
             .args(["train", "--data"])
             .arg(&data)
             .arg("--config")
@@ -566,30 +583,10 @@ fn eval_and_bench_name_the_weights_they_scored_with() {
 #[test]
 fn tune_folds_each_fit_where_one_fits() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("many-labels.jsonl");
-    let mut lines = String::new();
     // Each word in three messages of one label: about 36,700 features in a fold's training part
     // (those in two of its messages), 200 labels: a fit of 7.3M weights, 1.4 GiB.
-    for i in 0..3_000u32 {
-        let words: Vec<String> = (0..56).map(|w| format!("w{}", (i / 3) * 56 + w)).collect();
-        lines.push_str(&format!(
-            "{{\"text\":\"{}\",\"label\":\"l{}\"}}\n",
-            words.join(" "),
-            (i / 3) % 200
-        ));
-    }
-    std::fs::write(&data, lines).unwrap();
-    let config = dir.path().join("words.toml");
-    std::fs::write(
-        &config,
-        "[analyzer]\nword_ngrams = [1, 1]\nchar_ngrams = [0, 0]\nhash_bits = 20\n\n\
-         [logistic]\nmax_iterations = 12\n",
-    )
-    .unwrap();
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg("ulimit -v 3145728 && exec \"$0\" \"$@\"")
-        .arg(triage_bin())
+    let (data, config) = many_labels(dir.path(), 3_000, 3, "[logistic]\nmax_iterations = 12\n");
+    let out = in_3_gib_of_address_space()
         .args(["tune", "--alpha", "0.1", "--data"])
         .arg(&data)
         .arg("--config")
