@@ -2,8 +2,8 @@
 //! the kernel's `MemAvailable`, capped by the memory limit of the process's cgroup and of each
 //! cgroup above it (a container's limit; cgroup v2's `memory.max`, or v1's
 //! `memory.limit_in_bytes`) and by the address-space limit (`ulimit -v`) less the process's
-//! resident size. Linux only; elsewhere, or where `/proc` cannot be read, [`available`] is `None` and
-//! callers do not check.
+//! resident size. Linux only; elsewhere, or where `/proc` cannot be read, [`available`] is `None`
+//! and callers do not check.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -35,8 +35,8 @@ pub fn available() -> Option<u64> {
 
 /// The soft address-space limit (`ulimit -v`, from `/proc/self/limits`) less the process's
 /// resident size (`VmRSS` of `/proc/self/status`); `None` where unlimited. Not its virtual
-/// size: the allocator keeps address space it has reserved and freed (mimalloc grows it a GiB
-/// at a time and never gives it back), and reuses it, so that a second fit of the same size
+/// size: the allocator keeps address space it has reserved and freed (mimalloc grew it a GiB at
+/// a time in a `tune` run and did not give it back), and reuses it, so that a second fit of the same size
 /// after a first (`tune`'s folds) would be refused although it fits in the same addresses.
 fn address_space_headroom(limits: &str, status: &str) -> Option<u64> {
     let soft = limits
