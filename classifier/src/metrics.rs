@@ -27,10 +27,11 @@ pub struct CoverageRow {
     pub threshold: f64,
     /// Share of messages below the threshold (what a router would defer).
     pub deferred: f64,
-    /// Accuracy on the messages at or above it (what the fast path keeps).
-    pub kept_accuracy: f64,
-    /// Accuracy on the deferred messages.
-    pub deferred_accuracy: f64,
+    /// Accuracy on the messages at or above it (what the fast path keeps); `None` where it
+    /// keeps none.
+    pub kept_accuracy: Option<f64>,
+    /// Accuracy on the deferred messages; `None` where none is deferred.
+    pub deferred_accuracy: Option<f64>,
 }
 
 /// A full evaluation.
@@ -131,8 +132,8 @@ impl EvalReport {
                 CoverageRow {
                     threshold: t,
                     deferred: ratio(def, n),
-                    kept_accuracy: ratio(kept_ok, kept),
-                    deferred_accuracy: ratio(def_ok, def),
+                    kept_accuracy: (kept > 0).then(|| ratio(kept_ok, kept)),
+                    deferred_accuracy: (def > 0).then(|| ratio(def_ok, def)),
                 }
             })
             .collect();
@@ -223,20 +224,17 @@ impl EvalReport {
         );
         for r in &self.coverage {
             // Nothing kept (or nothing deferred) has no accuracy: a dash, not 0.00%.
-            let pct = |share: f64, of: f64| {
-                if of > 0.0 {
-                    format!("{:.2}%", 100.0 * share)
-                } else {
-                    "–".to_string()
-                }
+            let pct = |share: Option<f64>| match share {
+                Some(a) => format!("{:.2}%", 100.0 * a),
+                None => "–".to_string(),
             };
             let _ = writeln!(
                 s,
                 "{:>9.2}  {:>7.1}%  {:>13}  {:>17}",
                 r.threshold,
                 100.0 * r.deferred,
-                pct(r.kept_accuracy, 1.0 - r.deferred),
-                pct(r.deferred_accuracy, r.deferred)
+                pct(r.kept_accuracy),
+                pct(r.deferred_accuracy)
             );
         }
         s
@@ -278,8 +276,8 @@ mod tests {
             .find(|c| (c.threshold - 0.6).abs() < 1e-9)
             .unwrap();
         assert!((row.deferred - 0.25).abs() < 1e-12);
-        assert!((row.kept_accuracy - 1.0).abs() < 1e-12);
-        assert!((row.deferred_accuracy - 0.0).abs() < 1e-12);
+        assert_eq!(row.kept_accuracy, Some(1.0));
+        assert_eq!(row.deferred_accuracy, Some(0.0));
         assert!(r.to_text().contains("macro-F1 0.7333"));
         // Nothing deferred has no deferred accuracy, nothing kept no kept accuracy: a dash.
         let all_kept = EvalReport::new(&labels, &[0, 1], &[0, 1], &[0.99, 0.99]);
@@ -299,5 +297,14 @@ mod tests {
         for line in rows(&none_kept) {
             assert!(line.contains("100.0%") && line.contains("  –  "), "{line}");
         }
+        // In JSON: null, not 0.
+        assert!(
+            all_kept
+                .coverage
+                .iter()
+                .all(|c| c.deferred_accuracy.is_none())
+        );
+        let json = serde_json::to_value(&none_kept).unwrap();
+        assert!(json["coverage"][0]["kept_accuracy"].is_null(), "{json}");
     }
 }

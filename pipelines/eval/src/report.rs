@@ -788,7 +788,7 @@ fn coverage_svg(input: &ReportInput, op: Option<&OpStats>) -> Result<String> {
         .iter()
         .chain(&deferred)
         .map(|p| p.1)
-        .chain(r.coverage.iter().map(|c| c.kept_accuracy))
+        .chain(r.coverage.iter().filter_map(|c| c.kept_accuracy))
         .chain(std::iter::once(r.accuracy))
         .fold(1.0f64, f64::min);
     let y_min = ((lowest - 0.03).max(0.0) * 10.0).floor() / 10.0;
@@ -852,10 +852,10 @@ fn coverage_svg(input: &ReportInput, op: Option<&OpStats>) -> Result<String> {
         ))?;
         let mut last_label: Option<(f64, f64)> = None;
         for row in &r.coverage {
-            if row.deferred >= 1.0 {
+            let Some(kept_accuracy) = row.kept_accuracy else {
                 continue;
-            }
-            let at = (row.deferred, row.kept_accuracy);
+            };
+            let at = (row.deferred, kept_accuracy);
             chart.draw_series(std::iter::once(Circle::new(at, 4, C_BLUE.filled())))?;
             chart.draw_series(std::iter::once(Circle::new(at, 4, WHITE.stroke_width(1))))?;
             let crowded = last_label.is_some_and(|(x, y): (f64, f64)| {
@@ -1324,15 +1324,17 @@ fn render_html(input: &ReportInput, op: Option<&OpStats>, charts: &[Chart]) -> S
         "<h2>Coverage table</h2>\n<table><tr><th>threshold</th><th>deferred</th>\
          <th>kept accuracy</th><th>deferred accuracy</th></tr>\n",
     );
+    // Nothing kept (or nothing deferred) has no accuracy: a dash, as in the text.
+    let pct = |a: Option<f64>| a.map_or("–".to_string(), |a| format!("{:.2}%", 100.0 * a));
     for c in &r.coverage {
         let _ = writeln!(
             h,
-            "<tr><td class=\"n\">{:.2}</td><td class=\"n\">{:.1}%</td><td class=\"n\">{:.2}%</td>\
-             <td class=\"n\">{:.2}%</td></tr>",
+            "<tr><td class=\"n\">{:.2}</td><td class=\"n\">{:.1}%</td><td class=\"n\">{}</td>\
+             <td class=\"n\">{}</td></tr>",
             c.threshold,
             100.0 * c.deferred,
-            100.0 * c.kept_accuracy,
-            100.0 * c.deferred_accuracy
+            pct(c.kept_accuracy),
+            pct(c.deferred_accuracy)
         );
     }
     h.push_str(
@@ -1382,6 +1384,13 @@ mod tests {
         let page = std::fs::read_to_string(&html).map_err(|e| EvalError::io(&html, e))?;
         assert!(page.contains(&format!("{:.2}%", 100.0 * inp.report.accuracy)));
         assert!(page.contains("threshold 0.60"));
+        // No confidence reaches 0.95: nothing kept, so no kept accuracy (a dash, not 0.00%).
+        assert!(
+            page.contains(
+                "<td class=\"n\">0.95</td><td class=\"n\">100.0%</td><td class=\"n\">–</td>"
+            ),
+            "{page}"
+        );
         let confusion = std::fs::read_to_string(dir.path().join("confusion.svg"))
             .map_err(|e| EvalError::io("confusion.svg", e))?;
         assert!(confusion.starts_with("<svg"));
