@@ -641,3 +641,59 @@ fn train_warns_about_labels_that_look_like_mistakes() {
     }
     assert!(out.exists());
 }
+
+/// `replay`, `classify` and `run` dead-letter a message over `[input] max_message_bytes`
+/// unclassified; `eval`, `bench` and `train` take it, and say so (eval with the limit its
+/// `--config` sets).
+#[test]
+fn eval_bench_and_train_name_messages_the_service_would_dead_letter() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = two_label_data(dir.path());
+    let mut text = std::fs::read_to_string(&data).unwrap();
+    let long = format!("thanks {}", "a lot ".repeat(12_000));
+    text.push_str(&format!(
+        "{{\"text\": \"{long}\", \"label\": \"positive\"}}\n"
+    ));
+    std::fs::write(&data, &text).unwrap();
+    let model = dir.path().join("m.triage");
+    let config = dir.path().join("small.toml");
+    std::fs::write(&config, "[input]\nmax_message_bytes = 40\n").unwrap();
+    let run = |args: &[&str]| {
+        let (code, stderr) = code_and_stderr(Command::new(triage_bin()).args(args));
+        assert_eq!(code, Some(0), "{args:?}: {stderr}");
+        stderr
+    };
+    let (d, m, c) = (
+        data.to_str().unwrap(),
+        model.to_str().unwrap(),
+        config.to_str().unwrap(),
+    );
+    let n = long.len();
+    let stderr = run(&["train", "--data", d, "--out", m]);
+    let want = format!(
+        "warning: 1 of 25 messages is longer than 65536 bytes (the longest {n}), the limit of \
+         replay, classify and run"
+    );
+    assert!(stderr.contains(&want), "{want:?} not in {stderr}");
+    assert!(stderr.contains("the model learns from them"), "{stderr}");
+    let stderr = run(&["eval", "--model", m, "--data", d]);
+    assert!(
+        stderr.contains(&want) && stderr.contains("; eval scores them"),
+        "{stderr}"
+    );
+    let stderr = run(&["bench", "--model", m, "--data", d, "--repeat", "1"]);
+    assert!(
+        stderr.contains(&want) && stderr.contains("; bench times them"),
+        "{stderr}"
+    );
+    // eval counts against the limit the service would apply.
+    let stderr = run(&["eval", "--model", m, "--data", d, "--config", c]);
+    assert!(
+        stderr.contains("warning: 13 of 25 messages are longer than 40 bytes"),
+        "{stderr}"
+    );
+    // Under the limit, nothing to say.
+    std::fs::write(&data, text.lines().take(24).collect::<Vec<_>>().join("\n")).unwrap();
+    let stderr = run(&["eval", "--model", m, "--data", d]);
+    assert!(!stderr.contains("longer than"), "{stderr}");
+}

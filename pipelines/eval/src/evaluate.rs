@@ -15,6 +15,40 @@ pub struct Evaluation {
     pub correct: Vec<bool>,
 }
 
+/// The texts over `max` bytes, the limit `replay`, `classify` and `run` apply
+/// (`[input] max_message_bytes`): those dead-letter such a message (`too_large`) unclassified,
+/// where `eval`, `bench` and `train` would take it. A warning to finish with what the caller does
+/// with them; `None` where there are none. (A record is a little longer than its text, so a text
+/// just under the limit may still be over it as a record: this counts those that are over for
+/// certain.)
+///
+/// ```
+/// use triage_eval::evaluate::over_limit;
+///
+/// let texts = ["short", &"x".repeat(100)];
+/// let w = over_limit(texts.iter().map(|t| t.as_ref()), 64).unwrap();
+/// assert!(w.starts_with("1 of 2 messages is longer than 64 bytes"), "{w}");
+/// assert_eq!(over_limit(texts.iter().map(|t| t.as_ref()), 100), None);
+/// ```
+pub fn over_limit<'a>(texts: impl Iterator<Item = &'a str>, max: usize) -> Option<String> {
+    let (mut n, mut over, mut longest) = (0usize, 0usize, 0usize);
+    for t in texts {
+        n += 1;
+        if t.len() > max {
+            over += 1;
+            longest = longest.max(t.len());
+        }
+    }
+    (over > 0).then(|| {
+        format!(
+            "{over} of {n} messages {} longer than {max} bytes (the longest {longest}), the limit \
+             of replay, classify and run (`[input] max_message_bytes`), which dead-letter such a \
+             message unclassified",
+            if over == 1 { "is" } else { "are" }
+        )
+    })
+}
+
 /// The messages of `data` whose label is not one of the model's `labels`, as a warning (they
 /// count as errors); `None` where there are none. Names a few of each side (the model's quoted:
 /// a label may hold a comma), not all 711.

@@ -8,7 +8,7 @@ use triage_classifier::{Example, Model, TrainConfig, read_jsonl};
 use triage_core::{NoProgress, Progress};
 
 use crate::error::{EvalError, Result};
-use crate::evaluate::{evaluate, unknown_labels};
+use crate::evaluate::{evaluate, over_limit, unknown_labels};
 
 /// What to train.
 #[derive(Debug, Clone)]
@@ -124,6 +124,10 @@ pub fn train_and_save(
     let dev = req.dev.as_deref().map(read_jsonl).transpose()?;
     for warning in label_warnings(&data) {
         progress.message(&format!("warning: {warning}"));
+    }
+    let limit = triage_core::message::InputConfig::default().max_message_bytes;
+    if let Some(warning) = over_limit(data.iter().map(|e| e.text.as_str()), limit) {
+        progress.message(&format!("warning: {warning}; the model learns from them"));
     }
     let (data, weights) = match &req.distill {
         Some(d) => {

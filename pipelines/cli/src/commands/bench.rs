@@ -7,6 +7,7 @@ use triage_classifier::Model;
 use triage_classifier::model::scoring::Kernel;
 use triage_core::jsonl::{OtherLines, read_texts};
 use triage_eval::bench::throughput;
+use triage_eval::evaluate::over_limit;
 
 use crate::exit::CmdResult;
 
@@ -40,6 +41,10 @@ pub fn run(a: Args) -> CmdResult {
         );
     }
     let texts = read.texts;
+    let limit = triage_core::message::InputConfig::default().max_message_bytes;
+    if let Some(warning) = over_limit(texts.iter().map(String::as_str), limit) {
+        eprintln!("warning: {warning}; bench times them");
+    }
     let t = throughput(&model, &texts, a.repeat as usize);
     if a.json {
         println!(

@@ -6,7 +6,7 @@ use serde_json::json;
 use triage_classifier::{Model, read_jsonl};
 use triage_core::config::Config;
 use triage_eval::cascade::evaluate_config;
-use triage_eval::evaluate::{evaluate, unknown_labels};
+use triage_eval::evaluate::{evaluate, over_limit, unknown_labels};
 use triage_eval::report::{OperatingPoint, ReportInput, write_report};
 
 use crate::exit::{CmdResult, Failure};
@@ -68,6 +68,10 @@ pub fn run(a: Args) -> CmdResult {
     let data = read_jsonl(&a.data)?;
     if let Some(warning) = unknown_labels(model.labels(), &data) {
         eprintln!("warning: {warning}");
+    }
+    let limit = config.input.max_message_bytes;
+    if let Some(warning) = over_limit(data.iter().map(|e| e.text.as_str()), limit) {
+        eprintln!("warning: {warning}; eval scores them");
     }
     let cascade = if a.cascade {
         let second = a.second.load(&config, &model)?;
