@@ -642,6 +642,34 @@ fn train_warns_about_labels_that_look_like_mistakes() {
     assert!(out.exists());
 }
 
+/// The same data and settings give the same model file, so the same `model_version` in every
+/// decision: a changed version means a changed model, not a rebuild (the fit's times are not
+/// written to the file). And a model file written with them still loads.
+#[test]
+fn retraining_the_same_data_gives_the_same_model_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = two_label_data(dir.path());
+    let (a, b) = (dir.path().join("a.triage"), dir.path().join("b.triage"));
+    for out in [&a, &b] {
+        let (code, stderr) = code_and_stderr(
+            Command::new(triage_bin())
+                .args(["train", "--data"])
+                .arg(&data)
+                .arg("--out")
+                .arg(out),
+        );
+        assert_eq!(code, Some(0), "{stderr}");
+        assert!(
+            stderr.contains("time: "),
+            "the times are still printed: {stderr}"
+        );
+    }
+    let (a_bytes, b_bytes) = (std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    assert!(a_bytes == b_bytes, "two trainings on the same data differ");
+    let text = String::from_utf8_lossy(&a_bytes);
+    assert!(!text.contains("fit_seconds"), "times in the file");
+}
+
 /// `replay`, `classify` and `run` dead-letter a message over `[input] max_message_bytes`
 /// unclassified; `eval`, `bench` and `train` take it, and say so (eval with the limit its
 /// `--config` sets).

@@ -14,7 +14,8 @@ use crate::data::Example;
 use crate::error::{ClassifierError, Result};
 use crate::logistic::{self, Csr, FitReport, IterationHook};
 
-/// Where training time went, and how the optimiser ended.
+/// Where training time went, and how the optimiser ended. (Files written before December 2026
+/// also hold the times and the time of training: read, and ignored.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainingInfo {
     /// Training messages.
@@ -25,16 +26,18 @@ pub struct TrainingInfo {
     pub nnz: usize,
     /// The optimiser's report.
     pub fit: FitReport,
-    /// Seconds spent analysing and vectorising.
+    /// Seconds spent analysing and vectorising. This and the other times are not written to
+    /// the model file: the same data and settings give the same file, so the same
+    /// `model_version`, and a changed version means a changed model.
+    #[serde(default, skip_serializing)]
     pub vectorise_seconds: f64,
-    /// Seconds spent in L-BFGS.
+    /// Seconds spent in L-BFGS (not in the file).
+    #[serde(default, skip_serializing)]
     pub fit_seconds: f64,
     /// SHA-256 of the training file, when trained from one.
     pub data_sha256: Option<String>,
     /// The training file's name, when trained from one.
     pub data_file: Option<String>,
-    /// When training finished (seconds since the Unix epoch).
-    pub trained_at_unix: u64,
     /// The triage version that trained it.
     pub trainer_version: String,
 }
@@ -235,9 +238,6 @@ impl Model {
                 fit_seconds,
                 data_sha256: None,
                 data_file: None,
-                trained_at_unix: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs()),
                 trainer_version: env!("CARGO_PKG_VERSION").to_string(),
             },
             eval: None,

@@ -115,9 +115,15 @@ pub fn run(a: Args) -> CmdResult {
         t.n_features[1],
         t.nnz
     );
+    // argmin's wording starts with a capital ("Maximum number of iterations reached").
+    let mut termination = t.fit.termination.chars();
+    let termination: String = termination
+        .next()
+        .map(|c| c.to_lowercase().chain(termination).collect())
+        .unwrap_or_default();
     eprintln!(
-        "L-BFGS: {} after {} iterations ({} evaluations), mean loss {:.5}",
-        t.fit.termination, t.fit.iterations, t.fit.evaluations, t.fit.final_loss
+        "L-BFGS: {termination} after {} iterations ({} evaluations), mean loss {:.5}",
+        t.fit.iterations, t.fit.evaluations, t.fit.final_loss
     );
     if !t.fit.converged {
         if t.fit.termination.starts_with("Line search") {
