@@ -368,6 +368,54 @@ fn calibrate_keeps_the_files_kafka_secrets_and_writes_none_from_the_environment(
     assert_eq!(written["budget"]["max_share"].as_float(), Some(0.15));
 }
 
+/// `calibrate --target-accuracy` with a target no thresholds reach exits 3 and writes nothing
+/// (it had written "send everything": 100% to the SLM at an accuracy under the target, and under
+/// the fast path's); a reachable one writes its thresholds.
+#[test]
+fn calibrate_refuses_a_target_accuracy_out_of_reach() {
+    models_installed();
+    let dir = tempfile::tempdir().unwrap();
+    let dev = triage_tests::two_label_data(dir.path());
+    let mut text = std::fs::read_to_string(&dev).unwrap();
+    // Eight texts both models call positive, labelled neutral: at most 24 of 32 right.
+    for i in 0..8 {
+        text.push_str(&format!(
+            "{{\"text\": \"thank you so much, lovely help {i}\", \"label\": \"neutral\"}}\n"
+        ));
+    }
+    std::fs::write(&dev, text).unwrap();
+    let out = dir.path().join("calibrated.toml");
+    let calibrate = |target: &str| {
+        Command::new(triage_bin())
+            .current_dir(workspace())
+            .args(["calibrate", "--target-accuracy", target, "--dev"])
+            .arg(&dev)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap()
+    };
+    let run = calibrate("0.99");
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("--target-accuracy 0.99: out of reach on these 32 messages"),
+        "{err}"
+    );
+    assert!(
+        !out.exists(),
+        "a configuration that misses its target was written"
+    );
+    let run = calibrate("0.5");
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{err}");
+    let written: toml::Table = std::fs::read_to_string(&out).unwrap().parse().unwrap();
+    assert!(
+        written["router"]["default_threshold"].as_float().is_some(),
+        "{written}"
+    );
+}
+
 /// A second opinion's labels must be the fast model's. One it lacks was refused; one only it has
 /// was accepted, and that label's probability silently dropped (the published probabilities
 /// summed to 0.11 for a head trained with an extra `delivery` label). Both are configuration

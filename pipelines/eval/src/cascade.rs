@@ -256,6 +256,9 @@ pub struct Calibration {
     pub accuracy: f64,
     /// Fast-only accuracy on the calibration set.
     pub fast_accuracy: f64,
+    /// Whether the goal is met on the calibration set (a target accuracy may be out of reach:
+    /// then these are the most accurate thresholds found).
+    pub reached: bool,
 }
 
 /// Chooses thresholds on a calibration set (train or dev data, never test) for the policy
@@ -263,7 +266,7 @@ pub struct Calibration {
 /// chosen) and the combine rule.
 ///
 /// First one global threshold: for a budget, the largest whose SLM share fits; for a target
-/// accuracy, the smallest that reaches it. Then, when every label has at least 100 messages,
+/// accuracy, the smallest that reaches it (or, where none does, the most accurate). Then, when every label has at least 100 messages,
 /// per-label thresholds by coordinate ascent on cascade accuracy, keeping the share within the
 /// budget (or the accuracy above the target). Each candidate is scored by [`simulate`].
 pub fn calibrate(
@@ -300,20 +303,30 @@ pub fn calibrate(
         let outcomes = simulate(&router, None, inputs)?;
         Ok((accuracy(inputs, &outcomes), slm_share(&outcomes)))
     };
-    let mut global = match goal {
-        Goal::Budget(_) => 0.0f32,
-        Goal::TargetAccuracy(_) => 1.0f32,
-    };
+    // For a target out of reach of every global threshold, the most accurate one: the per-label
+    // search starts there (sending everything is not a start: the SLM alone may score lower
+    // than the cascade, or than the fast path).
+    let mut global = 0.0f32;
+    let mut most_accurate = (f64::NEG_INFINITY, 0.0f32);
     for &t in &candidates {
         let (acc, share) = eval(&vec![t; k])?;
         match goal {
             Goal::Budget(b) if share <= b => global = global.max(t),
-            Goal::TargetAccuracy(a) if acc >= a => {
-                global = t;
-                break;
+            Goal::TargetAccuracy(a) => {
+                if acc > most_accurate.0 {
+                    most_accurate = (acc, t);
+                }
+                if acc >= a {
+                    global = t;
+                    most_accurate = (acc, t);
+                    break;
+                }
             }
             _ => {}
         }
+    }
+    if let Goal::TargetAccuracy(_) = goal {
+        global = most_accurate.1;
     }
     let mut thresholds = vec![global; k];
     let (mut best_acc, mut best_share) = eval(&thresholds)?;
@@ -332,18 +345,18 @@ pub fn calibrate(
                     let mut t = thresholds.clone();
                     t[l] = g;
                     let (acc, share) = eval(&t)?;
-                    let feasible = match goal {
-                        Goal::Budget(b) => share <= b,
-                        Goal::TargetAccuracy(a) => acc >= a,
-                    };
-                    let better = match goal {
-                        Goal::Budget(_) => acc > best_acc + 1e-9,
-                        Goal::TargetAccuracy(_) => {
-                            share < best_share - 1e-9
-                                || (share <= best_share && acc > best_acc + 1e-9)
+                    let take = match goal {
+                        Goal::Budget(b) => share <= b && acc > best_acc + 1e-9,
+                        // Short of the target: closer to it. Reached: a smaller share that
+                        // stays there (or the same share, more accurate).
+                        Goal::TargetAccuracy(a) if best_acc < a => acc > best_acc + 1e-9,
+                        Goal::TargetAccuracy(a) => {
+                            acc >= a
+                                && (share < best_share - 1e-9
+                                    || (share <= best_share && acc > best_acc + 1e-9))
                         }
                     };
-                    if feasible && better {
+                    if take {
                         thresholds = t;
                         best_acc = acc;
                         best_share = share;
@@ -371,6 +384,10 @@ pub fn calibrate(
         share: best_share,
         accuracy: best_acc,
         fast_accuracy: fast_ok as f64 / n.max(1) as f64,
+        reached: match goal {
+            Goal::Budget(b) => best_share <= b,
+            Goal::TargetAccuracy(a) => best_acc >= a,
+        },
     })
 }
 
@@ -623,6 +640,51 @@ mod tests {
         let (rows, _) = table(&r, None, &inputs).unwrap();
         assert_eq!(rows[1].name, "fast only, out-of-scope floor 0.400");
         assert_eq!(rows[1].accuracy, 1.0);
+    }
+
+    /// A target accuracy takes the smallest share that reaches it; one out of reach gives the
+    /// most accurate thresholds, said so, never "send everything" where the second opinion
+    /// alone scores lower (as the per-label search from a start of 1.0 had done). With and
+    /// without per-label thresholds (100 messages a label turn them on).
+    #[test]
+    fn a_target_accuracy_takes_the_least_share_or_says_it_is_out_of_reach() {
+        let labels = vec!["a".to_string(), "b".to_string()];
+        // Fast right on 0, 1, 3; the second opinion right on 2 only: sending 2 alone gives 0.8
+        // (the most any thresholds give), sending everything 0.2.
+        let fast = [[0.9, 0.1], [0.8, 0.2], [0.55, 0.45], [0.6, 0.4], [0.7, 0.3]];
+        let second = [[0.1, 0.9], [0.1, 0.9], [0.1, 0.9], [0.2, 0.8], [0.7, 0.3]];
+        let truth = [0, 0, 1, 0, 1];
+        for copies in [1, 50] {
+            let rows = |m: &[[f32; 2]]| {
+                let flat: Vec<f32> = (0..copies)
+                    .flat_map(|_| m.iter().flatten().copied())
+                    .collect();
+                ndarray::Array2::from_shape_vec((5 * copies, 2), flat).unwrap()
+            };
+            let (fast, second) = (rows(&fast), rows(&second));
+            let truth: Vec<usize> = (0..copies).flat_map(|_| truth).collect();
+            let inputs = CascadeInputs::probabilities(&labels, &truth, &fast, &second);
+            let at = |target: f64| {
+                calibrate(
+                    &inputs,
+                    Goal::TargetAccuracy(target),
+                    &PolicyConfig::default(),
+                    Combine::Replace,
+                )
+                .unwrap()
+            };
+            for target in [0.7, 0.8] {
+                let cal = at(target);
+                assert!(cal.reached, "{target}: {cal:?}");
+                assert!((cal.accuracy - 0.8).abs() < 1e-9, "{target}: {cal:?}");
+                assert!((cal.share - 0.2).abs() < 1e-9, "{target}: {cal:?}");
+            }
+            let cal = at(0.9);
+            assert!(!cal.reached, "{cal:?}");
+            assert!((cal.accuracy - 0.8).abs() < 1e-9, "{cal:?}");
+            assert!((cal.share - 0.2).abs() < 1e-9, "{cal:?}");
+            assert!((cal.fast_accuracy - 0.6).abs() < 1e-9, "{cal:?}");
+        }
     }
 
     /// Generative labels take budget: calibration counts their replies in the share, as the

@@ -228,12 +228,9 @@ pub fn run(a: Args) -> CmdResult {
                 100.0 * best.accuracy
             )
         }
-        Goal::TargetAccuracy(_) => {
+        Goal::TargetAccuracy(target) => {
             let cal = calibrate(&inputs, goal, &config.router, config.slm.combine)?;
-            config.router.default_threshold = cal.default_threshold;
-            config.router.thresholds = cal.per_label.iter().cloned().collect();
-            config.router.deferral = None;
-            format!(
+            let what = format!(
                 "threshold {:.3}{}; {:.1}% to the SLM; accuracy {:.2}% (fast only {:.2}%)",
                 cal.default_threshold,
                 if cal.per_label.is_empty() {
@@ -244,7 +241,31 @@ pub fn run(a: Args) -> CmdResult {
                 100.0 * cal.share,
                 100.0 * cal.accuracy,
                 100.0 * cal.fast_accuracy
-            )
+            );
+            if !cal.reached {
+                // Nothing written: a configuration that misses its target is not a calibration.
+                return Err(Failure::Gate(format!(
+                    "--target-accuracy {target}: out of reach on these {n} messages; the most \
+                     accurate cascade found: {what}. Nothing written: ask for at most {:.4}, or \
+                     calibrate for a --budget",
+                    (cal.accuracy * 1e4).floor() / 1e4
+                )));
+            }
+            config.router.default_threshold = cal.default_threshold;
+            config.router.thresholds = cal.per_label.iter().cloned().collect();
+            config.router.deferral = None;
+            // The run-time budget would cap the share the target needs.
+            if cal.share > config.budget.max_share {
+                let raised = (cal.share * 100.0).ceil() / 100.0;
+                eprintln!(
+                    "[budget] max_share raised from {} to {raised}: the target needs {:.1}% of \
+                     the messages at the SLM, which the budget would have capped",
+                    config.budget.max_share,
+                    100.0 * cal.share
+                );
+                config.budget.max_share = raised;
+            }
+            what
         }
     };
     if let Some(m) = &a.model {
