@@ -38,12 +38,25 @@ pub enum ModelsError {
     /// A model file (or a directory of them) does not exist.
     #[error(
         "model file {path} is missing: run scripts/install-models.sh \
-         (or fix `encoder_dir` / `generator_dir` in the models config, or `[slm] finetuned`: \
-         a fine-tuned model is made by `triage slm finetune`)"
+         (the models are looked for in $TRIAGE_CACHE, else in .cache/triage under the current \
+         directory; or fix `encoder_dir` / `generator_dir` in the models config, or `[slm] \
+         finetuned`: a fine-tuned model is made by `triage slm finetune`)"
     )]
     ModelMissing {
         /// The missing file or directory.
         path: PathBuf,
+    },
+
+    /// A model the user makes (a head, a fine-tuned model's directory) is not where it was named:
+    /// no installer makes it.
+    #[error("{path} is not {what}: {made_by} makes one")]
+    NotMade {
+        /// The path named.
+        path: PathBuf,
+        /// What it should have been ("a second-opinion head (no such file)").
+        what: &'static str,
+        /// The command that makes one.
+        made_by: &'static str,
     },
 
     /// A model file exists but cannot be parsed or loaded.
@@ -123,6 +136,7 @@ impl ModelsError {
             Self::RuntimeNotFound { .. }
                 | Self::RuntimeLoad { .. }
                 | Self::ModelMissing { .. }
+                | Self::NotMade { .. }
                 | Self::ModelCorrupt { .. }
                 | Self::ChecksumMismatch { .. }
         )

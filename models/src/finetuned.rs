@@ -68,10 +68,16 @@ impl FinetunedClassifier {
         let dir: PathBuf = dir.as_ref().to_path_buf();
         config.validate().map_err(ModelsError::Config)?;
         let card_path = dir.join(Self::CARD_FILE);
-        for path in [&dir, &card_path] {
-            if !path.exists() {
-                return Err(ModelsError::ModelMissing { path: path.clone() });
-            }
+        if !dir.exists() {
+            return Err(ModelsError::ModelMissing { path: dir });
+        }
+        if !card_path.exists() {
+            // A directory, but not one `slm finetune` wrote: no installer fixes that.
+            return Err(ModelsError::NotMade {
+                path: dir,
+                what: "a fine-tuned model's directory (it has no slm.json)",
+                made_by: "`triage slm finetune`",
+            });
         }
         if config.verify_checksums {
             let manifest = dir.join(Self::MANIFEST_FILE);

@@ -342,12 +342,14 @@ impl Head {
             .map_err(|e| ModelsError::io(path, e))
     }
 
-    /// Reads a head saved by [`Head::save`]. A missing file is [`ModelsError::ModelMissing`], an unreadable one
-    /// [`ModelsError::ModelCorrupt`].
+    /// Reads a head saved by [`Head::save`]. A missing file is [`ModelsError::NotMade`] (no
+    /// installer makes a head), an unreadable one [`ModelsError::ModelCorrupt`].
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => ModelsError::ModelMissing {
+            std::io::ErrorKind::NotFound => ModelsError::NotMade {
                 path: path.to_path_buf(),
+                what: "a second-opinion head (no such file)",
+                made_by: "`triage slm train-head` (or `triage slm zero-shot`)",
             },
             _ => ModelsError::io(path, e),
         })?;

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{config, copy_model_dir, installed};
-use triage_models::{Encoder, Generator, Head, ModelsConfig, ModelsError};
+use triage_models::{Encoder, FinetunedClassifier, Generator, Head, ModelsConfig, ModelsError};
 
 fn no_verify() -> ModelsConfig {
     ModelsConfig {
@@ -128,13 +128,34 @@ fn generator_missing_and_corrupt_files() {
 fn head_files_missing_or_corrupt() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let path = tmp.path().join("head.json");
-    assert!(matches!(
-        Head::load(&path),
-        Err(ModelsError::ModelMissing { .. })
-    ));
+    // No installer makes a head: the message names what does.
+    let err = Head::load(&path).expect_err("no such file");
+    assert!(matches!(err, ModelsError::NotMade { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("slm train-head") && !msg.contains("install-models"),
+        "{msg}"
+    );
     std::fs::write(&path, b"[1, 2, 3]").expect("write");
     assert!(matches!(
         Head::load(&path),
         Err(ModelsError::ModelCorrupt { .. })
     ));
+}
+
+/// A directory that `slm finetune` did not write is not a fine-tuned model, and no installer
+/// makes it one; a directory that does not exist may be the built-in one, not yet installed.
+#[test]
+fn a_fine_tuned_model_directory_without_its_card() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let err = FinetunedClassifier::load(tmp.path(), &config()).expect_err("no slm.json");
+    assert!(matches!(err, ModelsError::NotMade { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("no slm.json") && msg.contains("`triage slm finetune` makes one"),
+        "{msg}"
+    );
+    let err = FinetunedClassifier::load(tmp.path().join("nope"), &config()).expect_err("none");
+    assert!(matches!(err, ModelsError::ModelMissing { .. }), "{err:?}");
+    assert!(err.to_string().contains("$TRIAGE_CACHE"), "{err}");
 }
