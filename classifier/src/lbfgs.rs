@@ -37,6 +37,9 @@ pub enum Termination {
     MaxIterations,
     /// The line search found no acceptable step (typically: the cost is flat to rounding).
     LineSearch(String),
+    /// The allocator had not the memory for the minimiser's vectors, all taken before the first
+    /// evaluation (nothing was run).
+    OutOfMemory,
 }
 
 impl Termination {
@@ -46,6 +49,7 @@ impl Termination {
             Termination::Converged => "converged".into(),
             Termination::MaxIterations => "Maximum number of iterations reached".into(),
             Termination::LineSearch(why) => format!("Line search terminated with: '{why}'"),
+            Termination::OutOfMemory => "out of memory".into(),
         }
     }
 }
@@ -95,7 +99,16 @@ where
 {
     let n = x.len();
     let m = settings.history.max(1);
-    let mut g = vec![0.0; n];
+    // Every vector the minimiser will hold, taken at once and fallibly: a fit that does not fit
+    // ends here, as an outcome, not as an abort in its tenth iteration.
+    let Some((mut g, mut d, mut x_new, mut g_new, mut spare)) = workspace(n, m) else {
+        return Outcome {
+            cost: f64::NAN,
+            iterations: 0,
+            evaluations: 0,
+            termination: Termination::OutOfMemory,
+        };
+    };
     let mut fx = f(x, &mut g);
     let mut evaluations = 1u64;
     let mut iterations = 0u64;
@@ -116,10 +129,8 @@ where
     if dot(&g, &g).sqrt() < settings.tolerance_grad {
         return outcome(fx, 0, evaluations, Termination::Converged);
     }
-    let mut d = vec![0.0; n];
-    let mut x_new = vec![0.0; n];
-    let mut g_new = vec![0.0; n];
-    // Curvature pairs, oldest first, with rho = 1 / y·s; the buffers are recycled once full.
+    // Curvature pairs, oldest first, with rho = 1 / y·s; their buffers come from `spare` and go
+    // back to it (pairs and spare hold `m` buffer pairs between them).
     let mut pairs: VecDeque<Pair> = VecDeque::with_capacity(m);
     let mut alpha = vec![0.0; m];
     loop {
@@ -129,7 +140,7 @@ where
         let mut slope = two_loop(&pairs, &g, &mut d, &mut alpha);
         if slope >= 0.0 || slope.is_nan() {
             // Not a descent direction (rounding in the history): start again from steepest descent.
-            pairs.clear();
+            spare.extend(pairs.drain(..).map(|p| (p.s, p.y)));
             d.iter_mut().zip(&g).for_each(|(di, gi)| *di = -gi);
             slope = -dot(&g, &g);
         }
@@ -161,7 +172,9 @@ where
             let pair = pairs.pop_front().expect("history is full");
             (pair.s, pair.y)
         } else {
-            (vec![0.0; n], vec![0.0; n])
+            spare
+                .pop()
+                .expect("a spare pair while the history is not full")
         };
         let (ys, yy) = new_pair(step, &d, &g_new, &g, &mut s, &mut y);
         if ys > 0.0 && yy > 0.0 {
@@ -171,6 +184,8 @@ where
                 rho: 1.0 / ys,
                 yy,
             });
+        } else {
+            spare.push((s, y));
         }
         x.copy_from_slice(&x_new);
         std::mem::swap(&mut g, &mut g_new);
@@ -184,6 +199,36 @@ where
             return outcome(fx, iterations, evaluations, Termination::Converged);
         }
     }
+}
+
+/// `n` zeros, or `None` where the allocator has not that much left.
+pub(crate) fn try_zeros<T: Copy + Default>(n: usize) -> Option<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).ok()?;
+    v.resize(n, T::default());
+    Some(v)
+}
+
+/// The minimiser's vectors of `n`: the gradient, the direction, the trial point and its
+/// gradient, and `m` spare curvature pairs; `None` where the allocator cannot give them all.
+#[allow(clippy::type_complexity)]
+fn workspace(
+    n: usize,
+    m: usize,
+) -> Option<(
+    Vec<f64>,
+    Vec<f64>,
+    Vec<f64>,
+    Vec<f64>,
+    Vec<(Vec<f64>, Vec<f64>)>,
+)> {
+    let (g, d, x_new, g_new) = (try_zeros(n)?, try_zeros(n)?, try_zeros(n)?, try_zeros(n)?);
+    let mut spare = Vec::new();
+    spare.try_reserve_exact(m).ok()?;
+    for _ in 0..m {
+        spare.push((try_zeros(n)?, try_zeros(n)?));
+    }
+    Some((g, d, x_new, g_new, spare))
 }
 
 /// A curvature pair: the step `s`, the gradient change `y`, `rho = 1 / y·s` and `y·y`.

@@ -187,16 +187,16 @@ impl<'a> Problem<'a> {
         sample_weight: Option<&'a [f64]>,
         k: usize,
         alpha: f64,
-    ) -> Self {
-        Self {
+    ) -> Option<Self> {
+        Some(Self {
             x,
             y,
             sample_weight,
             k,
             alpha,
-            w: vec![0.0; x.n_cols * k],
-            gw: vec![0.0; x.n_cols * k],
-        }
+            w: lbfgs::try_zeros(x.n_cols * k)?,
+            gw: lbfgs::try_zeros(x.n_cols * k)?,
+        })
     }
 
     /// Cost at `params`, with the gradient written into `grad`. The sweep over the samples runs
@@ -324,14 +324,28 @@ pub fn fit(
     }
     let total_weight: f64 = sample_weight.map_or(y.len() as f64, |s| s.iter().sum());
     let d = x.n_cols;
-    let mut problem = Problem::new(x, y, sample_weight, k, config.alpha);
+    // Every large buffer is taken fallibly before the first iteration: where the memory is not
+    // there after all (the check before the fit counts what is free, not how the allocator can
+    // place it under an address-space limit), the fit ends with an error, not an abort.
+    let out_of_memory = || {
+        ClassifierError::Memory(format!(
+            "the fit could not allocate its buffers: it needs about {:.2} GiB for {} weights \
+             with an L-BFGS history of {}, and the allocator could not place that much. To need \
+             less: a smaller [logistic] history, a [tfidf] max_features cap, a higher min_df",
+            fit_memory(x.n_cols, k, config.history) as f64 / (1u64 << 30) as f64,
+            x.n_cols * k,
+            config.history
+        ))
+    };
+    let mut problem =
+        Problem::new(x, y, sample_weight, k, config.alpha).ok_or_else(out_of_memory)?;
     let settings = lbfgs::Settings {
         history: config.history,
         max_iterations: config.max_iterations,
         tolerance_grad: config.gradient_tolerance * total_weight,
         tolerance_cost: 1e-10 * total_weight,
     };
-    let mut params = vec![0.0f64; (d + 1) * k];
+    let mut params: Vec<f64> = lbfgs::try_zeros((d + 1) * k).ok_or_else(out_of_memory)?;
     let mut hook = hook;
     let outcome = lbfgs::minimise(
         &mut params,
@@ -343,6 +357,9 @@ pub fn fit(
             }
         },
     );
+    if outcome.termination == lbfgs::Termination::OutOfMemory {
+        return Err(out_of_memory());
+    }
     if !outcome.cost.is_finite() {
         return Err(ClassifierError::Optimiser(format!(
             "L-BFGS ended at a non-finite cost ({})",
@@ -505,12 +522,34 @@ mod tests {
         }
     }
 
+    /// A fit whose buffers the allocator cannot give ends with [`ClassifierError::Memory`],
+    /// not an abort ("memory allocation of N bytes failed"): here 2^40 features, terabytes.
+    #[test]
+    fn a_fit_without_the_memory_for_its_buffers_is_an_error() {
+        let mut x = Csr::new(1 << 40);
+        x.push_row(&[0], &[1.0]);
+        x.push_row(&[1], &[1.0]);
+        let err = fit(&x, &[0, 1], 2, None, &LogisticConfig::default(), None).unwrap_err();
+        assert!(matches!(err, ClassifierError::Memory(_)), "{err:?}");
+        assert!(err.to_string().contains("could not allocate"), "{err}");
+        // And the minimiser alone, for a parameter vector it cannot shadow.
+        let mut params = vec![0.0; 4];
+        let settings = lbfgs::Settings {
+            history: usize::MAX / 64,
+            max_iterations: 1,
+            tolerance_grad: 0.0,
+            tolerance_cost: 0.0,
+        };
+        let outcome = lbfgs::minimise(&mut params, |_, _| 0.0, settings, |_, _| {});
+        assert_eq!(outcome.termination, lbfgs::Termination::OutOfMemory);
+    }
+
     #[test]
     fn gradient_matches_finite_differences() {
         let (x, y) = toy(40, 5);
         let csr = to_csr(&x);
         let sw: Vec<f64> = (0..40).map(|i| 0.5 + (i % 4) as f64 * 0.25).collect();
-        let mut p = Problem::new(&csr, &y, Some(&sw), 3, 0.7);
+        let mut p = Problem::new(&csr, &y, Some(&sw), 3, 0.7).expect("memory");
         let params: Vec<f64> = (0..18)
             .map(|i| ((i * 7 % 11) as f64 - 5.0) / 10.0)
             .collect();
