@@ -397,6 +397,63 @@ fn config_check_refuses_what_librdkafka_refuses() {
     assert!(out.contains("\"sasl.username\" = \"alice\""), "{out}");
 }
 
+/// A model file named where none exists is the user's to fix (exit 2), said with where the name
+/// came from: `config --check` (and `replay`, `run`) for `[model] path`, any command for
+/// `--model`. It had been "nope.triage: No such file or directory", exit 1.
+#[test]
+fn a_model_named_where_none_is_says_who_named_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("m.toml");
+    std::fs::write(
+        &cfg,
+        "[model]\npath = \"nope.triage\"\n[slm]\nmode = \"off\"\n",
+    )
+    .unwrap();
+    let messages = dir.path().join("in.jsonl");
+    std::fs::write(&messages, "{\"text\": \"hello\"}\n").unwrap();
+    let out = dir.path().join("out.jsonl");
+    for (args, want) in [
+        (
+            vec!["config", "--check", "--config", cfg.to_str().unwrap()],
+            "configuration: [model] path nope.triage does not exist (relative to",
+        ),
+        (
+            vec![
+                "replay",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--input",
+                messages.to_str().unwrap(),
+                "--output",
+                out.to_str().unwrap(),
+            ],
+            "configuration: [model] path nope.triage does not exist",
+        ),
+        (
+            vec![
+                "bench",
+                "--model",
+                "nope.triage",
+                "--data",
+                messages.to_str().unwrap(),
+            ],
+            "--model nope.triage does not exist",
+        ),
+    ] {
+        let (code, err) = code_and_stderr(
+            Command::new(triage_bin())
+                .current_dir(dir.path())
+                .args(&args),
+        );
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(want) && err.contains("`triage train` makes one"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(!out.exists());
+}
+
 /// Generation settings with which every drafted reply comes out wrong are refused at start: an
 /// empty stop string (every reply empty, exit 0) and a per-label prompt for a label the model
 /// does not have (never used; a misspelt `generative` label was already refused).

@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use serde_json::json;
-use triage_classifier::Model;
 use triage_classifier::model::scoring::Kernel;
 use triage_core::jsonl::{OtherLines, read_texts};
 use triage_eval::bench::throughput;
@@ -30,7 +29,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> CmdResult {
-    let mut model = Model::load_or_default(a.model.as_deref())?;
+    let mut model = super::load_model(a.model.as_deref(), &Default::default())?;
     a.weights.apply(&mut model);
     let read = read_texts(&a.data, OtherLines::AsText)?;
     if let Some((line, why)) = read.skipped.first() {

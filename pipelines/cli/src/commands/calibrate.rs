@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::anyhow;
-use triage_classifier::{Model, read_jsonl};
+use triage_classifier::read_jsonl;
 use triage_core::config::Config;
 use triage_core::paths::refuse_overwriting;
 use triage_eval::calibrate::{Method, candidates};
@@ -111,7 +111,7 @@ pub fn run(a: Args) -> CmdResult {
             )));
         }
     };
-    let model = Model::load_or_default(a.model.as_deref().or(config.model.path.as_deref()))?;
+    let model = super::load_model(a.model.as_deref(), &config)?;
     let root = super::root()?;
     let examples = read_jsonl(&a.dev)?;
     let n = examples.len();

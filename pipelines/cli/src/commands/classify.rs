@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use triage_classifier::Model;
 use triage_core::message::InputConfig;
 use triage_service::classify::classify_lines;
 
@@ -23,7 +22,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> CmdResult {
-    let model = Model::load_or_default(a.model.as_deref())?;
+    let model = super::load_model(a.model.as_deref(), &Default::default())?;
     let stdin = std::io::stdin().lock();
     let out = std::io::BufWriter::new(std::io::stdout().lock());
     let config = InputConfig {

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use serde_json::json;
-use triage_classifier::{Model, read_jsonl};
+use triage_classifier::read_jsonl;
 use triage_core::config::Config;
 use triage_eval::cascade::evaluate_config;
 use triage_eval::evaluate::{evaluate, over_limit, unknown_labels};
@@ -63,7 +63,7 @@ pub fn run(a: Args) -> CmdResult {
         )));
     }
     let config = Config::load(a.config.as_deref())?;
-    let mut model = Model::load_or_default(a.model.as_deref().or(config.model.path.as_deref()))?;
+    let mut model = super::load_model(a.model.as_deref(), &config)?;
     a.weights.apply(&mut model);
     let data = read_jsonl(&a.data)?;
     if let Some(warning) = unknown_labels(model.labels(), &data) {

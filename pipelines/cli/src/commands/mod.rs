@@ -65,6 +65,34 @@ pub fn write_file(path: &std::path::Path, bytes: &[u8]) -> Result<(), crate::exi
     })
 }
 
+/// The fast model: `--model`'s (`flag`), else the configuration's `[model] path`, else the
+/// built-in one. A named file that does not exist is a usage or configuration error (exit 2),
+/// said with where the name came from; a file that exists but does not load stays a runtime one.
+pub fn load_model(
+    flag: Option<&std::path::Path>,
+    config: &Config,
+) -> Result<Model, crate::exit::Failure> {
+    let (path, key) = match (flag, config.model.path.as_deref()) {
+        (Some(p), _) => (Some(p), "--model"),
+        (None, Some(p)) => (Some(p), "configuration: [model] path"),
+        (None, None) => (None, ""),
+    };
+    if let Some(p) = path
+        && !p.exists()
+    {
+        return Err(crate::exit::Failure::usage(anyhow::anyhow!(
+            "{key} {} does not exist{} (`triage train` makes one)",
+            p.display(),
+            if p.is_relative() {
+                format!(" (relative to {})", root()?.display())
+            } else {
+                String::new()
+            }
+        )));
+    }
+    Ok(Model::load_or_default(path)?)
+}
+
 /// The models' settings of a configuration, resolved.
 pub fn models(config: &Config) -> Result<triage_core::config::ModelsConfig, crate::exit::Failure> {
     Ok(config.slm.models.resolved(&root()?))

@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use triage_classifier::Model;
 use triage_core::config::{Admission, Config};
 use triage_service::Processor;
 use triage_service::file::{ReplayOptions, replay};
@@ -78,7 +77,7 @@ pub fn run(a: Args) -> CmdResult {
             ("--dead-letter", Some(&dead_letter)),
         ],
     )?;
-    let model = Model::load_or_default(a.model.as_deref().or(config.model.path.as_deref()))?;
+    let model = super::load_model(a.model.as_deref(), &config)?;
     let processor = Processor::from_config(Arc::new(model), &config, &super::root()?)?;
     let opts = ReplayOptions {
         input: a.input.clone(),

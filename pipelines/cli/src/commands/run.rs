@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::anyhow;
-use triage_classifier::Model;
 use triage_core::config::Config;
 use triage_service::Processor;
 use triage_service::kafka::RunOptions;
@@ -61,7 +60,7 @@ pub fn prepare(config: &Config) -> Result<Processor, Failure> {
         .kafka
         .validate()
         .map_err(|e| Failure::usage(anyhow!("configuration: {e}")))?;
-    let model = Arc::new(Model::load_or_default(config.model.path.as_deref())?);
+    let model = Arc::new(super::load_model(None, config)?);
     tracing::info!(model = model.version(), labels = ?model.labels(), "model loaded");
     Ok(Processor::from_config(model, config, &super::root()?)?)
 }

@@ -159,9 +159,7 @@ fn label(a: LabelArgs) -> CmdResult {
         &a.second.applied(&config),
         &[("--output", Some(&a.output))],
     )?;
-    let model = triage_classifier::Model::load_or_default(
-        a.model.as_deref().or(config.model.path.as_deref()),
-    )?;
+    let model = super::load_model(a.model.as_deref(), &config)?;
     let second = a.second.load(&config, &model)?;
     let t0 = std::time::Instant::now();
     let done = triage_eval::distill::label(
