@@ -416,6 +416,52 @@ fn calibrate_refuses_a_target_accuracy_out_of_reach() {
     );
 }
 
+/// `calibrate --folds` trains each fold's fast model with the model's own settings where no
+/// `--train-config` is given (it had been required, which the help did not say), and a label too
+/// rare for the folds is named, with the fold counted as the progress counts it (it had said
+/// "fold 0 lacks some labels; use fewer folds", after "fold 1/2", and fewer folds cannot help).
+#[test]
+fn calibrate_folds_name_a_label_too_rare_to_fold() {
+    models_installed();
+    let dir = tempfile::tempdir().unwrap();
+    let dev = triage_tests::two_label_data(dir.path());
+    let mut text = std::fs::read_to_string(&dev).unwrap();
+    for i in 0..6 {
+        text.push_str(&format!(
+            "{{\"text\": \"not sure what you mean by that {i}\", \"label\": \"ambiguous\"}}\n"
+        ));
+    }
+    text.push_str("{\"text\": \"the parcel is at the depot\", \"label\": \"neutral\"}\n");
+    std::fs::write(&dev, text).unwrap();
+    let out = dir.path().join("calibrated.toml");
+    let run = Command::new(triage_bin())
+        .current_dir(workspace())
+        .args([
+            "calibrate",
+            "--budget",
+            "0.15",
+            "--no-deferral",
+            "--folds",
+            "2",
+            "--head",
+            "models/default/sentiment4.head.json",
+            "--dev",
+        ])
+        .arg(&dev)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("/2: its training part has no message labelled \"neutral\" (1 in all)"),
+        "{err}"
+    );
+    assert!(!err.contains("fold 0"), "{err}");
+    assert!(!out.exists());
+}
+
 /// A second opinion's labels must be the fast model's. One it lacks was refused; one only it has
 /// was accepted, and that label's probability silently dropped (the published probabilities
 /// summed to 0.11 for a head trained with an extra `delivery` label). Both are configuration

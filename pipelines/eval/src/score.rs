@@ -217,8 +217,22 @@ pub fn out_of_fold(
         ));
         let m = Model::train(&train, train_config, &mut NoProgress)?;
         if m.labels() != labels {
+            let missing: Vec<String> = labels
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| !m.labels().contains(l))
+                .map(|(i, l)| {
+                    let n = truth.iter().filter(|&&t| t == i).count();
+                    format!("{l:?} ({n} in all)")
+                })
+                .collect();
             return Err(EvalError::Invalid(format!(
-                "fold {f} lacks some labels; use fewer folds"
+                "fold {}/{folds}: its training part has no message labelled {}: every fold's \
+                 model must know every label. A label needs at least 2 messages for 2 folds \
+                 (more for more folds, as they fall); merge or drop the rarest labels, or add \
+                 messages",
+                f + 1,
+                missing.join(", ")
             )));
         }
         let xs = x.select(Axis(0), &train_idx);

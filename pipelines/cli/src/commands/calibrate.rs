@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::anyhow;
-use triage_classifier::read_jsonl;
+use triage_classifier::{TrainConfig, read_jsonl};
 use triage_core::config::Config;
 use triage_core::paths::refuse_overwriting;
 use triage_eval::calibrate::{Method, candidates};
@@ -42,11 +42,13 @@ pub struct Args {
     #[arg(long)]
     out: PathBuf,
     /// When the data has no dev split: treat `--dev` as training data and calibrate on K-fold
-    /// out-of-fold predictions (a fast model and a head trained per fold, with --train-config).
-    #[arg(long, requires = "train_config")]
-    folds: Option<usize>,
-    /// Fast-model training settings for --folds (TOML, as for `triage train`).
+    /// out-of-fold predictions (a fast model and a head trained per fold, with the fast model's
+    /// own settings, or --train-config's).
     #[arg(long)]
+    folds: Option<usize>,
+    /// Fast-model training settings for --folds (TOML, as for `triage train`); the fast model's
+    /// own (those it was trained with) when omitted.
+    #[arg(long, requires = "folds")]
     train_config: Option<PathBuf>,
     /// L2 strength of the per-fold heads (--folds).
     #[arg(long, default_value_t = 0.1)]
@@ -116,13 +118,24 @@ pub fn run(a: Args) -> CmdResult {
     let examples = read_jsonl(&a.dev)?;
     let n = examples.len();
     let mut bars = Bars::default();
-    let scored = match (a.folds, &a.train_config) {
-        (Some(k), Some(tc)) if k >= 2 => {
+    let scored = match a.folds {
+        Some(k) if k >= 2 => {
             let second =
                 SecondOpinion::load(&config, &root, None, a.second.head.as_deref(), &model)?;
+            let train_config = match &a.train_config {
+                Some(tc) => read_train_config(Some(tc))?,
+                None => {
+                    let h = model.header();
+                    TrainConfig {
+                        analyzer: h.analyzer.clone(),
+                        tfidf: h.tfidf.clone(),
+                        logistic: h.logistic.clone(),
+                    }
+                }
+            };
             let settings = Folds {
                 folds: k,
-                train_config: read_train_config(Some(tc))?,
+                train_config,
                 head_alpha: a.head_alpha,
             };
             out_of_fold(
@@ -133,8 +146,8 @@ pub fn run(a: Args) -> CmdResult {
                 &mut bars,
             )?
         }
-        (Some(_), _) => return Err(Failure::usage(anyhow!("--folds must be at least 2"))),
-        _ => {
+        Some(_) => return Err(Failure::usage(anyhow!("--folds must be at least 2"))),
+        None => {
             let second = a.second.load(&config, &model)?;
             second.score(&model, examples.clone(), &mut bars)?
         }
