@@ -41,26 +41,13 @@ fn non_blank<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error>
 
 /// Reads a JSONL dataset. Every line must be an object with string `text` and a non-blank
 /// string `label`; the first bad line is an error naming the file and line. Labels that differ
-/// only in case or surrounding spaces (`Positive`, ` positive`) are separate labels, and a
-/// warning names them.
+/// only in case or surrounding spaces (`Positive`, ` positive`) are separate labels (`train` and
+/// `tune` warn about them, with the other signs of a data mistake).
 pub fn read_jsonl(path: &Path) -> Result<Vec<Example>> {
-    let rows: Vec<Example> =
-        triage_core::jsonl::read(path, "{\"text\": string, \"label\": string}")?;
-    let mut seen: std::collections::BTreeMap<String, std::collections::BTreeSet<&str>> =
-        Default::default();
-    for r in &rows {
-        seen.entry(r.label.trim().to_lowercase())
-            .or_default()
-            .insert(&r.label);
-    }
-    for spellings in seen.values().filter(|s| s.len() > 1) {
-        tracing::warn!(
-            file = %path.display(),
-            labels = ?spellings,
-            "labels that differ only in case or surrounding spaces are separate labels"
-        );
-    }
-    Ok(rows)
+    Ok(triage_core::jsonl::read(
+        path,
+        "{\"text\": string, \"label\": string}",
+    )?)
 }
 
 #[cfg(test)]

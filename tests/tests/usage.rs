@@ -124,6 +124,18 @@ fn out_of_range_options_are_usage_errors() {
             "input.max_message_bytes",
         ),
         ("TRIAGE__INPUT__TEXT_FIELD", "", "input.text_field"),
+        // An unknown key from the environment: the variable named, not "`TRIAGE__` environment
+        // variable(s)".
+        (
+            "TRIAGE__ROUTER__BOGUS",
+            "1",
+            "unknown key `bogus`; expected one of `default_threshold`",
+        ),
+        (
+            "TRIAGE__ROUTER__BOGUS",
+            "1",
+            "in the environment variable TRIAGE__ROUTER__BOGUS",
+        ),
         // Every drafted reply failed with it ("degraded"), after a clean start.
         (
             "TRIAGE__SLM__GENERATE__TEMPERATURE",
@@ -696,6 +708,8 @@ fn train_warns_about_labels_that_look_like_mistakes() {
     ] {
         assert!(stderr.contains(part), "{part:?} not in {stderr}");
     }
+    // Once: the reader's own log line had said it a second time.
+    assert_eq!(stderr.matches("differ only in case").count(), 1, "{stderr}");
     assert!(out.exists());
 }
 

@@ -63,11 +63,13 @@ enum Command {
     Tune(tune::Args),
     /// Measure single-core classify throughput (analyse + vectorise + predict per message).
     Bench(bench::Args),
-    /// Run the Kafka service: consume, classify, route, publish decisions (at-least-once).
+    /// Run the Kafka service: consume, classify, route, publish decisions (at-least-once, or
+    /// exactly-once with `[kafka] delivery = "exactly_once"`).
     Run(run::Args),
     /// Print the effective configuration (file + environment), secrets redacted.
     Config(config::Args),
-    /// The small language models: train the second-opinion head, or build a zero-shot one.
+    /// The small language models: fine-tune one on your labels, train a second-opinion head or
+    /// build a zero-shot one, label messages for distillation.
     #[command(subcommand)]
     Slm(slm::Command),
     /// Pick the routing thresholds on a dev set for an SLM budget or a target accuracy, and write

@@ -170,11 +170,12 @@ fn label(a: LabelArgs) -> CmdResult {
         &mut Bars::default(),
     )?;
     eprintln!(
-        "labelled {} messages with the {} second opinion in {:.1} s ({} lines without a text skipped); wrote {}",
+        "labelled {} messages with the {} second opinion in {:.1} s ({} line{} without a text skipped); wrote {}",
         done.rows,
         second.mapped.model.kind(),
         t0.elapsed().as_secs_f64(),
         done.skipped,
+        if done.skipped == 1 { "" } else { "s" },
         a.output.display()
     );
     Ok(())

@@ -24,8 +24,8 @@ pub struct Args {
     /// Base training settings (TOML).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Alphas to try (comma-separated).
-    #[arg(long, value_delimiter = ',', default_values_t = vec![0.1, 0.3, 1.0])]
+    /// Alphas to try, comma-separated [default: 0.1,0.3,1].
+    #[arg(long, value_delimiter = ',', default_values_t = vec![0.1, 0.3, 1.0], hide_default_value = true)]
     alpha: Vec<f64>,
     /// Class weights to try: none, balanced, balanced_sqrt (comma-separated). Without it, the
     /// base settings' weight only (`balanced_sqrt` without a config).
@@ -70,6 +70,9 @@ pub fn run(a: Args) -> CmdResult {
         weights.push(base.logistic.class_weight.clone());
     }
     let data = read_jsonl(&a.data)?;
+    for warning in triage_eval::train::label_warnings(&data) {
+        eprintln!("warning: {warning}");
+    }
     let dev = a.dev.as_deref().map(read_jsonl).transpose()?;
     let scoring = match &dev {
         Some(d) => Scoring::Dev(d),

@@ -213,15 +213,47 @@ fn kafka_properties_from_env(
 /// message says `default.router.foo`, after its profile, which triage does not use) and where it
 /// came from.
 fn describe(err: figment::Error) -> String {
+    use figment::error::Kind;
     err.into_iter()
         .map(|e| {
-            let mut line = e.kind.to_string();
+            let mut line = match &e.kind {
+                // figment's wording quotes serde's list in a second pair of backticks
+                // ("expected `one of `a`, `b``"); and a near miss is worth naming.
+                Kind::UnknownField(found, expected) | Kind::UnknownVariant(found, expected) => {
+                    let what = if matches!(e.kind, Kind::UnknownField(..)) {
+                        "unknown key"
+                    } else {
+                        "unknown value"
+                    };
+                    let near = expected
+                        .iter()
+                        .map(|k| (strsim::jaro_winkler(found, k), k))
+                        .filter(|(score, _)| *score > 0.85)
+                        .max_by(|a, b| a.0.total_cmp(&b.0))
+                        .map(|(_, k)| format!(" (did you mean `{k}`?)"))
+                        .unwrap_or_default();
+                    let list: Vec<String> = expected.iter().map(|k| format!("`{k}`")).collect();
+                    format!(
+                        "{what} `{found}`{near}; expected one of {}",
+                        list.join(", ")
+                    )
+                }
+                kind => kind.to_string(),
+            };
             if !e.path.is_empty() {
                 line.push_str(&format!(" for key `{}`", e.path.join(".")));
             }
             if let Some(md) = &e.metadata {
                 match &md.source {
                     Some(source) => line.push_str(&format!(" in {source} {}", md.name)),
+                    // The environment: the variable itself, not "`TRIAGE__` environment
+                    // variable(s)".
+                    None if md.name.contains("environment") && !e.path.is_empty() => {
+                        line.push_str(&format!(
+                            " in the environment variable TRIAGE__{}",
+                            e.path.join("__").to_uppercase()
+                        ))
+                    }
                     None => line.push_str(&format!(" in {}", md.name)),
                 }
             }
@@ -234,6 +266,30 @@ fn describe(err: figment::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An unknown key is named with the keys that are known (once quoted, not twice), and the
+    /// nearest where one is near.
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own large error
+    fn unknown_keys_are_named_with_a_near_miss() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("t.toml", "[router]\ndefault_threshhold = 0.5\n")?;
+            let err = Config::load(Some(Path::new("t.toml")))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(
+                    "unknown key `default_threshhold` (did you mean `default_threshold`?); \
+                     expected one of `default_threshold`, `thresholds`,"
+                ),
+                "{err}"
+            );
+            assert!(!err.contains("`one of"), "{err}");
+            // (An environment variable is named by tests/tests/usage.rs: one set here would
+            // reach the other tests of this process.)
+            Ok(())
+        });
+    }
 
     /// A librdkafka property from the environment: its name has dots, which figment splits
     /// into tables ("found map, expected a string" for `sasl.password`). The name is taken
