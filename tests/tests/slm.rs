@@ -406,7 +406,16 @@ fn calibrate_refuses_a_target_accuracy_out_of_reach() {
         !out.exists(),
         "a configuration that misses its target was written"
     );
-    let run = calibrate("0.5");
+    // A reachable one, with a head named relative to the current directory: written absolute,
+    // so that the configuration works from any directory.
+    let run = Command::new(triage_bin())
+        .current_dir(workspace())
+        .args(["calibrate", "--target-accuracy", "0.5", "--dev"])
+        .arg(&dev)
+        .args(["--head", "models/default/sentiment4.head.json", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "{err}");
     let written: toml::Table = std::fs::read_to_string(&out).unwrap().parse().unwrap();
@@ -414,6 +423,8 @@ fn calibrate_refuses_a_target_accuracy_out_of_reach() {
         written["router"]["default_threshold"].as_float().is_some(),
         "{written}"
     );
+    let head = std::path::Path::new(written["slm"]["head"].as_str().unwrap());
+    assert!(head.is_absolute() && head.is_file(), "{written}");
 }
 
 /// `calibrate --folds` trains each fold's fast model with the model's own settings where no

@@ -292,6 +292,22 @@ pub fn run(a: Args) -> CmdResult {
     // password `triage run` sends), and none taken from `TRIAGE__KAFKA__…` variables, which stay
     // in the environment they came from.
     config.kafka = Config::load_file(a.config.as_deref())?.kafka;
+    // The files it names, absolute: a configuration's relative paths are read from the current
+    // directory, and the one written here is used from others (`--head models/…` had made a
+    // file that worked only where calibrate ran).
+    for path in [
+        &mut config.model.path,
+        &mut config.slm.head,
+        &mut config.slm.finetuned,
+        &mut config.router.deferral,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if path.is_relative() {
+            *path = std::path::absolute(&*path).map_err(Failure::external)?;
+        }
+    }
     let toml = toml::to_string(&config).map_err(Failure::external)?;
     super::write_file(&a.out, toml.as_bytes())?;
     eprintln!(
