@@ -823,6 +823,53 @@ fn exit_when_idle_ends_a_run_that_never_gets_a_partition() {
     assert!(started.elapsed() >= Duration::from_secs(30), "{log}");
 }
 
+/// Credentials the brokers refuse (SASL against this broker, which has none): the run had ended
+/// "AllBrokersDown … (this may succeed if run again later)", exit 1, the cause only in earlier
+/// log lines. It now names the refusal and the settings to check, exit 2.
+#[test]
+fn exit_when_idle_names_refused_credentials() {
+    let addr = broker();
+    require_broker(&addr);
+    let topic = triage_tests::unique("sasl-in");
+    let group = triage_tests::unique("sasl-group");
+    let c = ServiceConfig {
+        broker: &addr,
+        group: &group,
+        input: &topic,
+        output: "sasl-out",
+        dlq: "sasl-dlq",
+        extra: "",
+    };
+    let mut svc = Service::start_env(
+        &c,
+        &["--exit-when-idle", "1"],
+        &[
+            (
+                "TRIAGE__KAFKA__PROPERTIES__SECURITY_PROTOCOL",
+                "SASL_PLAINTEXT",
+            ),
+            ("TRIAGE__KAFKA__PROPERTIES__SASL_MECHANISMS", "PLAIN"),
+            ("TRIAGE__KAFKA__PROPERTIES__SASL_USERNAME", "bob"),
+            ("TRIAGE__KAFKA__PROPERTIES__SASL_PASSWORD", "not-a-password"),
+        ],
+    );
+    let code = svc.wait(Duration::from_secs(90));
+    let log = svc.log_text();
+    assert_eq!(code, Some(2), "{log}");
+    let last = log
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_default();
+    assert!(last.contains("the brokers refused this client"), "{log}");
+    assert!(last.contains("Authentication"), "{last}");
+    assert!(!last.contains("may succeed if run again"), "{last}");
+    assert!(
+        !log.contains("not-a-password"),
+        "the password in the log: {log}"
+    );
+}
+
 /// `/health` while the brokers are out of reach: the loop's beat had never run (the consumer's
 /// errors came first in its select), so it reported a beat 56 years old. It beats now, and says
 /// so with a small age.

@@ -26,6 +26,10 @@ pub(crate) enum RebalanceEvent {
 #[derive(Default)]
 pub(crate) struct Ctx {
     pub(crate) events: Mutex<Vec<RebalanceEvent>>,
+    /// The last error that retrying cannot mend (a refused authentication, a failed TLS
+    /// handshake): librdkafka reports it here, while the consumer itself says only
+    /// `AllBrokersDown`.
+    pub(crate) fatal: Mutex<Option<String>>,
 }
 
 impl Ctx {
@@ -59,6 +63,12 @@ impl ClientContext for Ctx {
 
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::warn!(target: "librdkafka", %error, "{reason}");
+        if let Some(code) = error.rdkafka_error_code()
+            && is_configuration(code)
+            && let Ok(mut fatal) = self.fatal.lock()
+        {
+            *fatal = Some(format!("{error}: {reason}"));
+        }
     }
 }
 
@@ -84,6 +94,23 @@ impl ConsumerContext for Ctx {
             evs.push(RebalanceEvent::Assigned(tpl_to_vec(tpl)));
         }
     }
+}
+
+/// Errors that mean the client's settings (credentials, TLS) are wrong, not that a broker is
+/// away for now.
+fn is_configuration(code: rdkafka::types::RDKafkaErrorCode) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        code,
+        C::Authentication
+            | C::SaslAuthenticationFailed
+            | C::SSL
+            | C::UnsupportedSASLMechanism
+            | C::IllegalSASLState
+            | C::TopicAuthorizationFailed
+            | C::GroupAuthorizationFailed
+            | C::ClusterAuthorizationFailed
+    )
 }
 
 pub(crate) type Consumer_ = StreamConsumer<Ctx>;

@@ -772,8 +772,16 @@ pub async fn run(
                         lp.kafka.input_topics.join(", "),
                         started.elapsed().as_secs_f64()
                     );
-                    match lp.consumer_error.take() {
-                        Some(e) => Err(ServiceError::Kafka {
+                    let fatal = consumer.context().fatal.lock().ok().and_then(|mut f| f.take());
+                    match (fatal, lp.consumer_error.take()) {
+                        // Credentials or TLS refused: running again will not mend it.
+                        (Some(e), _) => Err(ServiceError::Config(format!(
+                            "kafka: {waited} (--exit-when-idle): the brokers refused this \
+                             client: {e} (brokers {}); check the security settings of \
+                             [kafka.properties]",
+                            lp.kafka.brokers
+                        ))),
+                        (None, Some(e)) => Err(ServiceError::Kafka {
                             message: format!(
                                 "{waited} (--exit-when-idle); the consumer's last error: {e} \
                                  (brokers {})",
@@ -781,7 +789,7 @@ pub async fn run(
                             ),
                             retryable: true,
                         }),
-                        None => {
+                        (None, None) => {
                             tracing::warn!(
                                 "{waited}, and the consumer reported no error: the group's other \
                                  members may hold them all"
