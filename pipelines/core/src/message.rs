@@ -449,13 +449,21 @@ pub const MAX_FIELD_DEPTH: usize = 125;
 /// hold any of them: an escape `\uD…` or a digit before an `e` (those values are parsed again,
 /// strictly and without building anything), more opening brackets than the depth allows (those
 /// are measured by [`nests_deeper_than`]).
+/// A payload the parser refused, `why` said so that a person can act on it: the parser's
+/// "unexpected end of hex escape" for a whole `\ud800` gets what is wrong with it.
+fn not_json(mut why: String) -> DecodeError {
+    if why.contains("hex escape") {
+        why.push_str(
+            " (a \\u escape of a lone UTF-16 surrogate, \\ud800 to \\udfff without its pair, \
+             is no character)",
+        );
+    }
+    DecodeError::NotJson(why)
+}
+
 fn strict(key: &str, value: &RawValue) -> Result<(), DecodeError> {
     let raw = value.get().as_bytes();
-    let refuse = |reason: &str| {
-        Err(DecodeError::NotJson(format!(
-            "{reason} in the field {key:?}"
-        )))
-    };
+    let refuse = |reason: &str| Err(not_json(format!("{reason} in the field {key:?}")));
     // Nesting deeper than the limit needs more opening brackets than the limit.
     if raw.len() > 2 * MAX_FIELD_DEPTH
         && raw.iter().filter(|&&b| b == b'[' || b == b'{').count() > MAX_FIELD_DEPTH
@@ -603,7 +611,7 @@ fn decode_with<'a>(
     let members = match parse(text, config) {
         Ok(Document::Object(members)) => members,
         Ok(Document::NotObject) => return Err(DecodeError::NotObject),
-        Err(e) => return Err(DecodeError::NotJson(e.to_string())),
+        Err(e) => return Err(not_json(e.to_string())),
     };
     if check_fields {
         for (k, v) in &members.other {
@@ -787,7 +795,21 @@ mod tests {
             dec(br#"{"text":"fine","meta":"\udc00"}"#)
                 .unwrap_err()
                 .to_string(),
-            "message is not JSON: lone leading surrogate in hex escape in the field \"meta\""
+            "message is not JSON: lone leading surrogate in hex escape in the field \"meta\" (a \
+             \\u escape of a lone UTF-16 surrogate, \\ud800 to \\udfff without its pair, is no \
+             character)"
+        );
+        assert!(
+            dec(br#"{"text":"bad \ud800 x"}"#)
+                .unwrap_err()
+                .to_string()
+                .starts_with("message is not JSON: unexpected end of hex escape at line 1 column")
+        );
+        assert!(
+            dec(br#"{"text":"bad \ud800 x"}"#)
+                .unwrap_err()
+                .to_string()
+                .ends_with("is no character)")
         );
         assert_eq!(
             dec(br#"{"text":"fine","n":1e400}"#)
