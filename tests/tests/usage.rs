@@ -409,6 +409,20 @@ fn config_check_refuses_what_librdkafka_refuses() {
     assert!(out.contains("\"sasl.username\" = \"alice\""), "{out}");
 }
 
+/// `run`'s own arguments are checked before the models load and the metrics endpoint listens:
+/// a bad `--from-timestamp` had come after eight lines of start-up log.
+#[test]
+fn run_checks_its_arguments_before_it_starts() {
+    let (code, err) = code_and_stderr(
+        Command::new(triage_bin())
+            .current_dir(workspace())
+            .args(["run", "--from-timestamp", "yesterday"]),
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--from-timestamp \"yesterday\""), "{err}");
+    assert!(!err.contains("model loaded"), "{err}");
+}
+
 /// A model file named where none exists is the user's to fix (exit 2), said with where the name
 /// came from: `config --check` (and `replay`, `run`) for `[model] path`, any command for
 /// `--model`. It had been "nope.triage: No such file or directory", exit 1.

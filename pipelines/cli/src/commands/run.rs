@@ -67,13 +67,14 @@ pub fn prepare(config: &Config) -> Result<Processor, Failure> {
 
 pub fn run(a: Args) -> CmdResult {
     let config = Config::load(a.config.as_deref())?;
-    let processor = Arc::new(prepare(&config)?);
+    // The arguments first: a bad one is said before the models load and the metrics listen.
     let from_timestamp = a
         .from_timestamp
         .as_deref()
         .map(parse_timestamp)
         .transpose()
         .map_err(Failure::usage)?;
+    let processor = Arc::new(prepare(&config)?);
     let opts = RunOptions {
         from_beginning: a.from_beginning,
         from_timestamp,
