@@ -58,13 +58,16 @@ impl SecondOpinion {
                 &models,
             )?)
         } else if is_default {
+            // The frozen head needs the encoder: where that is missing too, nothing is
+            // installed, and the warning would promise a fallback that does not come.
+            let encoder = Encoder::from_config(&models)?;
             tracing::warn!(
                 dir = %models.default_finetuned_dir().display(),
                 "the default model's fine-tuned second opinion is not installed \
                  (scripts/install-models.sh): using its frozen head"
             );
             Self::Frozen {
-                encoder: Encoder::from_config(&models)?,
+                encoder,
                 head: Head::resolve(None, true)?,
             }
         } else {
