@@ -138,6 +138,16 @@ pub fn two_label_data(dir: &Path) -> PathBuf {
     p
 }
 
+/// Appends `lines` (each ending in a newline) to the file at `path`.
+pub fn append_lines(path: &Path, lines: &str) {
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(lines.as_bytes()))
+        .unwrap_or_else(|e| panic!("appending to {}: {e}", path.display()));
+}
+
 // ------------------------------------------------------------------ broker
 
 /// The test broker's address (`TRIAGE_BROKER`, default 127.0.0.1:9092).

@@ -376,14 +376,15 @@ fn calibrate_refuses_a_target_accuracy_out_of_reach() {
     models_installed();
     let dir = tempfile::tempdir().unwrap();
     let dev = triage_tests::two_label_data(dir.path());
-    let mut text = std::fs::read_to_string(&dev).unwrap();
     // Eight texts both models call positive, labelled neutral: at most 24 of 32 right.
-    for i in 0..8 {
-        text.push_str(&format!(
-            "{{\"text\": \"thank you so much, lovely help {i}\", \"label\": \"neutral\"}}\n"
-        ));
-    }
-    std::fs::write(&dev, text).unwrap();
+    let neutral: String = (0..8)
+        .map(|i| {
+            format!(
+                "{{\"text\": \"thank you so much, lovely help {i}\", \"label\": \"neutral\"}}\n"
+            )
+        })
+        .collect();
+    triage_tests::append_lines(&dev, &neutral);
     let out = dir.path().join("calibrated.toml");
     let calibrate = |target: &str| {
         Command::new(triage_bin())
@@ -436,14 +437,15 @@ fn calibrate_folds_name_a_label_too_rare_to_fold() {
     models_installed();
     let dir = tempfile::tempdir().unwrap();
     let dev = triage_tests::two_label_data(dir.path());
-    let mut text = std::fs::read_to_string(&dev).unwrap();
-    for i in 0..6 {
-        text.push_str(&format!(
-            "{{\"text\": \"not sure what you mean by that {i}\", \"label\": \"ambiguous\"}}\n"
-        ));
-    }
-    text.push_str("{\"text\": \"the parcel is at the depot\", \"label\": \"neutral\"}\n");
-    std::fs::write(&dev, text).unwrap();
+    let mut extra: String = (0..6)
+        .map(|i| {
+            format!(
+                "{{\"text\": \"not sure what you mean by that {i}\", \"label\": \"ambiguous\"}}\n"
+            )
+        })
+        .collect();
+    extra.push_str("{\"text\": \"the parcel is at the depot\", \"label\": \"neutral\"}\n");
+    triage_tests::append_lines(&dev, &extra);
     let out = dir.path().join("calibrated.toml");
     let run = Command::new(triage_bin())
         .current_dir(workspace())

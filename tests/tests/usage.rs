@@ -413,11 +413,11 @@ fn config_check_refuses_what_librdkafka_refuses() {
 /// a bad `--from-timestamp` had come after eight lines of start-up log.
 #[test]
 fn run_checks_its_arguments_before_it_starts() {
-    let (code, err) = code_and_stderr(
-        Command::new(triage_bin())
-            .current_dir(workspace())
-            .args(["run", "--from-timestamp", "yesterday"]),
-    );
+    let (code, err) = code_and_stderr(Command::new(triage_bin()).current_dir(workspace()).args([
+        "run",
+        "--from-timestamp",
+        "yesterday",
+    ]));
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("--from-timestamp \"yesterday\""), "{err}");
     assert!(!err.contains("model loaded"), "{err}");
@@ -691,12 +691,11 @@ fn tune_folds_each_fit_where_one_fits() {
 fn train_warns_about_labels_that_look_like_mistakes() {
     let dir = tempfile::tempdir().unwrap();
     let data = two_label_data(dir.path());
-    let mut text = std::fs::read_to_string(&data).unwrap();
-    text.push_str(
+    triage_tests::append_lines(
+        &data,
         "{\"text\": \"thank you so much, lovely help 0\", \"label\": \"negative\"}\n\
          {\"text\": \"thanks a lot\", \"label\": \"Positive \"}\n",
     );
-    std::fs::write(&data, text).unwrap();
     let dev = dir.path().join("dev.jsonl");
     std::fs::write(
         &dev,
