@@ -161,16 +161,16 @@ impl EvalReport {
         let w = self
             .labels
             .iter()
-            .map(|l| l.len())
+            .map(|l| columns(l))
             .max()
             .unwrap_or(5)
             .clamp(5, 28);
-        let _ = writeln!(s, "{:<w$}  precision  recall     f1  support", "label");
+        let _ = writeln!(s, "{:<w$}  precision  recall      f1  support", "label");
         for m in &self.per_class {
             let _ = writeln!(
                 s,
-                "{:<w$}  {:>9.4}  {:>6.4}  {:>5.4}  {:>7}",
-                truncate(&m.label, w),
+                "{}  {:>9.4}  {:>6.4}  {:>6.4}  {:>7}",
+                fit(&m.label, w, false),
                 m.precision,
                 m.recall,
                 m.f1,
@@ -189,11 +189,11 @@ impl EvalReport {
                 .max(4);
             let _ = write!(s, "{:<w$}", "");
             for l in &self.labels {
-                let _ = write!(s, " {:>cw$}", truncate(l, cw));
+                let _ = write!(s, " {}", fit(l, cw, true));
             }
             let _ = writeln!(s);
             for (l, row) in self.labels.iter().zip(&self.confusion) {
-                let _ = write!(s, "{:<w$}", truncate(l, w));
+                let _ = write!(s, "{}", fit(l, w, false));
                 for v in row {
                     let _ = write!(s, " {v:>cw$}");
                 }
@@ -245,13 +245,66 @@ fn ratio(a: usize, b: usize) -> f64 {
     if b == 0 { 0.0 } else { a as f64 / b as f64 }
 }
 
-fn truncate(s: &str, w: usize) -> String {
-    s.chars().take(w).collect()
+/// The columns `s` takes in a terminal: two for a wide character (CJK, most emoji), none for a
+/// combining mark (`{:<w$}` counts characters, which misaligned a label such as `café ☕`).
+fn columns(s: &str) -> usize {
+    unicode_width::UnicodeWidthStr::width(s)
+}
+
+/// `s` cut to `w` terminal columns and padded to them, on the left where `right` (aligned right).
+fn fit(s: &str, w: usize, right: bool) -> String {
+    use unicode_width::UnicodeWidthChar;
+    let (mut out, mut used) = (String::new(), 0);
+    for c in s.chars() {
+        let cw = c.width().unwrap_or(0);
+        if used + cw > w {
+            break;
+        }
+        used += cw;
+        out.push(c);
+    }
+    let pad = " ".repeat(w - used);
+    if right { pad + &out } else { out + &pad }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Labels with wide characters keep the tables aligned: every row of the confusion matrix
+    /// ends in the same terminal column.
+    #[test]
+    fn wide_labels_keep_the_tables_aligned() {
+        let labels = vec![
+            "café ☕".to_string(),
+            "plain".to_string(),
+            "日本語".to_string(),
+        ];
+        let r = EvalReport::new(&labels, &[0, 1, 2, 0], &[0, 1, 2, 1], &[0.9, 0.9, 0.9, 0.6]);
+        let text = r.to_text();
+        let matrix: Vec<&str> = text
+            .split("columns: predicted)\n")
+            .nth(1)
+            .unwrap()
+            .lines()
+            .take(4)
+            .collect();
+        let ends: Vec<usize> = matrix.iter().map(|l| columns(l)).collect();
+        assert!(
+            ends.iter().all(|&e| e == ends[0]),
+            "{ends:?}\n{}",
+            matrix.join("\n")
+        );
+        let table: Vec<usize> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("label"))
+            .take(4)
+            .map(columns)
+            .collect();
+        assert!(table.iter().all(|&e| e == table[0]), "{table:?}");
+        assert_eq!(fit("日本語", 4, false), "日本");
+        assert_eq!(fit("ab", 4, true), "  ab");
+    }
 
     #[test]
     fn hand_computed_metrics() {
