@@ -84,6 +84,11 @@ fn out_of_range_options_are_usage_errors() {
             "max_iterations",
         ),
         (&["bench", "--data", data, "--repeat", "0"], "--repeat"),
+        // No second opinion runs without --cascade: the flag had been ignored.
+        (
+            &["eval", "--data", data, "--finetuned", "somewhere"],
+            "add --cascade",
+        ),
         (
             &[
                 "replay",

@@ -51,6 +51,12 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> CmdResult {
+    if !a.cascade && (a.second.finetuned.is_some() || a.second.head.is_some()) {
+        // Without --cascade no second opinion runs: the flag had been ignored, silently.
+        return Err(Failure::usage(anyhow::anyhow!(
+            "--finetuned and --head choose the second opinion of --cascade; add --cascade"
+        )));
+    }
     if let Some(dir) = &a.report
         && dir.exists()
         && !dir.is_dir()
